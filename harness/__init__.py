@@ -1,0 +1,1 @@
+"""Orchestration around the ``spikingformer`` library: Ray Tune/Train, Optuna, MLflow and the CLI."""

@@ -1,0 +1,37 @@
+"""``sfh``: the command line of the harness.
+
+Each subcommand lives in its own module under ``harness.commands`` and exposes
+``register(subparsers) -> None``, which adds its parser and sets ``func`` (``args -> int``).
+Modules are discovered, so adding a command touches no shared file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import harness.commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sfh", description="Spikingformer reproduction harness")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(harness.commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"harness.commands.{info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"sfh {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``sfh`` subcommand; each defines ``register(subparsers)``."""

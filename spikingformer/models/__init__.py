@@ -1,0 +1,8 @@
+"""Model families and their timm registrations."""
+
+from spikingformer.models.base import SpikingTransformer
+from spikingformer.models.registry import MODEL_CONFIGS, build_model
+from spikingformer.models.spikformer import Spikformer
+from spikingformer.models.spikingformer import Spikingformer
+
+__all__ = ["MODEL_CONFIGS", "Spikformer", "Spikingformer", "SpikingTransformer", "build_model"]

@@ -1,0 +1,141 @@
+"""Spikingformer (arXiv 2304.11954): the spike-driven, pre-activation residual transformer.
+
+Each residual branch starts with a LIF and ends with Conv + BN, so the residual stream carries real
+values and every Conv/Linear input but the first conv and the head is a binary spike tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spikingformer.models.base import SpikingTransformer, check_dims
+from spikingformer.models.layers import (
+    SeqDropPath,
+    SeqMaxPool,
+    conv_bn_1d,
+    conv_bn_2d,
+    drop_path_rates,
+    spike_attention,
+)
+from spikingformer.neurons import V_THRESHOLD_ATTN, MultiStepLIF
+
+#: Which of the five tokenizer stages max-pool their input, per input layout.
+POOLED_STAGES = {
+    "imagenet": (False, True, True, True, True),  # 224 -> 14: 196 tokens
+    "dvs": (False, True, True, True, True),  # 128 -> 8: 64 tokens
+    "cifar": (False, False, False, True, True),  # 32 -> 8: 64 tokens
+}
+
+
+class TokenizerStage(nn.Module):
+    """``[LIF -> MaxPool ->] Conv3x3 -> BN``; the first stage sees the analog input and has no LIF."""
+
+    def __init__(self, in_dim: int, out_dim: int, tau: float, spiking: bool, pool: bool) -> None:
+        super().__init__()
+        self.lif = MultiStepLIF(tau) if spiking else nn.Identity()
+        self.pool = SeqMaxPool() if pool else nn.Identity()
+        self.conv_bn = conv_bn_2d(in_dim, out_dim, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_bn(self.pool(self.lif(x)))
+
+
+class SpikingTokenizer(nn.Sequential):
+    """Five conv stages C -> D/8 -> D/4 -> D/2 -> D -> D, ending on a BN output (no LIF, no RPE)."""
+
+    def __init__(self, in_chans: int, embed_dim: int, tau: float, layout: str) -> None:
+        widths = [in_chans, embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim, embed_dim]
+        pools = POOLED_STAGES[layout]
+        super().__init__(
+            *(TokenizerStage(widths[i], widths[i + 1], tau, spiking=i > 0, pool=pools[i]) for i in range(5))
+        )
+        self.downsample = 2 ** sum(pools)
+
+
+class SpikingSelfAttention(nn.Module):
+    """LIF -> Q, K, V (1x1 conv, BN, LIF) -> softmax-free attention -> LIF(v_th 0.5) -> 1x1 conv + BN."""
+
+    def __init__(self, dim: int, num_heads: int, tau: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.pre_lif = MultiStepLIF(tau)
+        self.q, self.k, self.v = (conv_bn_1d(dim, dim, bias=False) for _ in range(3))
+        self.q_lif, self.k_lif, self.v_lif = (MultiStepLIF(tau) for _ in range(3))
+        self.attn_lif = MultiStepLIF(tau, V_THRESHOLD_ATTN)
+        self.proj = conv_bn_1d(dim, dim, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.pre_lif(x.flatten(3))  # [T, B, D, N]
+        y = spike_attention(self.q_lif(self.q(s)), self.k_lif(self.k(s)), self.v_lif(self.v(s)), self.num_heads)
+        return self.proj(self.attn_lif(y)).reshape(x.shape)
+
+
+class SpikingMLP(nn.Module):
+    """LIF -> 1x1 conv (D -> hidden) + BN -> LIF -> 1x1 conv (hidden -> D) + BN."""
+
+    def __init__(self, dim: int, hidden_dim: int, tau: float) -> None:
+        super().__init__()
+        self.pre_lif = MultiStepLIF(tau)
+        self.fc1 = conv_bn_2d(dim, hidden_dim, 1, bias=True)
+        self.hidden_lif = MultiStepLIF(tau)
+        self.fc2 = conv_bn_2d(hidden_dim, dim, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.hidden_lif(self.fc1(self.pre_lif(x))))
+
+
+class SpikingformerBlock(nn.Module):
+    """Spike-driven residual block: ``x + SSA(x)``, then ``x + MLP(x)`` on the real-valued stream."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, tau: float, drop_path: float) -> None:
+        super().__init__()
+        self.attn = SpikingSelfAttention(dim, num_heads, tau)
+        self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), tau)
+        self.drop_path = SeqDropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(x))
+        return x + self.drop_path(self.mlp(x))
+
+
+class Spikingformer(SpikingTransformer):
+    """Spikingformer-L-D: ``depth`` blocks of width ``embed_dim`` over a spiking conv tokenizer."""
+
+    def __init__(
+        self,
+        *,
+        layout: str = "cifar",
+        img_size: int = 32,
+        in_chans: int = 3,
+        num_classes: int = 10,
+        embed_dim: int = 384,
+        depth: int = 4,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        T: int = 4,
+        tau: float = 2.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        if layout not in POOLED_STAGES:
+            raise ValueError(f"layout={layout!r} is not one of {sorted(POOLED_STAGES)}")
+        check_dims(embed_dim, num_heads)
+        tokenizer = SpikingTokenizer(in_chans, embed_dim, tau, layout)
+        if img_size % tokenizer.downsample:
+            raise ValueError(f"img_size={img_size} must be divisible by {tokenizer.downsample} for layout {layout!r}")
+        blocks = [
+            SpikingformerBlock(embed_dim, num_heads, mlp_ratio, tau, dp)
+            for dp in drop_path_rates(drop_path_rate, depth)
+        ]
+        super().__init__(
+            tokenizer,
+            blocks,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            num_classes=num_classes,
+            img_size=img_size,
+            in_chans=in_chans,
+            T=T,
+            input_kind="event" if layout == "dvs" else "static",
+        )
+        self.layout = layout
