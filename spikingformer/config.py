@@ -1,0 +1,282 @@
+"""One training run's configuration: validated dataclasses built from plain dicts (YAML).
+
+Configuration flows one way: YAML -> ``TrainConfig.from_dict`` -> engine. Unknown keys, wrong types and
+impossible values raise ``ConfigError`` naming the key path, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin
+
+DATASETS = ("imagenet", "cifar10", "cifar100", "cifar10-dvs", "dvs128-gesture", "digits", "synthetic")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or impossible; the message names the key."""
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in get_args(tp):
+            try:
+                return _check_type(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} matches none of {tp}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null, got {value!r}")
+        return None
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item_types = get_args(tp)
+        if len(item_types) == 2 and item_types[1] is Ellipsis:
+            return tuple(_check_type(v, item_types[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(item_types):
+            raise ConfigError(f"{where}: expected {len(item_types)} values, got {len(value)}")
+        return tuple(_check_type(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, item_types, strict=True)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {where}")
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        path = f"{where}.{name}" if where else name
+        if name in data:
+            kwargs[name] = _check_type(data[name], hints[name], path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{path}: required key is missing")
+    obj = cls(**kwargs)
+    obj.validate(where)
+    return obj
+
+
+def _require(cond: bool, where: str, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"{where + '.' if where else ''}{key}: {value!r} is not allowed ({allowed})")
+
+
+class _Section:
+    def validate(self, where: str) -> None:
+        """Cross-field and range checks; overridden per section."""
+
+
+@dataclass
+class ModelConfig(_Section):
+    """A registered model name plus constructor overrides (num_classes, num_heads, T, ...)."""
+
+    name: str = "spikingformer_cifar_4_384"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        from spikingformer.models import MODEL_CONFIGS
+
+        _require(self.name in MODEL_CONFIGS, where, "name", self.name, f"one of {sorted(MODEL_CONFIGS)}")
+
+
+@dataclass
+class DataConfig(_Section):
+    """Where the data lives and how it is batched. ``batch_size`` is per device (per DDP rank)."""
+
+    dataset: str = "synthetic"
+    root: str | None = None
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    num_workers: int = 2
+    #: DVS: number of frames (T) each sample is integrated into; must equal the model's T.
+    frames: int | None = None
+    #: digits/synthetic: number of training / evaluation samples.
+    train_size: int | None = None
+    eval_size: int | None = None
+    #: Stop an epoch after this many batches (smoke runs); null = whole epoch.
+    max_train_batches: int | None = None
+    max_eval_batches: int | None = None
+
+    def validate(self, where: str) -> None:
+        _require(self.dataset in DATASETS, where, "dataset", self.dataset, f"one of {list(DATASETS)}")
+        _require(self.batch_size >= 1, where, "batch_size", self.batch_size, ">= 1")
+        _require(self.num_workers >= 0, where, "num_workers", self.num_workers, ">= 0")
+        for key in ("eval_batch_size", "frames", "train_size", "eval_size", "max_train_batches", "max_eval_batches"):
+            value = getattr(self, key)
+            _require(value is None or value >= 1, where, key, value, "null or >= 1")
+
+
+@dataclass
+class OptimConfig(_Section):
+    """timm AdamW; 1-D parameters (biases, BN) get no weight decay, as timm does."""
+
+    opt: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    eps: float = 1e-8
+    momentum: float = 0.9
+    #: Learning-rate rule for other global batches: 'none' (upstream) or 'linear' in global_batch/base_batch.
+    lr_scaling: Literal["none", "linear"] = "none"
+    base_batch: int | None = None
+    grad_accum_steps: int = 1
+    clip_grad: float | None = None
+
+    def validate(self, where: str) -> None:
+        _require(self.lr > 0, where, "lr", self.lr, "> 0")
+        _require(self.weight_decay >= 0, where, "weight_decay", self.weight_decay, ">= 0")
+        _require(self.grad_accum_steps >= 1, where, "grad_accum_steps", self.grad_accum_steps, ">= 1")
+        _require(
+            self.lr_scaling == "none" or (self.base_batch or 0) >= 1,
+            where, "base_batch", self.base_batch, "an integer >= 1 when lr_scaling is 'linear'",
+        )
+        _require(self.clip_grad is None or self.clip_grad > 0, where, "clip_grad", self.clip_grad, "null or > 0")
+
+
+@dataclass
+class ScheduleConfig(_Section):
+    """timm cosine schedule stepped per epoch; total epochs = epochs + cooldown_epochs."""
+
+    sched: Literal["cosine", "constant"] = "cosine"
+    epochs: int = 300
+    warmup_epochs: int = 20
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    cooldown_epochs: int = 10
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.cooldown_epochs
+
+    def validate(self, where: str) -> None:
+        _require(self.epochs >= 1, where, "epochs", self.epochs, ">= 1")
+        _require(0 <= self.warmup_epochs <= self.epochs, where, "warmup_epochs", self.warmup_epochs, "0..epochs")
+        _require(self.cooldown_epochs >= 0, where, "cooldown_epochs", self.cooldown_epochs, ">= 0")
+
+
+@dataclass
+class AugmentConfig(_Section):
+    """Train-time augmentation and the loss's label smoothing, per SPEC §6."""
+
+    auto_augment: str | None = None
+    hflip: float = 0.5
+    re_prob: float = 0.0
+    re_mode: str = "const"
+    re_count: int = 1
+    interpolation: str = "bicubic"
+    #: RandomResizedCrop scale/ratio; (1, 1) + (1, 1) reproduces upstream's fixed centre square crop.
+    scale: tuple[float, float] = (1.0, 1.0)
+    ratio: tuple[float, float] = (1.0, 1.0)
+    crop_pct: float = 1.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: Literal["batch", "pair", "elem"] = "batch"
+    #: Epoch from which mixup/cutmix is switched off (null: never).
+    mixup_off_epoch: int | None = None
+    smoothing: float = 0.1
+    #: DVS: SNNAugmentWide + flip on event frames.
+    dvs_augment: bool = False
+
+    @property
+    def mixup_active(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+    def validate(self, where: str) -> None:
+        for key in ("hflip", "re_prob", "mixup_prob", "mixup_switch_prob"):
+            value = getattr(self, key)
+            _require(0.0 <= value <= 1.0, where, key, value, "a probability in [0, 1]")
+        _require(0.0 <= self.smoothing < 1.0, where, "smoothing", self.smoothing, "in [0, 1)")
+
+
+@dataclass
+class RuntimeConfig(_Section):
+    """Where and how a run executes; nothing here changes the recipe's mathematics except ``amp``."""
+
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Mixed precision on CUDA ('auto' = bf16 when supported, else fp16); always fp32 on CPU.
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
+    ema_decay: float | None = None
+    #: Evaluate every N epochs (the last epoch is always evaluated).
+    eval_every: int = 1
+    #: Keep this many epoch checkpoints besides last and best.
+    checkpoint_every: int = 1
+
+    def validate(self, where: str) -> None:
+        ema_ok = self.ema_decay is None or 0.0 < self.ema_decay < 1.0
+        _require(ema_ok, where, "ema_decay", self.ema_decay, "null or in (0, 1)")
+        _require(self.eval_every >= 1, where, "eval_every", self.eval_every, ">= 1")
+        _require(self.checkpoint_every >= 1, where, "checkpoint_every", self.checkpoint_every, ">= 1")
+
+
+@dataclass
+class TrainConfig(_Section):
+    """Everything one training run needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "") -> TrainConfig:
+        """Validate a plain mapping (e.g. parsed YAML); ``where`` prefixes error messages (file, row)."""
+        return _from_dict(cls, data, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self, where: str) -> None:
+        frames = self.data.frames
+        model_t = self.model.kwargs.get("T")
+        if frames is not None and model_t is not None and frames != model_t:
+            raise ConfigError(f"{where + '.' if where else ''}data.frames={frames} must equal model.kwargs.T={model_t}")
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursively overlay ``override`` on ``base`` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
