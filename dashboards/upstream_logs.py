@@ -1,0 +1,221 @@
+"""Parsers for the upstream Spikingformer logs, so the report can overlay the authors' own runs on ours.
+
+Three formats ship with the upstream repository (``../shared/reference/upstream_logs``):
+
+- timm 0.6 ``train.py`` (ImageNet 8-512, 8-768): every line is printed twice, once with an
+  ``INFO:<logger>:`` prefix; an epoch is its ``Train: <epoch> [i/n]`` lines followed by the
+  ``Test: [n/n]`` line whose bracketed values are the epoch's averages.
+- the SEW-ResNet-style DVS ``train.py`` (CIFAR10-DVS): ``Epoch: [<epoch>] [i/n] ... loss: x (avg)``
+  lines, then `` * Acc@1 = a, Acc@5 = b, loss = c`` for the test pass.
+- the energy script (``energy_consumption_of_*_log.txt``): one ``('name', Module(...), array([dense,
+  ACs, MACs, rate%]))`` tuple per counted layer, then the totals.
+
+Epochs are numbered as in the logs (from 0). Nothing here is copied by hand: tests check the
+parsed numbers against SPEC section 7.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# SPEC section 5: E = 4.6 pJ per MAC + 0.9 pJ per AC; G ops x pJ = mJ.
+E_MAC_PJ = 4.6
+E_AC_PJ = 0.9
+
+_PREFIX = r"^(?:INFO:[\w.]+:)?"
+_FLOAT = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_TIMM_TRAIN = re.compile(
+    _PREFIX + rf"Train: (\d+) \[\s*\d+/\d+.*?Loss:\s+{_FLOAT} \(\s*({_FLOAT})\).*?LR: ({_FLOAT})", re.M
+)
+_TIMM_TEST = re.compile(
+    _PREFIX + rf"Test: \[\s*(\d+)/(\d+)\].*?Loss:\s+{_FLOAT} \(\s*({_FLOAT})\)"
+    rf"\s+Acc@1:\s+{_FLOAT} \(\s*({_FLOAT})\)\s+Acc@5:\s+{_FLOAT} \(\s*({_FLOAT})\)",
+    re.M,
+)
+_DVS_TRAIN = re.compile(rf"^Epoch: \[(\d+)\]\s+\[\s*\d+/\d+\].*?lr: ({_FLOAT}).*?loss: {_FLOAT} \(({_FLOAT})\)", re.M)
+_DVS_TEST = re.compile(rf"^ \* Acc@1 = ({_FLOAT}), Acc@5 = ({_FLOAT}), loss = ({_FLOAT})", re.M)
+_ENERGY_LAYER = re.compile(r"^\('([^']+)', (\w+)\(.*\), array\(\[([^\]]+)\]\)\)\s*$", re.M)
+_ENERGY_TOTALS = re.compile(
+    rf"^Number of operations: ({_FLOAT}) G MACs, ({_FLOAT}) G ACs\s*\nEnergy consumption: ({_FLOAT}) mJ", re.M
+)
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One epoch of an upstream run: the test pass and the training averages that preceded it."""
+
+    epoch: int
+    top1: float
+    top5: float
+    eval_loss: float
+    train_loss: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A whole upstream training run, in epoch order."""
+
+    label: str
+    epochs: tuple[Epoch, ...]
+
+    @property
+    def best(self) -> Epoch:
+        """The epoch the paper reports: the highest test top-1 (first one on ties, as timm keeps it)."""
+        return max(self.epochs, key=lambda e: (e.top1, -e.epoch))
+
+    @property
+    def final(self) -> Epoch:
+        return self.epochs[-1]
+
+
+@dataclass(frozen=True)
+class EnergyLayer:
+    """One counted layer of the upstream energy script. ``rate`` is the input firing rate in [0, 1]."""
+
+    name: str
+    kind: str
+    dense_ops: float
+    acs: float
+    macs: float
+    rate: float
+
+    @property
+    def energy_mJ(self) -> float:
+        return (E_MAC_PJ * self.macs + E_AC_PJ * self.acs) * 1e-9
+
+
+@dataclass(frozen=True)
+class EnergyLog:
+    """The per-layer table plus the totals the script printed (which add the SSA matmul ACs)."""
+
+    layers: tuple[EnergyLayer, ...]
+    macs_G: float
+    acs_G: float
+    energy_mJ: float
+
+    @property
+    def ssa_acs_G(self) -> float:
+        """The Q.K.V matmul ACs, which the script adds to the total without a per-layer line."""
+        return self.acs_G - sum(layer.acs for layer in self.layers) * 1e-9
+
+
+def parse_timm_log(text: str, label: str) -> Curve:
+    """Parse a timm ``train.py`` log (ImageNet). The last ``Train`` line of an epoch holds its averages."""
+    events = sorted(
+        [(m.start(), "train", m) for m in _TIMM_TRAIN.finditer(text)]
+        + [(m.start(), "test", m) for m in _TIMM_TEST.finditer(text) if m.group(1) == m.group(2)],
+        key=lambda e: e[0],
+    )
+    train: dict[int, tuple[float, float]] = {}
+    epochs: dict[int, Epoch] = {}
+    current = None
+    for _, kind, m in events:
+        if kind == "train":
+            current = int(m.group(1))
+            train[current] = (float(m.group(2)), float(m.group(3)))
+        elif current is not None:
+            loss, lr = train[current]
+            epochs[current] = Epoch(current, float(m.group(4)), float(m.group(5)), float(m.group(3)), loss, lr)
+    return _curve(label, epochs)
+
+
+def parse_dvs_log(text: str, label: str) -> Curve:
+    """Parse the DVS ``train.py`` log. Its training averages are those of the last printed iteration."""
+    events = sorted(
+        [(m.start(), "train", m) for m in _DVS_TRAIN.finditer(text)]
+        + [(m.start(), "test", m) for m in _DVS_TEST.finditer(text)],
+        key=lambda e: e[0],
+    )
+    train: dict[int, tuple[float, float]] = {}
+    epochs: dict[int, Epoch] = {}
+    current = None
+    for _, kind, m in events:
+        if kind == "train":
+            current = int(m.group(1))
+            train[current] = (float(m.group(3)), float(m.group(2)))
+        elif current is not None:
+            loss, lr = train[current]
+            epochs[current] = Epoch(current, float(m.group(1)), float(m.group(2)), float(m.group(3)), loss, lr)
+    return _curve(label, epochs)
+
+
+def parse_energy_log(text: str) -> EnergyLog:
+    """Parse the upstream energy script's per-layer tuples and totals."""
+    layers = []
+    for m in _ENERGY_LAYER.finditer(text):
+        dense, acs, macs, rate_pct = (float(x) for x in m.group(3).split(","))
+        layers.append(EnergyLayer(m.group(1), m.group(2), dense, acs, macs, rate_pct / 100.0))
+    totals = _ENERGY_TOTALS.search(text)
+    if not layers or totals is None:
+        raise ValueError("not an upstream energy log: no per-layer tuples or no totals")
+    return EnergyLog(tuple(layers), float(totals.group(1)), float(totals.group(2)), float(totals.group(3)))
+
+
+def _curve(label: str, epochs: dict[int, Epoch]) -> Curve:
+    if not epochs:
+        raise ValueError(f"{label}: no completed epoch found in the log")
+    return Curve(label, tuple(epochs[k] for k in sorted(epochs)))
+
+
+@dataclass(frozen=True)
+class UpstreamRun:
+    """A shipped upstream log and the paper configuration it belongs to."""
+
+    label: str
+    dataset: str
+    model: str
+    time_steps: int
+    train_log: str
+    energy_log: str | None = None
+
+    def curve(self, root: Path) -> Curve:
+        text = (root / self.train_log).read_text(errors="replace")
+        parse = parse_dvs_log if self.dataset == "cifar10dvs" else parse_timm_log
+        return parse(text, self.label)
+
+    def energy(self, root: Path) -> EnergyLog | None:
+        return parse_energy_log((root / self.energy_log).read_text(errors="replace")) if self.energy_log else None
+
+
+UPSTREAM_RUNS: tuple[UpstreamRun, ...] = (
+    UpstreamRun(
+        "upstream 8-512 (log)",
+        "imagenet",
+        "spikingformer_8_512",
+        4,
+        "Spikingformer-on-Imagenet-512.text",
+        "energy_consumption_of_Spikingformer-8-512_log.txt",
+    ),
+    UpstreamRun(
+        "upstream 8-768 (log)",
+        "imagenet",
+        "spikingformer_8_768",
+        4,
+        "Spikingformer-on-Imagenet-768.text",
+        "energy_consumption_of_Spikingformer-8-768_log.txt",
+    ),
+    UpstreamRun(
+        "upstream 2-256 T=16 (log)", "cifar10dvs", "spikingformer_dvs_2_256", 16, "Spikingformer-on-cifar10dvs.text"
+    ),
+)
+
+
+def default_root() -> Path:
+    """The shared reference folder that sits beside the checkout."""
+    return Path(__file__).resolve().parents[2] / "shared" / "reference" / "upstream_logs"
+
+
+def find_upstream(model: str, dataset: str, time_steps: int) -> UpstreamRun | None:
+    """The upstream run that a row reproduces, if a log of it ships; dataset names compare loosely."""
+    wanted = _norm(dataset)
+    for run in UPSTREAM_RUNS:
+        if run.model == model and run.time_steps == time_steps and _norm(run.dataset) == wanted:
+            return run
+    return None
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
