@@ -17,6 +17,7 @@ parsed numbers against SPEC section 7.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,12 +170,11 @@ class UpstreamRun:
     model: str
     time_steps: int
     train_log: str
+    parse: Callable[[str, str], Curve]
     energy_log: str | None = None
 
     def curve(self, root: Path) -> Curve:
-        text = (root / self.train_log).read_text(errors="replace")
-        parse = parse_dvs_log if self.dataset == "cifar10dvs" else parse_timm_log
-        return parse(text, self.label)
+        return self.parse((root / self.train_log).read_text(errors="replace"), self.label)
 
     def energy(self, root: Path) -> EnergyLog | None:
         return parse_energy_log((root / self.energy_log).read_text(errors="replace")) if self.energy_log else None
@@ -187,6 +187,7 @@ UPSTREAM_RUNS: tuple[UpstreamRun, ...] = (
         "spikingformer_8_512",
         4,
         "Spikingformer-on-Imagenet-512.text",
+        parse_timm_log,
         "energy_consumption_of_Spikingformer-8-512_log.txt",
     ),
     UpstreamRun(
@@ -195,10 +196,16 @@ UPSTREAM_RUNS: tuple[UpstreamRun, ...] = (
         "spikingformer_8_768",
         4,
         "Spikingformer-on-Imagenet-768.text",
+        parse_timm_log,
         "energy_consumption_of_Spikingformer-8-768_log.txt",
     ),
     UpstreamRun(
-        "upstream 2-256 T=16 (log)", "cifar10dvs", "spikingformer_dvs_2_256", 16, "Spikingformer-on-cifar10dvs.text"
+        "upstream 2-256 T=16 (log)",
+        "cifar10-dvs",
+        "spikingformer_dvs_2_256",
+        16,
+        "Spikingformer-on-cifar10dvs.text",
+        parse_dvs_log,
     ),
 )
 
@@ -209,13 +216,5 @@ def default_root() -> Path:
 
 
 def find_upstream(model: str, dataset: str, time_steps: int) -> UpstreamRun | None:
-    """The upstream run that a row reproduces, if a log of it ships; dataset names compare loosely."""
-    wanted = _norm(dataset)
-    for run in UPSTREAM_RUNS:
-        if run.model == model and run.time_steps == time_steps and _norm(run.dataset) == wanted:
-            return run
-    return None
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    """The upstream run that a row reproduces, if a log of it ships (dataset as in ``spikingformer.config``)."""
+    return next((r for r in UPSTREAM_RUNS if (r.model, r.dataset, r.time_steps) == (model, dataset, time_steps)), None)

@@ -37,7 +37,7 @@ def test_imagenet_8_512(logs: Path) -> None:
 
 
 def test_imagenet_8_768(logs: Path) -> None:
-    curve = _run("spikingformer_8_768", "ImageNet", 4).curve(logs)
+    curve = _run("spikingformer_8_768", "imagenet", 4).curve(logs)
     assert len(curve.epochs) == 310
     assert (curve.best.epoch, curve.best.top1) == (287, pytest.approx(75.848))
     assert curve.final.top1 == pytest.approx(75.512)
@@ -77,7 +77,7 @@ def test_energy_768_rates_match_spec(logs: Path) -> None:
 
 def test_unknown_configuration_has_no_upstream() -> None:
     assert find_upstream("spikingformer_8_384", "imagenet", 4) is None
-    assert find_upstream("spikingformer_dvs_2_256", "cifar10dvs", 10) is None
+    assert find_upstream("spikingformer_dvs_2_256", "cifar10-dvs", 10) is None
     assert len({run.train_log for run in UPSTREAM_RUNS}) == len(UPSTREAM_RUNS)
 
 
