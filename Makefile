@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: install
+test: install test-deps
 	$(BIN)/python -m pytest -q tests
 
 lint: install
@@ -38,3 +38,20 @@ bench: install
 
 params: install
 	$(SFH) params
+
+# Report: runs/reports/<experiment>/index.html for EXP (default: every experiments/*.yaml with runs).
+EXP ?=
+CHROMIUM := /usr/bin/chromium
+.PHONY: report mlflow-ui test-deps
+
+report: install
+	$(SFH) report $(EXP) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
+
+mlflow-ui: install
+	$(BIN)/python -m dashboards.mlflow_ui $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
+
+# Headless Chromium (Debian package) for the report's browser test; installed only when missing.
+test-deps:
+	@test -x $(CHROMIUM) || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }

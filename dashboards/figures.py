@@ -1,0 +1,193 @@
+"""The report's PNG figures (matplotlib, Agg): plain data in, one file out, no MLflow here.
+
+Three kinds: accuracy against a cost (energy or parameters) with our runs among the paper's and the
+peers' points; training curves of a row over the upstream run's; and a per-layer firing-rate and
+energy breakdown. Unverified values (evidence mark M) are drawn hollow and say so in the legend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.lines import Line2D  # noqa: E402
+
+OURS = "this reproduction"
+PAPER = "Spikingformer (paper)"
+_FIXED_STYLE = {OURS: ("#d62728", "*", 15), PAPER: ("#222222", "D", 8)}
+_PEER_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#e377c2", "#7f7f7f")
+_PEER_MARKERS = ("o", "s", "^", "v", "P", "X", "h", "<")
+_REFERENCE = "#888888"
+DPI = 96
+
+
+@dataclass(frozen=True)
+class Point:
+    """A model on an accuracy/cost plot. Points of one ``series`` share a style; ``label`` annotates."""
+
+    series: str
+    label: str
+    x: float
+    y: float
+    yerr: float | None = None
+    unverified: bool = False
+
+
+@dataclass(frozen=True)
+class Line:
+    """One curve over epochs; ``reference`` curves (upstream logs) are drawn grey behind ours."""
+
+    label: str
+    epochs: Sequence[float]
+    values: Sequence[float]
+    reference: bool = False
+    dashed: bool = False
+
+
+@dataclass(frozen=True)
+class LayerBar:
+    """One counted layer: our input firing rate and energy, optionally the upstream values beside them."""
+
+    name: str
+    rate: float | None
+    energy_mJ: float
+    reference_rate: float | None = None
+    reference_energy_mJ: float | None = None
+
+
+def accuracy_scatter(path: Path, points: Sequence[Point], xlabel: str, title: str) -> Path:
+    """Top-1 against a cost. Each reproduced row is linked to its paper point by a dotted line."""
+    fig, ax = plt.subplots(figsize=(9, 4.8), dpi=DPI)
+    styles = _series_styles(points)
+    for series, (colour, marker, size) in styles.items():
+        group = [p for p in points if p.series == series]
+        for hollow in (False, True):
+            sub = [p for p in group if p.unverified == hollow]
+            if not sub:
+                continue
+            ax.errorbar(
+                [p.x for p in sub],
+                [p.y for p in sub],
+                yerr=[p.yerr or 0.0 for p in sub] if any(p.yerr for p in sub) else None,
+                fmt=marker,
+                markersize=size,
+                color=colour,
+                markerfacecolor="none" if hollow else colour,
+                markeredgewidth=1.5,
+                linestyle="none",
+                capsize=3,
+                zorder=3 if series == OURS else 2,
+            )
+        for p in group:
+            ax.annotate(p.label, (p.x, p.y), xytext=(5, 4), textcoords="offset points", fontsize=7, color=colour)
+    paper = {p.label: p for p in points if p.series == PAPER}
+    for p in points:
+        if p.series == OURS and p.label in paper:
+            q = paper[p.label]
+            ax.plot([q.x, p.x], [q.y, p.y], ":", color=_FIXED_STYLE[OURS][0], linewidth=1, zorder=1)
+    xs = [p.x for p in points if p.x > 0]
+    if xs and max(xs) / min(xs) > 30:
+        ax.set_xscale("log")
+    handles = [
+        Line2D([], [], marker=m, color=c, linestyle="none", markersize=min(s, 9), label=series)
+        for series, (c, m, s) in styles.items()
+    ]
+    if any(p.unverified for p in points):
+        handles.append(
+            Line2D(
+                [], [], marker="o", color="k", markerfacecolor="none", linestyle="none", label="hollow: unverified [M]"
+            )
+        )
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.margins(x=0.1, y=0.08)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    if not points:
+        ax.text(0.5, 0.5, "no points to plot", ha="center", va="center", transform=ax.transAxes, color=_REFERENCE)
+    return _save(fig, path)
+
+
+def training_curves(
+    path: Path, title: str, top1: Sequence[Line], loss: Sequence[Line], paper_top1: float | None = None
+) -> Path:
+    """Top-1 and loss per epoch, side by side: our seeds in colour, the upstream run in grey."""
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=DPI)
+    for ax, lines in ((ax_acc, top1), (ax_loss, loss)):
+        ours = 0
+        for line in lines:
+            colour = _REFERENCE if line.reference else f"C{ours}"
+            ours += not line.reference and not line.dashed
+            ax.plot(
+                line.epochs,
+                line.values,
+                "--" if line.dashed else "-",
+                color=colour,
+                linewidth=1.0 if line.reference else 1.6,
+                marker="" if line.reference or len(line.epochs) > 30 else ".",
+                label=line.label,
+                zorder=1 if line.reference else 2,
+            )
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if lines:
+            ax.legend(fontsize=7, loc="best")
+        else:
+            ax.text(0.5, 0.5, "no epochs logged yet", ha="center", va="center", transform=ax.transAxes)
+    if paper_top1 is not None:
+        ax_acc.axhline(paper_top1, color="#222222", linestyle=":", linewidth=1)
+        ax_acc.annotate(f"paper {paper_top1:g}", (0, paper_top1), xytext=(2, 3), textcoords="offset points", fontsize=7)
+    ax_acc.set_ylabel("test top-1 (%)")
+    ax_loss.set_ylabel("loss")
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def energy_breakdown(path: Path, title: str, layers: Sequence[LayerBar], reference_label: str | None = None) -> Path:
+    """Per-layer input firing rate and energy as horizontal bars; upstream values as black ticks."""
+    height = max(2.5, 0.16 * len(layers) + 1.2)
+    fig, (ax_rate, ax_energy) = plt.subplots(1, 2, figsize=(10, height), dpi=DPI, sharey=True)
+    ys = range(len(layers))
+    rates = [100 * (x.rate if x.rate is not None else math.nan) for x in layers]
+    ax_rate.barh(ys, rates, color="#1f77b4", height=0.7, label="input firing rate (ours)")
+    ax_energy.barh(ys, [x.energy_mJ for x in layers], color="#d62728", height=0.7, label="energy (ours)")
+    if reference_label:
+        for ax, values in (
+            (ax_rate, [100 * x.reference_rate if x.reference_rate is not None else math.nan for x in layers]),
+            (ax_energy, [x.reference_energy_mJ if x.reference_energy_mJ is not None else math.nan for x in layers]),
+        ):
+            ax.plot(values, ys, "|", color="k", markersize=9, markeredgewidth=2, label=reference_label)
+    ax_rate.set_yticks(list(ys), [x.name for x in layers], fontsize=7)
+    ax_rate.invert_yaxis()
+    ax_rate.set_xlabel("input firing rate (%); 100 = non-spike input (MACs)")
+    ax_energy.set_xlabel("energy per image (mJ)")
+    for ax in (ax_rate, ax_energy):
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="center right")
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def _series_styles(points: Sequence[Point]) -> dict[str, tuple[str, str, int]]:
+    """Ours and the paper come first with fixed styles; each peer family gets the next colour and marker."""
+    present = {p.series for p in points}
+    styles = {series: style for series, style in _FIXED_STYLE.items() if series in present}
+    for series in dict.fromkeys(p.series for p in points if p.series not in _FIXED_STYLE):
+        i = (len(styles) - len(_FIXED_STYLE.keys() & present)) % len(_PEER_COLOURS)
+        styles[series] = (_PEER_COLOURS[i], _PEER_MARKERS[i], 7)
+    return styles
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
