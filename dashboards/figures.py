@@ -41,13 +41,14 @@ class Point:
 
 @dataclass(frozen=True)
 class Line:
-    """One curve over epochs; ``reference`` curves (upstream logs) are drawn grey behind ours."""
+    """One curve over epochs. Lines of one ``group`` (a seed) share a colour; ``reference`` ones are grey."""
 
     label: str
     epochs: Sequence[float]
     values: Sequence[float]
     reference: bool = False
     dashed: bool = False
+    group: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,15 @@ class LayerBar:
     reference_energy_mJ: float | None = None
 
 
-def accuracy_scatter(path: Path, points: Sequence[Point], xlabel: str, title: str) -> Path:
-    """Top-1 against a cost. Each reproduced row is linked to its paper point by a dotted line."""
-    fig, ax = plt.subplots(figsize=(9, 4.8), dpi=DPI)
-    styles = _series_styles(points)
+def accuracy_scatter(
+    path: Path, points: Sequence[Point], xlabel: str, title: str, families: Sequence[str] = ()
+) -> Path:
+    """Top-1 against a cost. Each reproduced row is linked to its paper point by a dotted line.
+
+    ``families`` fixes the peers' colour order, so one family looks the same in every plot of a report.
+    """
+    fig, ax = plt.subplots(figsize=(7.0, 4.4), dpi=DPI)
+    styles = _series_styles(points, families)
     for series, (colour, marker, size) in styles.items():
         group = [p for p in points if p.series == series]
         for hollow in (False, True):
@@ -105,7 +111,7 @@ def accuracy_scatter(path: Path, points: Sequence[Point], xlabel: str, title: st
             )
         )
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.margins(x=0.1, y=0.08)
+    ax.margins(x=0.15, y=0.08)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title, fontsize=11)
@@ -121,15 +127,12 @@ def training_curves(
     """Top-1 and loss per epoch, side by side: our seeds in colour, the upstream run in grey."""
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=DPI)
     for ax, lines in ((ax_acc, top1), (ax_loss, loss)):
-        ours = 0
         for line in lines:
-            colour = _REFERENCE if line.reference else f"C{ours}"
-            ours += not line.reference and not line.dashed
             ax.plot(
                 line.epochs,
                 line.values,
                 "--" if line.dashed else "-",
-                color=colour,
+                color=_REFERENCE if line.reference else f"C{line.group}",
                 linewidth=1.0 if line.reference else 1.6,
                 marker="" if line.reference or len(line.epochs) > 30 else ".",
                 label=line.label,
@@ -175,13 +178,14 @@ def energy_breakdown(path: Path, title: str, layers: Sequence[LayerBar], referen
     return _save(fig, path)
 
 
-def _series_styles(points: Sequence[Point]) -> dict[str, tuple[str, str, int]]:
-    """Ours and the paper come first with fixed styles; each peer family gets the next colour and marker."""
-    present = {p.series for p in points}
+def _series_styles(points: Sequence[Point], families: Sequence[str]) -> dict[str, tuple[str, str, int]]:
+    """Ours and the paper first with fixed styles, then each peer family in ``families`` order (then any other)."""
+    present = dict.fromkeys(p.series for p in points)
+    order = list(dict.fromkeys([*families, *present]))
     styles = {series: style for series, style in _FIXED_STYLE.items() if series in present}
-    for series in dict.fromkeys(p.series for p in points if p.series not in _FIXED_STYLE):
-        i = (len(styles) - len(_FIXED_STYLE.keys() & present)) % len(_PEER_COLOURS)
-        styles[series] = (_PEER_COLOURS[i], _PEER_MARKERS[i], 7)
+    for i, series in enumerate(s for s in order if s not in _FIXED_STYLE):
+        if series in present:
+            styles[series] = (_PEER_COLOURS[i % len(_PEER_COLOURS)], _PEER_MARKERS[i % len(_PEER_MARKERS)], 7)
     return styles
 
 

@@ -28,7 +28,9 @@ h3 { font-size: 14px; margin: 14px 0 4px; }
 table { border-collapse: collapse; font-size: 12.5px; margin: 6px 0; }
 th, td { border-bottom: 1px solid #e4e7eb; padding: 4px 9px; text-align: right; vertical-align: top; }
 th { background: #f0f2f5; position: sticky; top: 0; }
+th { text-align: center; }
 td:first-child, th:first-child, td.text { text-align: left; }
+td:first-child { white-space: nowrap; font-weight: 600; }
 td.verdict { font-weight: 600; text-align: center; border-radius: 3px; }
 .PASS { background: #d3f2dc; color: #11652d; }
 .WARN { background: #fff1c2; color: #7a5200; }
@@ -38,6 +40,7 @@ td.verdict { font-weight: 600; text-align: center; border-radius: 3px; }
 .small { font-size: 11.5px; color: #5f6b7a; }
 .counts span { display: inline-block; padding: 1px 8px; margin-right: 6px; border-radius: 10px; font-size: 12px; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px; }
+.grid > figure { flex: 1 1 480px; max-width: 720px; }
 figure { margin: 6px 0; }
 figure img { max-width: 100%; border: 1px solid #e4e7eb; }
 figcaption { font-size: 12px; color: #5f6b7a; }

@@ -1,0 +1,356 @@
+"""The report of one experiment: ``<out>/<name>/index.html`` plus its PNG figures, built from MLflow.
+
+Sections, in reading order: the paper-vs-reproduced table (``harness.results``), accuracy against energy
+and parameters among the paper's and the peers' points, training curves over the upstream logs, and the
+per-layer firing-rate and energy breakdown of each run. Rows that are running or never ran, and runs
+without epochs or artifacts yet, render as such: nothing here assumes a finished experiment.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from dashboards import figures, html
+from dashboards.peers import EVIDENCE, Peer, load_peers, peers_for
+from dashboards.runs import epoch_history, json_artifact
+from dashboards.upstream_logs import E_AC_PJ, EnergyLog, UpstreamRun, default_root, find_upstream
+from harness.config import Experiment, Row
+from harness.results import RowResult, SeedRun
+from spikingformer.models import MODEL_CONFIGS
+
+FIGURES = "figures"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a row trains, as far as the comparisons care: it selects the upstream log and the peers."""
+
+    model: str
+    dataset: str
+    time_steps: int
+
+    @classmethod
+    def of(cls, experiment: Experiment, row: Row) -> Setup:
+        config = experiment.train_config(row)
+        kwargs = {**MODEL_CONFIGS[config.model.name][1], **config.model.kwargs}
+        return cls(config.model.name, config.data.dataset, int(kwargs.get("T", 4)))
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything the sections share while one report is written."""
+
+    experiment: Experiment
+    name: str
+    results: Sequence[RowResult]
+    setups: dict[str, Setup]
+    client: MlflowClient
+    folder: Path
+    upstream_root: Path
+
+    def upstream(self, row_id: str) -> UpstreamRun | None:
+        if not self.upstream_root.is_dir():
+            return None
+        setup = self.setups[row_id]
+        return find_upstream(setup.model, setup.dataset, setup.time_steps)
+
+    def figure(self, stem: str) -> Path:
+        return self.folder / FIGURES / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}.png"
+
+    def embed(self, path: Path, caption: str) -> str:
+        return html.figure(path.relative_to(self.folder).as_posix(), caption)
+
+
+def write_report(
+    experiment: Experiment,
+    results: Sequence[RowResult],
+    tracking_uri: str,
+    out: Path,
+    *,
+    name: str | None = None,
+    upstream_root: Path | None = None,
+) -> Path:
+    """Write ``out/<name>/index.html`` (figures beside it, old ones removed) and return its path."""
+    name = name or experiment.name
+    folder = out / name
+    shutil.rmtree(folder / FIGURES, ignore_errors=True)
+    (folder / FIGURES).mkdir(parents=True)
+    ctx = Context(
+        experiment,
+        name,
+        results,
+        {row.id: Setup.of(experiment, row) for row in experiment.rows},
+        MlflowClient(tracking_uri),
+        folder,
+        upstream_root or default_root(),
+    )
+    sections = [_table(ctx), _tradeoffs(ctx), _curves(ctx), _energy(ctx)]
+    paper = experiment.paper
+    subtitle = (
+        f"{paper.table} (arXiv {paper.arxiv}). Tracking: {tracking_uri}. "
+        f"Generated {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}."
+    )
+    index = folder / "index.html"
+    index.write_text(html.page(f"Spikingformer reproduction: {name}", subtitle, sections))
+    return index
+
+
+def write_index(out: Path) -> Path:
+    """``out/index.html``: a link to every report in ``out``, rendered now or earlier, newest first."""
+    pages = sorted(out.glob("*/index.html"), key=lambda p: p.stat().st_mtime, reverse=True)
+    rows = [
+        [
+            f'<td class="text"><a href="{escape(p.parent.name)}/index.html">{escape(p.parent.name)}</a></td>',
+            html.text_cell(f"{datetime.fromtimestamp(p.stat().st_mtime).astimezone():%Y-%m-%d %H:%M %Z}"),
+        ]
+        for p in pages
+    ]
+    body = html.table(["experiment", "rendered"], rows) if rows else html.note("no report yet")
+    index = out / "index.html"
+    index.write_text(html.page("Spikingformer reproduction: reports", str(out), [html.Section("all", "Reports", body)]))
+    return index
+
+
+def _counts(results: Sequence[RowResult]) -> str:
+    return html.verdict_counts([r.verdict for r in results])
+
+
+# --- paper vs reproduced ---------------------------------------------------------------------------------
+
+
+def _table(ctx: Context) -> html.Section:
+    tol = ctx.experiment.tolerance
+    header = [
+        "row", "verdict", "paper top-1", "best top-1", "last top-1", "Δ best (pp)", "params M (ours / paper)",
+        "SOPs G (ours / paper)", "energy mJ (ours / paper)", "seeds done", "runs",
+    ]  # fmt: skip
+    rows = []
+    for r in ctx.results:
+        params = r.params / 1e6 if r.params is not None else None
+        rows.append([
+            html.text_cell(r.row_id, title=f"paper: {r.paper.source}" if r.paper.source else ""),
+            html.verdict(r.verdict),
+            _num(r.paper.top1),
+            _spread(r.best_top1_mean, r.best_top1_sd),
+            _spread(r.last_top1_mean, r.last_top1_sd),
+            "–" if r.delta is None else f"{r.delta:+.2f}",
+            _pair(params, r.paper.params_M),
+            _pair(r.sops_G, r.paper.sops_G),
+            _pair(r.energy_mJ, r.paper.energy_mJ, 3),
+            f"{len(r.finished)}/{len(r.runs)}",
+            html.text_cell(", ".join(f"seed {run.seed}: {run.status}" for run in r.runs) or "none"),
+        ])  # fmt: skip
+    legend = (
+        f"<p class='small'>Best top-1 is the best test epoch, as the paper reports; last is the final epoch. "
+        f"Mean ± sd over finished seeds. PASS within ±{tol.pass_pp:g} pp of the paper, WARN within "
+        f"±{tol.warn_pp:g} pp, else FAIL; RUNNING while a seed trains; NOT RUN without runs. "
+        f"Hover a row for the paper numbers' provenance.</p>"
+    )
+    description = f"<p>{escape(ctx.experiment.description)}</p>" if ctx.experiment.description else ""
+    body = description + _counts(ctx.results) + html.table(header, rows) + legend
+    return html.Section("table", "Paper vs reproduced", body)
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _spread(mean: float | None, sd: float | None) -> str:
+    return _num(mean) + (f" ± {sd:.2f}" if sd is not None else "")
+
+
+def _pair(ours: float | None, paper: float | None, digits: int = 2) -> str:
+    return f"{_num(ours, digits)} / {_num(paper, digits)}"
+
+
+# --- accuracy vs cost ------------------------------------------------------------------------------------
+
+_COSTS = (("energy_mJ", "energy per image (mJ)", "energy"), ("params_M", "parameters (M)", "params"))
+
+
+def _tradeoffs(ctx: Context) -> html.Section:
+    peers = load_peers()
+    parts = []
+    for dataset in dict.fromkeys(s.dataset for s in ctx.setups.values()):
+        results = [r for r in ctx.results if ctx.setups[r.row_id].dataset == dataset]
+        others = peers_for(peers, dataset)
+        figs = []
+        for key, label, word in _COSTS:
+            points = _cost_points(results, others, key)
+            if points:
+                path = figures.accuracy_scatter(
+                    ctx.figure(f"tradeoff-{dataset}-{word}"),
+                    points,
+                    label,
+                    f"{dataset}: top-1 vs {word}",
+                    families=[p.model for p in peers],
+                )
+                figs.append(ctx.embed(path, f"{dataset}: top-1 against {word}"))
+        parts.append(f"<h3>{escape(dataset)}</h3>")
+        parts.append(f'<div class="grid">{"".join(figs)}</div>' if figs else html.note("nothing to plot yet"))
+        if others:
+            parts.append(_peer_table(others))
+    intro = (
+        "<p class='small'>Red stars: this reproduction (mean best top-1 ± sd over finished seeds), linked by a "
+        "dotted line to the paper's point for the same row. Peers as published; hollow markers are values "
+        "recalled from a paper and not re-verified (evidence M).</p>"
+    )
+    return html.Section("tradeoffs", "Accuracy vs energy and parameters", intro + "".join(parts))
+
+
+def _cost_points(results: Sequence[RowResult], peers: Sequence[Peer], key: str) -> list[figures.Point]:
+    points = []
+    for r in results:
+        paper_cost = getattr(r.paper, key)
+        if r.paper.top1 is not None and paper_cost is not None:
+            points.append(figures.Point(figures.PAPER, r.row_id, paper_cost, r.paper.top1))
+        ours_cost = r.energy_mJ if key == "energy_mJ" else (r.params / 1e6 if r.params is not None else None)
+        if r.best_top1_mean is not None and ours_cost is not None:
+            points.append(figures.Point(figures.OURS, r.row_id, ours_cost, r.best_top1_mean, r.best_top1_sd))
+    for p in peers:
+        cost = getattr(p, key)
+        if cost is not None:
+            label = p.variant if p.time_steps in (1, 4) else f"{p.variant} T={p.time_steps}"
+            points.append(figures.Point(p.model, label, cost, p.top1, unverified=p.unverified("top1", key)))
+    return points
+
+
+def _peer_table(peers: Sequence[Peer]) -> str:
+    def value(p: Peer, key: str, digits: int) -> str:
+        number = getattr(p, key)
+        return "–" if number is None else f"{number:.{digits}f} [{p.evidence[key]}]"
+
+    rows = [
+        [
+            html.text_cell(p.model),
+            html.text_cell(p.variant),
+            str(p.time_steps),
+            value(p, "top1", 2),
+            value(p, "params_M", 2),
+            value(p, "energy_mJ", 2),
+            html.text_cell(p.source + (f"; {p.note}" if p.note else "")),
+        ]
+        for p in peers
+    ]
+    marks = "; ".join(f"[{k}] {v}" for k, v in EVIDENCE.items())
+    table = html.table(["model", "variant", "T", "top-1 (%)", "params (M)", "energy (mJ)", "source"], rows)
+    return f"<details><summary>Peer values plotted, with evidence ({marks})</summary>{table}</details>"
+
+
+# --- training curves -------------------------------------------------------------------------------------
+
+
+def _curves(ctx: Context) -> html.Section:
+    parts = []
+    for r in ctx.results:
+        setup = ctx.setups[r.row_id]
+        heading = f"<h3>{escape(r.row_id)}: {escape(setup.model)} on {escape(setup.dataset)}, T={setup.time_steps}</h3>"
+        top1, loss = _run_lines(ctx.client, r.runs)
+        upstream = ctx.upstream(r.row_id)
+        if upstream is not None:
+            curve = upstream.curve(ctx.upstream_root)
+            epochs = [e.epoch for e in curve.epochs]
+            top1.append(figures.Line(curve.label, epochs, [e.top1 for e in curve.epochs], reference=True))
+            train, test = [e.train_loss for e in curve.epochs], [e.eval_loss for e in curve.epochs]
+            loss.append(figures.Line(f"{curve.label} train", epochs, train, reference=True))
+            loss.append(figures.Line(f"{curve.label} eval", epochs, test, reference=True, dashed=True))
+        if not r.runs:
+            parts.append(heading + html.note(f"{r.verdict}: no run of this row yet"))
+            continue
+        title = f"{r.row_id} ({', '.join(f'seed {run.seed} {run.status}' for run in r.runs)})"
+        path = figures.training_curves(ctx.figure(f"curves-{r.row_id}"), title, top1, loss, r.paper.top1)
+        parts.append(heading + ctx.embed(path, f"{r.row_id}: test top-1 and loss per epoch"))
+    intro = (
+        "<p class='small'>Solid: test top-1 and training loss per epoch of each seed; dashed: evaluation loss "
+        "(and EMA top-1 when used). Grey: the authors' run, parsed from the upstream log, where one ships "
+        "(ImageNet 8-512 and 8-768, CIFAR10-DVS T=16). Dotted line: the paper's top-1.</p>"
+    )
+    return html.Section("curves", "Training curves", intro + "".join(parts))
+
+
+# metric, legend name, panel, dashed
+_CURVES = (
+    ("top1", "top-1", "top1", False),
+    ("ema_top1", "EMA top-1", "top1", True),
+    ("train_loss", "train", "loss", False),
+    ("eval_loss", "eval", "loss", True),
+)
+
+
+def _run_lines(client: MlflowClient, runs: Sequence[SeedRun]) -> tuple[list[figures.Line], list[figures.Line]]:
+    top1: list[figures.Line] = []
+    loss: list[figures.Line] = []
+    for i, run in enumerate(runs):
+        for key, name, target, dashed in _CURVES:
+            history = epoch_history(client, run.run_id, key)
+            if history:
+                epochs, values = zip(*history, strict=True)
+                target_list = top1 if target == "top1" else loss
+                target_list.append(figures.Line(f"seed {run.seed} {name}", epochs, values, dashed=dashed, group=i))
+    return top1, loss
+
+
+# --- per-layer firing rates and energy -------------------------------------------------------------------
+
+
+def _energy(ctx: Context) -> html.Section:
+    parts = []
+    for r in ctx.results:
+        setup = ctx.setups[r.row_id]
+        upstream = ctx.upstream(r.row_id)
+        reference = upstream.energy(ctx.upstream_root) if upstream is not None else None
+        shown = []
+        for run in r.runs:
+            caption = f"{r.row_id} seed {run.seed}"
+            report = json_artifact(ctx.client, run.run_id)
+            if report is None:
+                shown.append(html.note(f"{caption} ({run.status}): no energy pass logged yet"))
+                continue
+            bars, matched = _layer_bars(report, reference)
+            title = f"{caption}: {setup.model}, {report['totals']['energy_mJ']:.4g} mJ per image"
+            if matched:
+                title += f" (upstream log {reference.energy_mJ:.4g} mJ)"
+            label = upstream.label.replace("(log)", "(energy log)") if matched else None
+            path = figures.energy_breakdown(ctx.figure(f"energy-{r.row_id}-seed{run.seed}"), title, bars, label)
+            shown.append(ctx.embed(path, f"{caption}: input firing rate and energy per layer"))
+        if shown:
+            more = f"<details><summary>{len(shown) - 1} more seed(s)</summary>{''.join(shown[1:])}</details>"
+            parts.append(f"<h3>{escape(r.row_id)}</h3>" + shown[0] + (more if len(shown) > 1 else ""))
+    if not parts:
+        parts.append(html.note("no run has been tracked yet"))
+    intro = (
+        "<p class='small'>Per counted layer (SPEC §5 rules): the input firing rate (100% marks a non-spike input, "
+        "costed as MACs) and the energy per image; the last bar sums the attention matmuls of all blocks (ACs at "
+        "the q/k/v rates). Black ticks: the upstream energy log of the same model (released checkpoint, full "
+        "ImageNet val), matched layer by layer in forward order.</p>"
+    )
+    return html.Section("energy", "Firing rates and energy per layer", intro + "".join(parts))
+
+
+def _layer_bars(report: dict, reference: EnergyLog | None) -> tuple[list[figures.LayerBar], bool]:
+    """Bars from ``energy_layers.json`` (``EnergyReport.to_dict``) and whether the upstream log's aligned."""
+    layers = report["layers"]
+    matched = reference is not None and len(reference.layers) == len(layers)
+    bars = [
+        figures.LayerBar(
+            layer["name"],
+            layer["input_rate"],
+            layer["energy_mJ"],
+            reference.layers[i].rate if matched else None,
+            reference.layers[i].energy_mJ if matched else None,
+        )
+        for i, layer in enumerate(layers)
+    ]
+    if report["attention"]:
+        ssa = sum(a["energy_mJ"] for a in report["attention"])
+        upstream_ssa = E_AC_PJ * reference.ssa_acs_G if matched else None
+        bars.append(figures.LayerBar(f"SSA matmuls ({len(report['attention'])} blocks)", None, ssa, None, upstream_ssa))
+    return bars, matched

@@ -1,0 +1,143 @@
+"""The report of a partial experiment, rendered from MLflow runs laid out as the harness writes them.
+
+One row finished (two seeds, per-epoch metrics, final figures, ``energy_layers.json`` costed at the
+upstream 8-512 log's firing rates), one still running (two epochs, nothing final), one never run. The
+page is then opened in headless Chromium as a reader would: every figure must load, no script error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html import unescape
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dashboards.upstream_logs import find_upstream
+from harness import results, tracking
+from harness.cli import main as sfh
+from harness.config import load_experiment
+from spikingformer import build_model
+from spikingformer.energy import energy_from_rates, profile_ops
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+EXPERIMENT = {
+    "name": "dash-partial",
+    "description": "Report test: one row finished, one running, one never run.",
+    "paper": {"arxiv": "2304.11954v5", "table": "ImageNet-1K (test copy)", "source": "test"},
+    "train": {"data": {"dataset": "imagenet"}},
+    "rows": [
+        {"id": "8-512", "model": {"name": "spikingformer_8_512"},
+         "paper": {"top1": 74.79, "params_M": 29.68, "sops_G": 6.52, "energy_mJ": 7.46, "source": "README [R]"}},
+        {"id": "8-768", "model": {"name": "spikingformer_8_768"}, "paper": {"top1": 75.85, "energy_mJ": 13.68}},
+        {"id": "8-384", "model": {"name": "spikingformer_8_384"}, "paper": {"top1": 72.45, "params_M": 16.81}},
+    ],
+}  # fmt: skip
+
+
+def _energy_json(shared_dir: Path) -> str:
+    """Our 8-512 costed at the upstream log's per-layer rates (layers align in forward order)."""
+    log = find_upstream("spikingformer_8_512", "imagenet", 4).energy(shared_dir / "reference" / "upstream_logs")
+    profile = profile_ops(build_model("spikingformer_8_512"))
+    rates = {s.name: (None if u.rate == 1.0 else u.rate) for s, u in zip(profile.layers, log.layers, strict=True)}
+    qkv = {a.name: (0.10, 0.04, 0.07) for a in profile.attention}
+    return energy_from_rates(profile, rates, qkv).to_json()
+
+
+def _log_run(
+    store: tracking.Tracking, row: str, seed: int, epochs: int, final: dict | None, energy: str | None
+) -> None:
+    key = tracking.run_key(EXPERIMENT["name"], row, seed)
+    tags = {tracking.EXPERIMENT: EXPERIMENT["name"], tracking.ROW: row, tracking.SEED: str(seed)}
+    run_id = store.open_trial_run(EXPERIMENT["name"], key, run_name=key, tags=tags, params={}).info.run_id
+    store.log_text(run_id, yaml.safe_dump({"model": {"name": f"spikingformer_{row}"}}), "config.yaml")
+    for epoch in range(epochs):
+        top1 = 60 + 10 * epoch + seed
+        store.log_metrics(
+            run_id, {"epoch": epoch, "top1": top1, "train_loss": 6 - epoch, "eval_loss": 5 - epoch}, step=epoch
+        )
+    if final is not None:
+        store.log_metrics(run_id, final)
+        store.log_text(run_id, energy, "energy_layers.json")
+        store.end(run_id, "FINISHED")
+
+
+@pytest.fixture(scope="module")
+def partial(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> tuple[Path, str]:
+    """An experiment file and a sqlite store holding its runs: 8-512 done, 8-768 running, 8-384 never run."""
+    root = tmp_path_factory.mktemp("dash")
+    path = root / "dash-partial.yaml"
+    path.write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    store = tracking.Tracking(uri)
+    energy = _energy_json(shared_dir)
+    totals = json.loads(energy)["totals"]
+    for seed in (0, 1):
+        final = {"best_top1": 74.2 + seed * 0.4, "last_top1": 74.0 + seed * 0.3, **totals, "sops_G": totals["acs_G"]}
+        _log_run(store, "8-512", seed, 4, final, energy)
+    _log_run(store, "8-768", 0, 2, None, None)
+    return path, uri
+
+
+@pytest.fixture(scope="module")
+def rendered(partial: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``sfh report`` of the partial experiment, as ``make report`` runs it; returns the reports folder."""
+    path, uri = partial
+    out = tmp_path_factory.mktemp("reports")
+    assert sfh(["report", str(path), "--tracking-uri", uri, "--out", str(out)]) == 0
+    return out
+
+
+def test_partial_experiment_renders(partial: tuple[Path, str], rendered: Path) -> None:
+    path, uri = partial
+    assert [r.verdict for r in results.collect(load_experiment(path), uri)] == ["PASS", "RUNNING", "NOT RUN"]
+    index = rendered / "dash-partial" / "index.html"
+    page = index.read_text()
+    for verdict in ("PASS", "RUNNING", "NOT-RUN"):
+        assert f'class="verdict {verdict}"' in page
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert {Path(src).name for src in images} == {
+        "tradeoff-imagenet-energy.png",
+        "tradeoff-imagenet-params.png",
+        "curves-8-512.png",
+        "curves-8-768.png",
+        "energy-8-512-seed0.png",
+        "energy-8-512-seed1.png",
+    }
+    assert all((index.parent / src).is_file() and not src.startswith("/") for src in images)
+    assert "8-768 seed 0 (RUNNING): no energy pass logged yet" in page
+    assert "NOT RUN: no run of this row yet" in page
+    assert "[M]" in unescape(page)  # the peers' evidence marks are listed
+    assert 'href="dash-partial/index.html"' in (rendered / "index.html").read_text()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="headless Chromium missing: run `make test-deps`")
+def test_report_in_headless_chromium(rendered: Path, tmp_path: Path) -> None:
+    """Open index.html from disk as a person would: all figures decode, no script or resource error."""
+    index = rendered / "dash-partial" / "index.html"
+    dom, console = _chromium(index, tmp_path, "--dump-dom", "--virtual-time-budget=10000")
+    body = re.search(r"<body[^>]*>", dom)
+    assert body is not None, dom[:500]
+    attrs = dict(re.findall(r'(data-[\w-]+)="([^"]*)"', body.group(0)))
+    n = len(re.findall(r"<img ", dom))
+    assert attrs.get("data-images-ok") == f"{n}/{n}" and n == 6, attrs
+    assert json.loads(unescape(attrs["data-errors"])) == []
+    assert not [line for line in console.splitlines() if ":CONSOLE" in line], console
+    shot = tmp_path / "report.png"
+    _chromium(index, tmp_path, f"--screenshot={shot}", "--window-size=1400,2600", "--hide-scrollbars")
+    assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def _chromium(page: Path, tmp: Path, *args: str) -> tuple[str, str]:
+    """Run headless Chromium on a file, offline and profile-less; returns (stdout, stderr)."""
+    command = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp / 'chromium-profile'}", "--enable-logging=stderr", "--v=0", *args, page.as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout, done.stderr
