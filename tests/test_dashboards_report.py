@@ -49,11 +49,17 @@ def _energy_json(shared_dir: Path) -> str:
 
 
 def _log_run(
-    store: tracking.Tracking, row: str, seed: int, epochs: int, final: dict | None, energy: str | None
+    store: tracking.Tracking,
+    row: str,
+    seed: int,
+    epochs: int,
+    final: dict | None = None,
+    energy: str | None = None,
+    name: str = EXPERIMENT["name"],
 ) -> None:
-    key = tracking.run_key(EXPERIMENT["name"], row, seed)
-    tags = {tracking.EXPERIMENT: EXPERIMENT["name"], tracking.ROW: row, tracking.SEED: str(seed)}
-    run_id = store.open_trial_run(EXPERIMENT["name"], key, run_name=key, tags=tags, params={}).info.run_id
+    key = tracking.run_key(name, row, seed)
+    tags = {tracking.EXPERIMENT: name, tracking.ROW: row, tracking.SEED: str(seed)}
+    run_id = store.open_trial_run(name, key, run_name=key, tags=tags, params={}).info.run_id
     store.log_text(run_id, yaml.safe_dump({"model": {"name": f"spikingformer_{row}"}}), "config.yaml")
     for epoch in range(epochs):
         top1 = 60 + 10 * epoch + seed
@@ -68,7 +74,8 @@ def _log_run(
 
 @pytest.fixture(scope="module")
 def partial(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> tuple[Path, str]:
-    """An experiment file and a sqlite store holding its runs: 8-512 done, 8-768 running, 8-384 never run."""
+    """An experiment file and a sqlite store holding its runs: 8-512 done, 8-768 running, 8-384 never run
+    (but running in the ``--smoke`` variant)."""
     root = tmp_path_factory.mktemp("dash")
     path = root / "dash-partial.yaml"
     path.write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
@@ -79,7 +86,8 @@ def partial(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> tuple
     for seed in (0, 1):
         final = {"best_top1": 74.2 + seed * 0.4, "last_top1": 74.0 + seed * 0.3, **totals, "sops_G": totals["acs_G"]}
         _log_run(store, "8-512", seed, 4, final, energy)
-    _log_run(store, "8-768", 0, 2, None, None)
+    _log_run(store, "8-768", 0, 2)
+    _log_run(store, "8-384", 0, 1, name="dash-partial-smoke")  # tracked apart by `sfh reproduce --smoke`
     return path, uri
 
 
@@ -112,7 +120,10 @@ def test_partial_experiment_renders(partial: tuple[Path, str], rendered: Path) -
     assert "8-768 seed 0 (RUNNING): no energy pass logged yet" in page
     assert "NOT RUN: no run of this row yet" in page
     assert "[M]" in unescape(page)  # the peers' evidence marks are listed
-    assert 'href="dash-partial/index.html"' in (rendered / "index.html").read_text()
+    listing = (rendered / "index.html").read_text()
+    assert 'href="dash-partial/index.html"' in listing and 'href="dash-partial-smoke/index.html"' in listing
+    smoke = (rendered / "dash-partial-smoke" / "index.html").read_text()
+    assert smoke.count('class="verdict NOT-RUN"') == 2 and 'class="verdict RUNNING"' in smoke
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="headless Chromium missing: run `make test-deps`")

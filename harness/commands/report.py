@@ -1,21 +1,31 @@
 """``sfh report [EXP ...]``: the HTML report of experiments (figures included), read from MLflow.
 
-Writes ``<out>/<name>/index.html`` per experiment and ``<out>/index.html`` linking them. The rendering
-lives in ``dashboards`` (imported here, lazily: the harness itself never depends on it).
+Writes ``<out>/<tracked name>/index.html`` for every tracked variant of each experiment file (the paper's
+protocol ``<name>`` and the ``<name>-smoke`` / ``<name>-e<N>`` runs ``sfh reproduce`` tracks apart), and
+``<out>/index.html`` linking all reports. The rendering lives in ``dashboards``, imported here lazily: the
+harness itself never depends on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from harness import results
-from harness.config import load_experiment
+from harness.config import Experiment, load_experiment
 from harness.tracking import Tracking, default_tracking_uri
 
 EXPERIMENTS_DIR = Path("experiments")
 REPORTS_DIR = Path("runs") / "reports"
+
+
+def tracked_variants(store: Tracking, experiment: Experiment) -> list[str]:
+    """The names under which ``experiment`` has runs: ``<name>``, ``<name>-smoke``, ``<name>[-smoke]-e<N>``."""
+    pattern = re.compile(rf"{re.escape(experiment.name)}(-smoke)?(-e\d+)?")
+    names = [e.name for e in store.client.search_experiments() if pattern.fullmatch(e.name)]
+    return sorted(n for n in names if store.trial_runs(n))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,18 +33,21 @@ def run(args: argparse.Namespace) -> int:
     from dashboards.report import write_index, write_report
 
     uri = args.tracking_uri or default_tracking_uri()
-    paths = args.experiments or sorted(EXPERIMENTS_DIR.glob("*.yaml"))
-    experiments = [load_experiment(p) for p in paths]
-    if not args.experiments:  # all files: only those with runs
-        store = Tracking(uri)
-        experiments = [e for e in experiments if store.find_experiment(e.name) is not None]
+    store = Tracking(uri)
+    experiments = [load_experiment(p) for p in args.experiments or sorted(EXPERIMENTS_DIR.glob("*.yaml"))]
     if args.name and len(experiments) != 1:
         raise ValueError("--name selects the tracked name of one experiment file; give exactly one")
+    jobs = []
     for experiment in experiments:
-        name = args.name or experiment.name
+        if args.name:
+            names = [args.name]
+        else:  # a file given by hand is reported even without runs (every row NOT RUN)
+            names = tracked_variants(store, experiment) or ([experiment.name] if args.experiments else [])
+        jobs += [(experiment, name) for name in names]
+    for experiment, name in jobs:
         rows = results.collect(experiment, uri, name=name)
         print(write_report(experiment, rows, uri, args.out, name=name))
-    print(write_index(args.out) if experiments else f"no experiment has runs in {uri}")
+    print(write_index(args.out) if jobs else f"no experiment has runs in {uri}")
     return 0
 
 
@@ -43,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "experiments", nargs="*", type=Path, help="experiment files (default: experiments/*.yaml with runs)"
     )
-    parser.add_argument("--name", help="tracked name when it differs from the file's (e.g. demo-e3)")
+    parser.add_argument("--name", help="only this tracked name (e.g. demo-e3); default: every variant with runs")
     parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)")
     parser.add_argument("--out", type=Path, default=REPORTS_DIR, help=f"reports folder (default: {REPORTS_DIR})")
     parser.set_defaults(func=run)
