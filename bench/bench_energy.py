@@ -1,0 +1,61 @@
+"""Cost of the energy pass: ``measure_energy`` time over a plain eval pass on the same batches.
+
+Target: at most 1.3x. Small CIFAR config on CPU, random weights (the hooks' reductions are dense, so
+their cost does not depend on the firing rates). Runs are interleaved and the fastest of each kind
+is kept, which makes the ratio robust to other load on the machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from spikingformer import build_model
+from spikingformer.energy import measure_energy
+
+MODEL = "spikingformer_cifar_4_256"
+BATCH, BATCHES, REPEATS = 8, 3, 5
+
+
+def run() -> list[dict]:
+    torch.manual_seed(0)
+    model = build_model(MODEL).eval()
+    batches = [torch.randn(BATCH, *model.input_shape) for _ in range(BATCHES)]
+
+    def plain() -> None:
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+
+    def measured() -> None:
+        measure_energy(model, batches)
+
+    plain(), measured()  # warm-up
+    times: dict[str, list[float]] = {"plain": [], "measured": []}
+    for _ in range(REPEATS):
+        for kind, fn in (("plain", plain), ("measured", measured)):
+            start = time.perf_counter()
+            fn()
+            times[kind].append(time.perf_counter() - start)
+    context = {
+        "model": MODEL,
+        "batch": BATCH,
+        "batches": BATCHES,
+        "repeats": REPEATS,
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+    }
+    per_image = BATCH * BATCHES
+    return [
+        {
+            "name": "energy_pass_over_eval_ratio",
+            "value": min(times["measured"]) / min(times["plain"]),
+            "unit": "x",
+            "median_ratio": statistics.median(m / p for m, p in zip(times["measured"], times["plain"], strict=True)),
+            **context,
+        },
+        {"name": "eval_pass_per_image", "value": min(times["plain"]) / per_image * 1e3, "unit": "ms", **context},
+        {"name": "energy_pass_per_image", "value": min(times["measured"]) / per_image * 1e3, "unit": "ms", **context},
+    ]
