@@ -119,6 +119,9 @@ class DataConfig(_Section):
     root: str | None = None
     batch_size: int = 64
     eval_batch_size: int | None = None
+    #: Global batch (per device x devices x accumulation) the recipe was run with upstream; the engine logs it
+    #: beside the effective one (null: not recorded).
+    recipe_global_batch: int | None = None
     num_workers: int = 2
     #: DVS: number of frames (T) each sample is integrated into; must equal the model's T.
     frames: int | None = None
@@ -133,7 +136,9 @@ class DataConfig(_Section):
         _require(self.dataset in DATASETS, where, "dataset", self.dataset, f"one of {list(DATASETS)}")
         _require(self.batch_size >= 1, where, "batch_size", self.batch_size, ">= 1")
         _require(self.num_workers >= 0, where, "num_workers", self.num_workers, ">= 0")
-        for key in ("eval_batch_size", "frames", "train_size", "eval_size", "max_train_batches", "max_eval_batches"):
+        optional = ("eval_batch_size", "recipe_global_batch", "frames", "train_size", "eval_size",
+                    "max_train_batches", "max_eval_batches")
+        for key in optional:
             value = getattr(self, key)
             _require(value is None or value >= 1, where, key, value, "null or >= 1")
 
@@ -195,6 +200,8 @@ class AugmentConfig(_Section):
     re_mode: str = "const"
     re_count: int = 1
     interpolation: str = "bicubic"
+    #: Colour jitter strength; timm switches it off whenever ``auto_augment`` is set, as upstream ran it.
+    color_jitter: float = 0.0
     #: RandomResizedCrop scale/ratio; (1, 1) + (1, 1) reproduces upstream's fixed centre square crop.
     scale: tuple[float, float] = (1.0, 1.0)
     ratio: tuple[float, float] = (1.0, 1.0)
@@ -221,6 +228,7 @@ class AugmentConfig(_Section):
             value = getattr(self, key)
             _require(0.0 <= value <= 1.0, where, key, value, "a probability in [0, 1]")
         _require(0.0 <= self.smoothing < 1.0, where, "smoothing", self.smoothing, "in [0, 1)")
+        _require(self.color_jitter >= 0.0, where, "color_jitter", self.color_jitter, ">= 0")
 
 
 @dataclass
@@ -231,6 +239,8 @@ class RuntimeConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: Mixed precision on CUDA ('auto' = bf16 when supported, else fp16); always fp32 on CPU.
     amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
+    #: Evaluate under the same autocast too (timm's validate does); the upstream DVS scripts evaluate in fp32.
+    amp_eval: bool = True
     channels_last: bool = False
     ema_decay: float | None = None
     #: Evaluate every N epochs (the last epoch is always evaluated).

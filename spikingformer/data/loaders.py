@@ -1,0 +1,157 @@
+"""From a TrainConfig to the datasets and per-rank DataLoaders of one run.
+
+Train batches come from a DistributedSampler on every world size (one code path; its order is a function of
+seed and epoch only), with ``drop_last`` as upstream. Evaluation shards the set without padding, so the
+reduced accuracy counts every sample exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from spikingformer.config import ModelConfig, TrainConfig
+from spikingformer.data.dvs_augment import DVSTrainTransform, frames_to_tensor
+from spikingformer.data.events import event_frames
+from spikingformer.data.images import DEFAULT_STATS, cifar_batches, digits, image_transform, imagenet_folder
+from spikingformer.data.synthetic import SyntheticDataset
+from spikingformer.models import build_model
+
+Split = Literal["train", "eval"]
+EVENT_DATASETS = ("cifar10-dvs", "dvs128-gesture")
+#: Synthetic set sizes when data.train_size / data.eval_size are not given.
+SYNTHETIC_SIZES = {"train": 256, "eval": 64}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model consumes: one sample's shape, static images or event frames, and the class count."""
+
+    input_shape: tuple[int, ...]
+    input_kind: str
+    num_classes: int
+
+
+def input_spec(model: ModelConfig) -> InputSpec:
+    """Read the spec off a meta-device instance: exact, and no weights are allocated."""
+    with torch.device("meta"):
+        instance = build_model(model.name, **model.kwargs)
+    return InputSpec(tuple(instance.input_shape), instance.input_kind, instance.num_classes)
+
+
+class LabelledSplit(Dataset):
+    """One split of a base dataset: an index subset, the split's transform and a description (``info``)."""
+
+    def __init__(self, base: Dataset, indices: list[int], transform: Callable | None, info: dict[str, Any]) -> None:
+        self.base = base
+        self.indices = indices
+        self.transform = transform
+        self.info = {**info, "size": len(indices)}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        x, y = self.base[self.indices[index]]
+        return (self.transform(x) if self.transform else x), y
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...``: disjoint shards that together cover the set once, no padding."""
+
+    def __init__(self, size: int, rank: int, world_size: int) -> None:
+        self.indices = range(rank, size, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_dataset(config: TrainConfig, split: Split) -> LabelledSplit:
+    """The train or eval split of ``config.data.dataset``, transformed for ``config.model``'s input."""
+    data, aug = config.data, config.augment
+    spec = input_spec(config.model)
+    train = split == "train"
+    name = data.dataset
+    info: dict[str, Any] = {"dataset": name, "split": split}
+    kind = "event" if name in EVENT_DATASETS else "static"
+    if name != "synthetic" and spec.input_kind != kind:
+        raise ValueError(
+            f"dataset {name!r} gives {kind} inputs but model {config.model.name!r} takes {spec.input_kind} inputs"
+        )
+    transform: Callable | None = None
+    if name == "synthetic":
+        size = (data.train_size if train else data.eval_size) or SYNTHETIC_SIZES[split]
+        base: Dataset = SyntheticDataset(
+            spec.input_shape, spec.num_classes, size, train=train, events=spec.input_kind == "event"
+        )
+        indices, num_classes = list(range(size)), spec.num_classes
+    elif kind == "event":
+        frames = data.frames or spec.input_shape[0]
+        if frames != spec.input_shape[0]:
+            raise ValueError(f"data.frames={frames} differs from the model's T={spec.input_shape[0]}")
+        base, indices, extra = event_frames(name, data.root, frames, train)
+        info.update(extra, root=str(data.root), frames=frames)
+        num_classes = len(base.classes)
+        transform = DVSTrainTransform(aug.hflip) if train and aug.dvs_augment else frames_to_tensor
+    else:
+        if name == "imagenet":
+            base = imagenet_folder(data.root, train)
+        elif name == "digits":
+            base, info["fingerprint"] = digits(train)
+        else:
+            base = cifar_batches(data.root, name, train)
+        info["root"] = str(data.root) if data.root else "scikit-learn"
+        num_classes = len(base.classes)
+        mean, std = DEFAULT_STATS[name]
+        transform = image_transform(aug, spec.input_shape[-1], train, aug.mean or mean, aug.std or std)
+        indices = list(range(len(base)))
+    if num_classes != spec.num_classes:
+        raise ValueError(
+            f"dataset {name!r} has {num_classes} classes but model {config.model.name!r} has "
+            f"num_classes={spec.num_classes}; set model.kwargs.num_classes"
+        )
+    limit = data.train_size if train else data.eval_size
+    return LabelledSplit(base, indices[:limit] if limit else indices, transform, info)
+
+
+def build_eval_dataset(config: TrainConfig) -> LabelledSplit:
+    """The evaluation split alone (e.g. for the energy / firing-rate pass)."""
+    return build_dataset(config, "eval")
+
+
+def _loader(config: TrainConfig, dataset: Dataset, sampler: Sampler, batch_size: int, train: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=config.data.num_workers,
+        drop_last=train,
+        pin_memory=torch.cuda.is_available() and config.runtime.device != "cpu",
+    )
+
+
+def build_eval_loader(config: TrainConfig, *, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """This rank's shard of the evaluation split, in order."""
+    dataset = build_eval_dataset(config)
+    batch = config.data.eval_batch_size or config.data.batch_size
+    return _loader(config, dataset, ShardSampler(len(dataset), rank, world_size), batch, train=False)
+
+
+def build_loaders(config: TrainConfig, *, rank: int, world_size: int) -> tuple[DataLoader, DataLoader]:
+    """(train, eval) loaders of one rank; call ``train_loader.sampler.set_epoch(epoch)`` every epoch."""
+    dataset = build_dataset(config, "train")
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.runtime.seed)
+    if len(sampler) < config.data.batch_size:
+        raise ValueError(
+            f"{len(dataset)} training samples give {len(sampler)} per rank on {world_size} rank(s), fewer than "
+            f"data.batch_size={config.data.batch_size}: every batch would be dropped"
+        )
+    train_loader = _loader(config, dataset, sampler, config.data.batch_size, train=True)
+    return train_loader, build_eval_loader(config, rank=rank, world_size=world_size)
