@@ -31,7 +31,7 @@ th { background: #f0f2f5; position: sticky; top: 0; }
 th { text-align: center; }
 td:first-child, th:first-child, td.text { text-align: left; }
 td:first-child { white-space: nowrap; font-weight: 600; }
-td.verdict { font-weight: 600; text-align: center; border-radius: 3px; }
+td.verdict { font-weight: 600; text-align: center; white-space: nowrap; }
 .PASS { background: #d3f2dc; color: #11652d; }
 .WARN { background: #fff1c2; color: #7a5200; }
 .FAIL { background: #fbd5d5; color: #9b1c1c; }

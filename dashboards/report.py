@@ -49,7 +49,6 @@ class Context:
     """Everything the sections share while one report is written."""
 
     experiment: Experiment
-    name: str
     results: Sequence[RowResult]
     setups: dict[str, Setup]
     client: MlflowClient
@@ -76,7 +75,6 @@ def write_report(
     out: Path,
     *,
     name: str | None = None,
-    upstream_root: Path | None = None,
 ) -> Path:
     """Write ``out/<name>/index.html`` (figures beside it, old ones removed) and return its path."""
     name = name or experiment.name
@@ -85,12 +83,11 @@ def write_report(
     (folder / FIGURES).mkdir(parents=True)
     ctx = Context(
         experiment,
-        name,
         results,
         {row.id: Setup.of(experiment, row) for row in experiment.rows},
         MlflowClient(tracking_uri),
         folder,
-        upstream_root or default_root(),
+        default_root(),
     )
     sections = [_table(ctx), _tradeoffs(ctx), _curves(ctx), _energy(ctx)]
     paper = experiment.paper
