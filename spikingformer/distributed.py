@@ -1,0 +1,56 @@
+"""torch.distributed, as the engine sees it: whoever launched us (torchrun, Ray Train) owns the process group.
+
+Everything here degrades to the single-process case when no group is initialized.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+
+
+def init_from_env(use_cuda: bool) -> bool:
+    """Join the group torchrun describes (WORLD_SIZE > 1): NCCL on GPU, gloo on CPU. True if joined here."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
+        return False
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return True
+
+
+def default_device(requested: str) -> torch.device:
+    """'auto' picks CUDA when present; under DDP each process takes its LOCAL_RANK's GPU."""
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("runtime.device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def all_reduce(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
+    """Reduce a few scalars across ranks in one call (float64, so counts stay exact)."""
+    if not is_distributed():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def broadcast_buffers(module: nn.Module) -> None:
+    """Give every rank rank 0's buffers (BN running stats drift apart per rank within an epoch)."""
+    if is_distributed():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)

@@ -1,0 +1,203 @@
+"""The engine: timm schedule semantics, recipes against SPEC §6, metrics, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+from spikingformer.checkpointing import load_checkpoint
+from spikingformer.config import TrainConfig, deep_merge
+from spikingformer.distributed import default_device
+from spikingformer.engine import SELECTION, TIMING_KEYS, Callback, FitResult, amp_dtype, build_criterion, fit
+from spikingformer.models import build_model
+from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
+from spikingformer.recipes import list_recipes, load_recipe
+
+TINY_MODEL = {"name": "spikingformer_cifar_2_384", "kwargs": {"embed_dim": 16, "depth": 1, "num_heads": 2, "T": 1}}
+#: Digits subset with every random part of the recipe on: RandAugment, erasing, mixup/cutmix switching, EMA.
+AUGMENTED = {
+    "model": TINY_MODEL,
+    "data": {"dataset": "digits", "batch_size": 16, "train_size": 96, "eval_size": 48, "num_workers": 0},
+    "optim": {"lr": 2e-3},
+    "schedule": {"epochs": 4, "warmup_epochs": 1, "warmup_lr": 1e-4, "cooldown_epochs": 0},
+    "augment": {"auto_augment": "rand-m9-n1-mstd0.4-inc1", "re_prob": 0.25, "mixup_alpha": 0.5, "cutmix_alpha": 1.0,
+                "mixup_off_epoch": 3},
+    "runtime": {"seed": 7, "ema_decay": 0.9},
+}
+
+
+def lrs(recipe: str, epochs: list[int]) -> list[float]:
+    config = TrainConfig.from_dict(load_recipe(recipe))
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), config.optim, config.optim.lr)
+    scheduler = build_scheduler(optimizer, config.schedule)
+    out = []
+    for epoch in epochs:
+        scheduler.step(epoch)
+        out.append(optimizer.param_groups[0]["lr"])
+    return out
+
+
+def test_imagenet_schedule_is_timm_cosine_on_the_raw_epoch() -> None:
+    start, warm, half, cos_end, cooldown = lrs("imagenet", [0, 10, 150, 299, 305])
+    assert start == pytest.approx(1e-6)
+    assert warm == pytest.approx(1e-6 + 10 * (5e-4 - 1e-6) / 20)
+    assert half == pytest.approx(2.55e-4)  # warmup is inside the cosine, not a prefix
+    assert cos_end == pytest.approx(1e-5 + 0.5 * 4.9e-4 * (1 + math.cos(math.pi * 299 / 300)))
+    assert cooldown == pytest.approx(1e-5)
+    assert lrs("cifar10", [0])[0] == pytest.approx(1e-5)
+    assert lrs("cifar10-dvs", [48])[0] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+
+
+def test_recipes_validate_and_carry_spec_values() -> None:
+    assert {"imagenet", "cifar10", "cifar100", "cifar10-dvs", "dvs128-gesture"} <= set(list_recipes())
+    configs = {name: TrainConfig.from_dict(load_recipe(name), name) for name in list_recipes()}
+    imagenet, c10, c100 = configs["imagenet"], configs["cifar10"], configs["cifar100"]
+    dvs, gesture = configs["cifar10-dvs"], configs["dvs128-gesture"]
+    assert (imagenet.optim.lr, imagenet.optim.weight_decay, imagenet.data.batch_size) == (5e-4, 0.05, 36)
+    assert imagenet.data.recipe_global_batch == 288 and configs["imagenet-8-768"].data.recipe_global_batch == 192
+    assert configs["imagenet-8-768"].data.batch_size == 24
+    assert imagenet.schedule.total_epochs == 310 and imagenet.schedule.warmup_lr == 1e-6
+    assert (imagenet.augment.mixup_alpha, imagenet.augment.cutmix_alpha, imagenet.augment.mixup_off_epoch) == (
+        0.8, 1.0, None)
+    assert imagenet.augment.auto_augment == "rand-m9-mstd0.5-inc1" and imagenet.augment.re_prob == 0.25
+    assert (c10.model.kwargs["num_heads"], c100.model.kwargs["num_heads"]) == (12, 8)
+    assert (c10.model.kwargs["num_classes"], c100.model.kwargs["num_classes"]) == (10, 100)
+    assert (c10.optim.weight_decay, c10.data.batch_size, c10.schedule.warmup_lr) == (0.06, 64, 1e-5)
+    assert (c10.schedule.epochs, configs["cifar10-400e"].schedule.epochs, configs["cifar100-400e"].schedule.epochs) == (
+        300, 400, 400)
+    assert (c10.augment.mixup_alpha, c10.augment.cutmix_alpha, c10.augment.mixup_off_epoch) == (0.5, 0.0, 200)
+    assert c10.augment.auto_augment == "rand-m9-n1-mstd0.4-inc1" and c10.augment.mean == (0.4914, 0.4822, 0.4465)
+    for cfg in (dvs, gesture):
+        assert cfg.model.kwargs["tau"] == 1.5 and cfg.model.kwargs["num_heads"] == 16 and cfg.model.kwargs["T"] == 16
+        assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.data.batch_size) == (1e-3, 0.06, 16)
+        assert (cfg.augment.mixup_prob, cfg.augment.mixup_off_epoch, cfg.augment.dvs_augment) == (0.5, 75, True)
+        assert (cfg.schedule.warmup_epochs, cfg.schedule.cooldown_epochs, cfg.runtime.amp_eval) == (10, 10, False)
+    assert (dvs.schedule.total_epochs, gesture.schedule.total_epochs) == (106, 202)
+    assert (dvs.model.kwargs["num_classes"], gesture.model.kwargs["num_classes"]) == (10, 11)
+    assert configs["cifar10-dvs-t10"].data.frames == configs["cifar10-dvs-t10"].model.kwargs["T"] == 10
+    assert all(cfg.model.kwargs.get("drop_path_rate", 0.0) == 0.0 for cfg in configs.values())
+    with pytest.raises(ValueError, match="unknown recipe"):
+        load_recipe("mnist")
+
+
+def test_recipe_copies_are_independent() -> None:
+    recipe = load_recipe("cifar10")
+    recipe["optim"]["lr"] = 1.0
+    assert load_recipe("cifar10")["optim"]["lr"] == 5e-4
+
+
+def test_weight_decay_only_on_weights_and_linear_lr_rule() -> None:
+    model = build_model(TINY_MODEL["name"], **TINY_MODEL["kwargs"])
+    config = TrainConfig()
+    optimizer = build_optimizer(model, config.optim, 1e-3)
+    decay = {g["weight_decay"]: [p.ndim for p in g["params"]] for g in optimizer.param_groups}
+    assert set(decay) == {0.0, 0.05}
+    assert all(n <= 1 for n in decay[0.0]) and all(n > 1 for n in decay[0.05])
+    assert type(optimizer).__name__ == "AdamW"
+    linear = TrainConfig.from_dict({"optim": {"lr_scaling": "linear", "base_batch": 256}}).optim
+    assert scaled_lr(linear, 512) == pytest.approx(1e-3) and scaled_lr(config.optim, 512) == 5e-4
+
+
+def test_loss_follows_mixup_and_smoothing() -> None:
+    loss, mixup = build_criterion(TrainConfig.from_dict(load_recipe("cifar10")).augment, 10)
+    assert isinstance(loss, SoftTargetCrossEntropy) and mixup.mixup_alpha == 0.5 and mixup.label_smoothing == 0.1
+    loss, mixup = build_criterion(TrainConfig().augment, 10)
+    assert isinstance(loss, LabelSmoothingCrossEntropy) and mixup is None
+
+
+def test_cpu_runs_fp32_and_cuda_request_without_gpu_fails() -> None:
+    assert amp_dtype(TrainConfig().runtime, torch.device("cpu")) is None
+    assert default_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            default_device("cuda")
+
+
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.epochs: list[tuple[dict, Path | None]] = []
+        self.result: FitResult | None = None
+
+    def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
+        self.epochs.append((metrics, checkpoint_path))
+
+    def on_fit_end(self, result: FitResult) -> None:
+        self.result = result
+
+
+def untimed(history: list[dict]) -> list[dict]:
+    """Histories without machine timings, NaN (epochs not evaluated) as None so they compare equal."""
+    return [{k: None if v != v else v for k, v in h.items() if k not in TIMING_KEYS} for h in history]
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfter(Callback):
+    """Kills the run after ``epochs`` epochs, once that epoch's checkpoint is on disk."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
+        if metrics["epoch"] + 1 == self.epochs:
+            raise Crash
+
+
+def test_resume_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+    config = TrainConfig.from_dict(AUGMENTED)
+    straight = fit(config, checkpoint_dir=tmp_path / "straight")
+    with pytest.raises(Crash):
+        fit(config, checkpoint_dir=tmp_path / "split", callbacks=[CrashAfter(2)])
+    assert load_checkpoint(tmp_path / "split")["epoch"] == 1
+    resumed = fit(config, checkpoint_dir=tmp_path / "split", resume_from=tmp_path / "split")
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "last.pt")
+    for part in ("model", "ema"):
+        for key, value in a[part].items():
+            torch.testing.assert_close(b[part][key], value, rtol=0, atol=1e-6)
+    assert resumed.weights_sha256 == straight.weights_sha256
+    assert len(resumed.history) == 4 and untimed(resumed.history) == untimed(straight.history)
+    assert resumed.best_top1 == straight.best_top1 and resumed.ema_top1 == straight.ema_top1
+
+
+def test_fit_reports_metrics_checkpoints_and_labels(tmp_path: Path) -> None:
+    config = TrainConfig.from_dict(deep_merge(AUGMENTED, {
+        "schedule": {"epochs": 3}, "optim": {"grad_accum_steps": 2},
+        "runtime": {"eval_every": 2, "ema_decay": None}, "augment": {"mixup_alpha": 0.0, "cutmix_alpha": 0.0},
+    }))
+    recorder = Recorder()
+    result = fit(config, callbacks=[recorder], checkpoint_dir=tmp_path)
+    keys = {"epoch", "train_loss", "eval_loss", "top1", "top5", "lr", "epoch_time_s", "img_per_s", "peak_mem_mb"}
+    assert [m["epoch"] for m, _ in recorder.epochs] == [0, 1, 2]
+    assert all(keys <= set(m) for m, _ in recorder.epochs)
+    assert math.isnan(recorder.epochs[0][0]["top1"]) and not math.isnan(recorder.epochs[1][0]["top1"])
+    assert [p for _, p in recorder.epochs] == [tmp_path / "last.pt"] * 3  # epoch 0: checkpoint_every 1
+    assert recorder.result is result and result.global_batch == 32 and result.recipe_global_batch is None
+    assert result.selection == SELECTION and result.ema_top1 is None
+    assert result.last_top1 == result.history[-1]["top1"]
+    assert result.best_top1 == max(h["top1"] for h in result.history if not math.isnan(h["top1"]))
+    assert result.best_checkpoint == tmp_path / "best.pt" and result.last_checkpoint == tmp_path / "last.pt"
+    assert result.data_info["train"]["size"] == 96 and result.data_info["eval"]["fingerprint"]
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt["epoch"] == 2 and ckpt["num_updates"] == 3 * 3  # 6 batches per epoch, 2 per update
+    assert set(ckpt) >= {"model", "optimizer", "scheduler", "scaler", "ema", "history", "best_top1", "config"}
+    with pytest.raises(ValueError, match="runtime.seed"):
+        fit(TrainConfig.from_dict(deep_merge(config.to_dict(), {"runtime": {"seed": 8}})), resume_from=tmp_path)
+    finished = fit(config, resume_from=tmp_path / "last.pt")  # nothing left to train: the stored figures
+    assert untimed(finished.history) == untimed(result.history)
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_digits() -> None:
+    began = time.perf_counter()
+    result = fit(TrainConfig.from_dict(load_recipe("digits")))
+    print(f"digits recipe: last top-1 {result.last_top1:.2f}, best {result.best_top1:.2f}, "
+          f"{time.perf_counter() - began:.0f} s")
+    assert result.last_top1 >= 90.0
