@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
 from harness import results
 from harness.config import Experiment, load_experiment
 from harness.tracking import Tracking, default_tracking_uri
+from spikingformer.config import ConfigError
 
 EXPERIMENTS_DIR = Path("experiments")
 REPORTS_DIR = Path("runs") / "reports"
@@ -28,13 +30,24 @@ def tracked_variants(store: Tracking, experiment: Experiment) -> list[str]:
     return sorted(n for n in names if store.trial_runs(n))
 
 
+def _discover(folder: Path) -> list[Experiment]:
+    """Every experiment file in ``folder``; other YAML there (a standalone TrainConfig) is skipped, said so."""
+    found = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            found.append(load_experiment(path))
+        except ConfigError as err:
+            print(f"sfh report: skipping {path}: not an experiment file ({err})", file=sys.stderr)
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from dashboards.report import write_index, write_report
 
     uri = args.tracking_uri or default_tracking_uri()
     store = Tracking(uri)
-    experiments = [load_experiment(p) for p in args.experiments or sorted(EXPERIMENTS_DIR.glob("*.yaml"))]
+    experiments = [load_experiment(p) for p in args.experiments] or _discover(EXPERIMENTS_DIR)
     if args.name and len(experiments) != 1:
         raise ValueError("--name selects the tracked name of one experiment file; give exactly one")
     jobs = []
