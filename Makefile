@@ -31,7 +31,7 @@ lint: install
 	$(BIN)/ruff check spikingformer harness dashboards tests bench
 
 demo: install
-	$(BIN)/python -m spikingformer.train --config experiments/demo.yaml
+	$(BIN)/python -m spikingformer.train --config experiments/demo_standalone.yaml --out runs/demo
 
 bench: install
 	$(BIN)/python bench/run.py

@@ -1,0 +1,75 @@
+"""The standalone CLI: config files, one process, and two gloo processes under torchrun that must agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spikingformer.config import ConfigError
+from spikingformer.train import load_config, main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "model": {"name": "spikingformer_cifar_2_384", "kwargs": {"embed_dim": 16, "depth": 1, "num_heads": 2, "T": 1}},
+    "data": {"dataset": "digits", "batch_size": 16, "train_size": 64, "eval_size": 40, "num_workers": 0},
+    "schedule": {"epochs": 2, "warmup_epochs": 1, "cooldown_epochs": 0},
+    "augment": {"auto_augment": "rand-m9-n1-mstd0.4-inc1", "mixup_alpha": 0.5},
+}
+
+
+def write(path: Path, doc: dict) -> Path:
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_config_file_forms(tmp_path: Path) -> None:
+    plain = load_config(write(tmp_path / "plain.yaml", TINY))
+    assert plain.schedule.total_epochs == 2
+    rows = write(tmp_path / "rows.yaml", {"rows": {"a": TINY, "b": {"recipe": "cifar100", "optim": {"lr": 1e-3}}}})
+    row_b = load_config(rows, "b", epochs=50)
+    assert (row_b.model.kwargs["num_heads"], row_b.optim.lr, row_b.schedule.epochs) == (8, 1e-3, 50)
+    assert row_b.optim.weight_decay == 0.06  # the rest comes from the recipe
+    with pytest.raises(ConfigError, match="several rows; pick one with --row"):
+        load_config(rows)
+    with pytest.raises(ConfigError, match="no row 'c'"):
+        load_config(rows, "c")
+    with pytest.raises(ConfigError, match=r"rows.yaml:rows.a.*optim.lr"):
+        load_config(write(tmp_path / "rows.yaml", {"rows": {"a": {**TINY, "optim": {"lr": "fast"}}}}))
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_single_process_run_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = write(tmp_path / "tiny.yaml", TINY)
+    assert main(["--config", str(config), "--out", str(tmp_path / "out"), "--epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 1/1" in printed and "best top-1" in printed
+    assert main(["--config", str(config), "--out", str(tmp_path / "out"), "--resume", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [0, 1]
+    assert result["selection"]["best_top1"] == "best test epoch (paper protocol)"
+    assert main(["--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_agree(tmp_path: Path) -> None:
+    config = write(tmp_path / "tiny.yaml", TINY)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "spikingformer.train", "--config", str(config), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert ranks[0]["final"] == ranks[1]["final"]
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["global_batch"] == 32 and result["data_info"]["eval"]["size"] == 40
+    assert proc.stdout.count("epoch 2/2") == 1  # only rank 0 prints
