@@ -1,0 +1,213 @@
+"""An experiment: one paper table as YAML, validated before anything starts.
+
+A file names the table and its provenance, the recipe every row starts from, the verdict tolerance, the
+resources upstream used, and one row per paper configuration with the paper's numbers. Each row resolves
+to a ``TrainConfig`` (recipe, then the file's ``train``, then the row's ``model`` and ``train``), so a typo
+in any row fails here, naming the file, the row and the key, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from spikingformer.config import ConfigError, ModelConfig, TrainConfig, _from_dict, _require, _Section, deep_merge
+
+
+@dataclass
+class PaperTable(_Section):
+    """Where the table's numbers come from."""
+
+    arxiv: str
+    table: str
+    source: str
+
+
+@dataclass
+class PaperNumbers(_Section):
+    """One row's published figures (null where the paper gives none) and their evidence."""
+
+    top1: float | None = None
+    #: Parameters in millions, as the paper prints them.
+    params_M: float | None = None
+    #: The README/paper "FLOPs" column: synaptic operations (ACs), in G per image.
+    sops_G: float | None = None
+    energy_mJ: float | None = None
+    source: str = ""
+
+    def validate(self, where: str) -> None:
+        _require(self.top1 is None or 0.0 <= self.top1 <= 100.0, where, "top1", self.top1, "a percentage")
+        for key in ("params_M", "sops_G", "energy_mJ"):
+            value = getattr(self, key)
+            _require(value is None or value > 0, where, key, value, "null or > 0")
+
+
+@dataclass
+class Tolerance(_Section):
+    """Verdict bands on |reproduced best top-1 - paper top-1|, in percentage points."""
+
+    pass_pp: float = 0.5
+    warn_pp: float = 1.5
+
+    def validate(self, where: str) -> None:
+        _require(self.pass_pp >= 0, where, "pass_pp", self.pass_pp, ">= 0")
+        _require(self.warn_pp >= self.pass_pp, where, "warn_pp", self.warn_pp, f">= pass_pp ({self.pass_pp})")
+
+    def verdict(self, delta_pp: float) -> str:
+        if abs(delta_pp) <= self.pass_pp:
+            return "PASS"
+        return "WARN" if abs(delta_pp) <= self.warn_pp else "FAIL"
+
+
+@dataclass
+class Resources(_Section):
+    """DDP workers of one trial; ``use_gpu: auto`` takes GPUs when the Ray cluster has any."""
+
+    num_workers: int = 1
+    use_gpu: bool | Literal["auto"] = "auto"
+    #: Logical Ray CPUs per worker (data loading threads run inside it).
+    cpus_per_worker: float = 1.0
+
+    def validate(self, where: str) -> None:
+        _require(self.num_workers >= 1, where, "num_workers", self.num_workers, ">= 1")
+        _require(self.cpus_per_worker > 0, where, "cpus_per_worker", self.cpus_per_worker, "> 0")
+
+
+@dataclass
+class Row(_Section):
+    """One paper configuration: a model, its overrides of the recipe and the paper's numbers."""
+
+    id: str
+    model: ModelConfig
+    paper: PaperNumbers = field(default_factory=PaperNumbers)
+    #: TrainConfig-shaped overrides of the recipe for this row only (e.g. ``schedule: {epochs: 400}``).
+    train: dict[str, Any] = field(default_factory=dict)
+    #: Overrides of the experiment's resources for this row only.
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        _require(bool(self.id) and "/" not in self.id, where, "id", self.id, "a non-empty name without '/'")
+
+
+@dataclass
+class Experiment(_Section):
+    """One paper table: rows to train, how to judge them, and what they run on."""
+
+    name: str
+    paper: PaperTable
+    rows: tuple[Row, ...]
+    #: Name of a ``spikingformer.recipes`` recipe, or null to give the whole TrainConfig in ``train``.
+    recipe: str | None = None
+    description: str = ""
+    train: dict[str, Any] = field(default_factory=dict)
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    resources: Resources = field(default_factory=Resources)
+    #: Seeds per row (runtime.seed, +1, ...); ``--seeds`` overrides.
+    seeds: int = 1
+
+    # Where the experiment was read from (error messages); set by from_dict, never a YAML key.
+    source = ""
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Experiment:
+        """Validate a parsed experiment file, every row's TrainConfig and resources included."""
+        experiment = _from_dict(cls, data, where)
+        experiment.source = where
+        for row in experiment.rows:
+            experiment.train_config(row)
+            experiment.resources_for(row)
+        return experiment
+
+    def validate(self, where: str) -> None:
+        _require(bool(self.name) and "/" not in self.name, where, "name", self.name, "a non-empty name without '/'")
+        _require(len(self.rows) >= 1, where, "rows", self.rows, "at least one row")
+        _require(self.seeds >= 1, where, "seeds", self.seeds, ">= 1")
+        ids = [row.id for row in self.rows]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        _require(not duplicates, where, "rows", duplicates, "unique row ids")
+
+    def row(self, row_id: str) -> Row:
+        for row in self.rows:
+            if row.id == row_id:
+                return row
+        raise ConfigError(f"{self.source}: no row {row_id!r}; rows: {[r.id for r in self.rows]}")
+
+    def train_mapping(self, row: Row) -> dict[str, Any]:
+        """The row's TrainConfig as a plain mapping: recipe <- experiment train <- row model <- row train."""
+        from spikingformer.recipes import load_recipe
+
+        base = load_recipe(self.recipe) if self.recipe else {}
+        row_part = deep_merge({"model": {"name": row.model.name, "kwargs": row.model.kwargs}}, row.train)
+        return deep_merge(deep_merge(base, self.train), row_part)
+
+    def train_config(self, row: Row, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """Validated TrainConfig of ``row``, with ``overrides`` (smoke, CLI, search) laid on top."""
+        mapping = deep_merge(self.train_mapping(row), overrides or {})
+        return TrainConfig.from_dict(mapping, where=f"{self.source}: row {row.id}")
+
+    def resources_for(self, row: Row) -> Resources:
+        merged = deep_merge(vars(self.resources), row.resources)
+        return _from_dict(Resources, merged, f"{self.source}: row {row.id}: resources")
+
+
+def discover(folder: str | Path) -> list[Experiment]:
+    """The experiment files in ``folder``; other YAML there (a standalone TrainConfig) is skipped, said so."""
+    found = []
+    for path in sorted(Path(folder).glob("*.yaml")):
+        try:
+            found.append(load_experiment(path))
+        except ConfigError as err:
+            print(f"skipping {path}: not an experiment file ({err})", file=sys.stderr)
+    return found
+
+
+def tracked_name(experiment: Experiment, *, smoke: bool = False, epochs: int | None = None) -> str:
+    """MLflow experiment and Tune folder name: runs that change the recipe never mix with the paper's protocol."""
+    return experiment.name + ("-smoke" if smoke else "") + (f"-e{epochs}" if epochs is not None else "")
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment file; any error names the file, the row and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment file {path} does not exist")
+    with path.open() as fh:
+        data = yaml.safe_load(fh)
+    return Experiment.from_dict(data, where=str(path))
+
+
+#: ``--smoke``: any row becomes a seconds-long CPU run on synthetic data of the row's input shape.
+SMOKE_OVERRIDES: dict[str, Any] = {
+    "data": {
+        "dataset": "synthetic", "root": None, "batch_size": 2, "eval_batch_size": 2, "num_workers": 0,
+        "train_size": 2, "eval_size": 2, "max_train_batches": 1, "max_eval_batches": 1,
+    },
+    "schedule": {"epochs": 1, "warmup_epochs": 0, "cooldown_epochs": 0},
+    "runtime": {"device": "cpu", "amp": "none"},
+}
+#: ``--smoke`` resources: one CPU worker, whatever the table asks for.
+SMOKE_RESOURCES = Resources(num_workers=1, use_gpu=False, cpus_per_worker=1.0)
+
+
+def run_overrides(
+    config: TrainConfig, *, smoke: bool = False, epochs: int | None = None, data_root: str | None = None
+) -> dict[str, Any]:
+    """The command line's changes to a row's TrainConfig, as a mapping to lay over it.
+
+    ``data_root`` holds one folder per dataset (``DIR/cifar10``, ``DIR/dvs128-gesture``, ...); ``epochs``
+    sets the total (no cooldown, warmup capped to fit).
+    """
+    overrides: dict[str, Any] = {}
+    if data_root and config.data.dataset not in ("digits", "synthetic"):
+        overrides = deep_merge(overrides, {"data": {"root": str(Path(data_root).resolve() / config.data.dataset)}})
+    if smoke:
+        overrides = deep_merge(overrides, SMOKE_OVERRIDES)
+    if epochs is not None:
+        warmup = min(config.schedule.warmup_epochs, epochs)
+        schedule = {"epochs": epochs, "cooldown_epochs": 0, "warmup_epochs": warmup}
+        overrides = deep_merge(overrides, {"schedule": schedule})
+    return overrides

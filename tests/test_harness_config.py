@@ -1,0 +1,126 @@
+"""The experiment schema: every shipped file validates, and bad input names the file, the row and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import SMOKE_OVERRIDES, Experiment, Tolerance, load_experiment, run_overrides, tracked_name
+from spikingformer.config import ConfigError
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+#: The experiment files (experiments/ may hold other YAML, e.g. a standalone TrainConfig).
+FILES = ("imagenet", "cifar10", "cifar100", "cifar10-dvs", "dvs128-gesture", "demo")
+DEMO = EXPERIMENTS / "demo.yaml"
+
+
+def demo_mapping() -> dict:
+    return yaml.safe_load(DEMO.read_text())
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_experiment_file_validates(name: str) -> None:
+    experiment = load_experiment(EXPERIMENTS / f"{name}.yaml")
+    assert experiment.name == name
+    for row in experiment.rows:
+        config = experiment.train_config(row)
+        assert config.model.name == row.model.name
+        assert experiment.resources_for(row).num_workers >= 1
+
+
+def test_paper_rows_carry_the_readme_numbers() -> None:
+    imagenet = load_experiment(EXPERIMENTS / "imagenet.yaml")
+    assert [(r.id, r.paper.top1, r.paper.sops_G, r.paper.energy_mJ) for r in imagenet.rows] == [
+        ("8-384", 72.45, 3.88, 4.69), ("8-512", 74.79, 6.52, 7.46), ("8-768", 75.85, 12.54, 13.68),
+    ]
+    cifar10 = load_experiment(EXPERIMENTS / "cifar10.yaml")
+    epochs = {r.id: cifar10.train_config(r).schedule.epochs for r in cifar10.rows}
+    assert epochs == {"4-256": 300, "2-384": 300, "4-384": 300, "4-384-400E": 400}
+    dvs = load_experiment(EXPERIMENTS / "cifar10-dvs.yaml")
+    assert {r.id: (dvs.train_config(r).data.frames, r.paper.top1) for r in dvs.rows} == {
+        "2-256-T10": (10, 79.9), "2-256-T16": (16, 81.3),
+    }
+    assert all(r.paper.top1 is None for r in load_experiment(DEMO).rows)
+
+
+BAD_INPUTS = [
+    (lambda d: d.update(colour="red"), r"exp\.yaml: unknown key\(s\) \['colour'\]"),
+    (lambda d: d["rows"][1].update(epochs=3), r"exp\.yaml\.rows\[1\]: unknown key\(s\) \['epochs'\]"),
+    (lambda d: d["rows"][0]["train"].update(optim={"lr": -1.0}),
+     r"exp\.yaml: row spikingformer\.optim\.lr: -1\.0 is not allowed"),
+    (lambda d: d["rows"][0]["train"].update(data={"batchsize": 3}),
+     r"exp\.yaml: row spikingformer\.data: unknown key\(s\) \['batchsize'\]"),
+    (lambda d: d["rows"][0]["model"].update(name="resnet50"), r"exp\.yaml\.rows\[0\]\.model\.name: 'resnet50'"),
+    (lambda d: d["rows"][1].update(paper={"top1": "high"}), r"exp\.yaml\.rows\[1\]\.paper\.top1: 'high' matches none"),
+    (lambda d: d["tolerance"].update(warn_pp=0.1), r"exp\.yaml\.tolerance\.warn_pp: 0\.1 is not allowed"),
+    (lambda d: d["rows"][1].update(id="spikingformer"), r"unique row ids"),
+    (lambda d: d["rows"][0].update(resources={"num_workers": 0}),
+     r"row spikingformer: resources\.num_workers: 0 is not allowed"),
+    (lambda d: d.update(seeds=0), r"exp\.yaml\.seeds: 0 is not allowed"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_names_file_row_and_key(tmp_path: Path, change, message: str) -> None:
+    data = demo_mapping()
+    for row in data["rows"]:
+        row.setdefault("train", {})
+    change(data)
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(write(tmp_path, data))
+
+
+def test_row_train_config_layers_recipe_file_and_row(tmp_path: Path) -> None:
+    data = demo_mapping()
+    data["rows"][0]["train"] = {"schedule": {"epochs": 5}, "data": {"batch_size": 8}}
+    experiment = load_experiment(write(tmp_path, data))
+    first, second = (experiment.train_config(r) for r in experiment.rows)
+    assert (first.schedule.epochs, first.data.batch_size, first.optim.lr) == (5, 8, 2e-3)  # row, row, recipe
+    assert (second.schedule.epochs, second.data.batch_size) == (6, 32)  # recipe
+    assert (second.model.name, second.model.kwargs["embed_dim"]) == ("spikformer_cifar_2_384", 64)  # row, recipe
+    assert second.runtime.device == "cpu"  # the file's train section
+
+
+def test_command_line_overrides() -> None:
+    experiment = load_experiment(DEMO)
+    row = experiment.rows[0]
+    base = experiment.train_config(row)
+    smoke = experiment.train_config(row, run_overrides(base, smoke=True, epochs=2, data_root="/data"))
+    assert smoke.data.dataset == "synthetic" and smoke.data.root is None  # digits/synthetic need no root
+    assert (smoke.schedule.total_epochs, smoke.data.max_train_batches, smoke.runtime.device) == (2, 1, "cpu")
+    assert SMOKE_OVERRIDES["data"]["batch_size"] == smoke.data.batch_size
+    assert tracked_name(experiment, smoke=True) == "demo-smoke"
+    assert tracked_name(experiment, epochs=3) == "demo-e3"
+    assert tracked_name(experiment) == "demo"
+
+
+def test_data_root_points_each_dataset_at_its_folder() -> None:
+    experiment = load_experiment(EXPERIMENTS / "cifar10.yaml")
+    row = experiment.rows[0]
+    overrides = run_overrides(experiment.train_config(row), data_root="/data")
+    assert experiment.train_config(row, overrides).data.root == str(Path("/data").resolve() / "cifar10")
+
+
+def test_tolerance_bands() -> None:
+    tol = Tolerance(pass_pp=0.5, warn_pp=1.5)
+    assert [tol.verdict(d) for d in (0.0, -0.5, 0.7, -1.5, 2.0)] == ["PASS", "PASS", "WARN", "WARN", "FAIL"]
+
+
+def test_unknown_row_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="no row 'nope'"):
+        load_experiment(DEMO).row("nope")
+
+
+def test_experiment_from_dict_needs_rows() -> None:
+    data = demo_mapping()
+    data["rows"] = []
+    with pytest.raises(ConfigError, match="at least one row"):
+        Experiment.from_dict(data, where="inline")
