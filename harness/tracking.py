@@ -1,0 +1,179 @@
+"""MLflow bookkeeping: one parent run per invocation, one child run per (row, seed), found again by its key.
+
+A trial's run is looked up by the tag ``sfh.run_key`` ("<experiment>/<row>/seed<k>") before one is created,
+so a retried, resumed or re-invoked trial continues its run instead of starting a duplicate. Epoch metrics
+are logged with ``step=epoch`` and an epoch already in the run is never logged twice.
+
+Writers: the driver (parent run, experiment), the trial process (run creation and status) and rank 0 of
+the trial's workers (epochs, final figures, artifacts); with sqlite that is a handful of short writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
+from mlflow.utils.time import get_current_time_millis
+
+KIND, EXPERIMENT, ROW, SEED, RUN_KEY, PAPER_TABLE = (
+    "sfh.kind", "sfh.experiment", "sfh.row", "sfh.seed", "sfh.run_key", "sfh.paper_table",
+)
+PARENT_RUN_ID = "mlflow.parentRunId"
+#: MLflow limits one log_batch call to 1000 metrics and 100 params.
+_BATCH_METRICS, _BATCH_PARAMS = 1000, 100
+_PACKAGES = ("torch", "spikingjelly", "timm", "ray", "mlflow")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def default_tracking_uri(runs_dir: str | Path = "runs") -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded store ``sqlite:///<abs runs dir>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(runs_dir).resolve() / 'mlflow.db'}"
+
+
+def run_key(experiment: str, row: str, seed: int) -> str:
+    return f"{experiment}/{row}/seed{seed}"
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> {"a.b.c": "value"}, the shape MLflow params take."""
+    out: dict[str, str] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def provenance_tags() -> dict[str, str]:
+    """What produced a run: code revision, package versions, the LIF implementation."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        sha = "unknown"
+    tags = {"sfh.git_sha": sha, "mlflow.source.git.commit": sha}
+    tags.update({f"sfh.version.{pkg}": metadata.version(pkg) for pkg in _PACKAGES})
+    tags["sfh.lif"] = "spikingjelly LIFNode, multi-step, device-dispatched (torch on CPU, Triton/CUDA on GPU)"
+    return tags
+
+
+class Tracking:
+    """An MLflow tracking store (sqlite file or server) seen through the harness's conventions."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def experiment_id(self, name: str) -> str:
+        """Get or create; a sqlite store keeps artifacts beside its database, never in a worker's cwd."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):
+            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def find_experiment(self, name: str) -> str | None:
+        found = self.client.get_experiment_by_name(name)
+        return found.experiment_id if found is not None else None
+
+    def start_parent(self, experiment: str, tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(
+            self.experiment_id(experiment), run_name=f"{experiment} ({tags.get('sfh.command', 'run')})",
+            tags={KIND: "parent", EXPERIMENT: experiment, **tags},
+        )
+        return run.info.run_id
+
+    def find_run(self, experiment_id: str, key: str) -> Run | None:
+        """The run tagged ``sfh.run_key = key`` (the oldest, should a race ever have made two)."""
+        runs = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{RUN_KEY}` = '{key}'", order_by=["attributes.start_time ASC"]
+        )
+        return runs[0] if runs else None
+
+    def trial_runs(self, experiment: str) -> list[Run]:
+        """Every trial run of an experiment (none if it was never tracked)."""
+        experiment_id = self.find_experiment(experiment)
+        if experiment_id is None:
+            return []
+        runs: list[Run] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`{KIND}` = 'trial'", page_token=token, max_results=1000
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def open_trial_run(
+        self, experiment: str, key: str, *, run_name: str, tags: Mapping[str, str], params: Mapping[str, str]
+    ) -> Run:
+        """The trial's run, created with its tags and params if new, else found by key and marked RUNNING.
+
+        A FINISHED run is returned unchanged: the caller decides not to train it again.
+        """
+        experiment_id = self.experiment_id(experiment)
+        run = self.find_run(experiment_id, key)
+        if run is None:
+            run = self.client.create_run(experiment_id, run_name=run_name, tags={**tags, RUN_KEY: key, KIND: "trial"})
+            items = list(params.items())
+            for i in range(0, len(items), _BATCH_PARAMS):
+                self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items[i : i + _BATCH_PARAMS]])
+        elif run.info.status != RunStatus.to_string(RunStatus.FINISHED):
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        return self.client.get_run(run.info.run_id)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log the finite values of ``metrics`` at ``step`` (NaN marks 'not evaluated this epoch')."""
+        now = get_current_time_millis()
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
+        for i in range(0, len(items), _BATCH_METRICS):
+            self.client.log_batch(run_id, metrics=items[i : i + _BATCH_METRICS])
+
+    def logged_steps(self, run_id: str, key: str = "epoch") -> set[int]:
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def end(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+
+
+class EpochLog:
+    """Per-epoch metrics of one run, each epoch logged exactly once (``step = epoch``).
+
+    A restarted worker may train again an epoch it had logged before the crash took its checkpoint; that
+    epoch keeps its first entry. ``backfill`` adds epochs a crash left out (checkpointed, not yet logged).
+    """
+
+    def __init__(self, tracking: Tracking, run_id: str) -> None:
+        self.tracking = tracking
+        self.run_id = run_id
+        self.logged = tracking.logged_steps(run_id)
+
+    def log(self, metrics: Mapping[str, float]) -> None:
+        step = int(metrics["epoch"])
+        if step not in self.logged:
+            self.tracking.log_metrics(self.run_id, metrics, step=step)
+            self.logged.add(step)
+
+    def backfill(self, history: Iterable[Mapping[str, float]]) -> None:
+        for metrics in history:
+            self.log(metrics)
