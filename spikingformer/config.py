@@ -279,6 +279,11 @@ class TrainConfig(_Section):
         model_t = self.model.kwargs.get("T")
         if frames is not None and model_t is not None and frames != model_t:
             raise ConfigError(f"{where + '.' if where else ''}data.frames={frames} must equal model.kwargs.T={model_t}")
+        if self.augment.mixup_active and self.data.batch_size % 2:
+            raise ConfigError(
+                f"{where + '.' if where else ''}data.batch_size={self.data.batch_size} must be even with mixup/cutmix "
+                "(timm mixes each sample with its mirror in the batch)"
+            )
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -83,8 +83,7 @@ DIGITS: dict[str, Any] = {
                                                               "num_heads": 4, "T": 2}},
     "data": {"dataset": "digits", "batch_size": 32, "eval_batch_size": 120, "num_workers": 0},
     "optim": {"opt": "adamw", "lr": 2e-3, "weight_decay": 0.05},
-    "schedule": {"sched": "cosine", "epochs": 6, "warmup_epochs": 1, "warmup_lr": 1e-4, "min_lr": 1e-5,
-                 "cooldown_epochs": 0},
+    "schedule": {"sched": "cosine", "epochs": 6, "warmup_epochs": 0, "min_lr": 1e-5, "cooldown_epochs": 0},
     "augment": {"hflip": 0.0, "smoothing": 0.1},
     "runtime": {"seed": 0, "device": "auto"},
 }

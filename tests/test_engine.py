@@ -11,7 +11,7 @@ import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from spikingformer.checkpointing import load_checkpoint
-from spikingformer.config import TrainConfig, deep_merge
+from spikingformer.config import ConfigError, TrainConfig, deep_merge
 from spikingformer.distributed import default_device
 from spikingformer.engine import SELECTION, TIMING_KEYS, Callback, FitResult, amp_dtype, build_criterion, fit
 from spikingformer.models import build_model
@@ -108,6 +108,8 @@ def test_loss_follows_mixup_and_smoothing() -> None:
     assert isinstance(loss, SoftTargetCrossEntropy) and mixup.mixup_alpha == 0.5 and mixup.label_smoothing == 0.1
     loss, mixup = build_criterion(TrainConfig().augment, 10)
     assert isinstance(loss, LabelSmoothingCrossEntropy) and mixup is None
+    with pytest.raises(ConfigError, match="must be even with mixup"):
+        TrainConfig.from_dict(deep_merge(load_recipe("cifar10"), {"data": {"batch_size": 63}}))
 
 
 def test_cpu_runs_fp32_and_cuda_request_without_gpu_fails() -> None:
