@@ -1,0 +1,68 @@
+"""Joining Ray: a given cluster, or a private local one that only listens on loopback.
+
+Ray rewrites ``127.0.0.1``/``localhost`` to the machine's outward address, but keeps other loopback
+addresses; a local run therefore lives on 127.0.0.2 (STACK.md, "Keeping Ray on loopback").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+LOCAL_NODE_IP = "127.0.0.2"
+#: Trial drivers and Train controllers only wait; one logical CPU on top of the cores holds them all.
+DRIVER_SLACK_CPUS = 1
+
+
+def quiet() -> None:
+    """Our progress lines replace Tune's tables and box (``RAY_AIR_NEW_OUTPUT=0`` + ``verbose=0``)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+
+
+def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
+    """Join ``address`` (``host:port`` of a running head), else start a private local Ray on loopback.
+
+    Workers' stdout is not forwarded unless ``log_to_driver`` (errors still reach the driver through Tune).
+    On a joined cluster every worker of the job gets ``RAY_ADDRESS``: Ray Train's placement-group cleaner
+    looks its cluster up by it, and guesses wrong when one machine runs several Ray instances.
+    Returns a one-line description of the cluster.
+    """
+    quiet()
+    if not ray.is_initialized():
+        if address:
+            ray.init(
+                address=address, log_to_driver=log_to_driver, logging_level=logging.WARNING,
+                runtime_env={"env_vars": {"RAY_ADDRESS": address}},
+            )
+        else:
+            ray.init(
+                num_cpus=(os.cpu_count() or 1) + DRIVER_SLACK_CPUS,
+                _node_ip_address=LOCAL_NODE_IP,
+                log_to_driver=log_to_driver,
+                logging_level=logging.WARNING,
+            )
+    total = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    where = address or f"local at {LOCAL_NODE_IP}"
+    return f"Ray {where}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU"
+
+
+def gpus_available() -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def check_fits(need: dict[str, float], what: str) -> None:
+    """Fail now, rather than wait forever in PENDING, when one trial needs more than the whole cluster."""
+    total = ray.cluster_resources()
+    short = {k: (v, total.get(k, 0.0)) for k, v in need.items() if v > total.get(k, 0.0) + 1e-9}
+    if short:
+        detail = ", ".join(f"{k}: needs {v:g}, cluster has {have:g}" for k, (v, have) in short.items())
+        raise ValueError(f"{what} cannot be scheduled ({detail}); lower its resources or use --smoke")
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()

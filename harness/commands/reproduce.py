@@ -1,0 +1,110 @@
+"""``sfh reproduce EXP.yaml``: train every row (x seed) of a paper table with Ray, track it, print the table.
+
+Already FINISHED (row, seed) runs in MLflow are not trained again, so re-running the command after an
+interruption continues where it stopped (``sfh resume`` does the same from Tune's own state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from ray import tune
+
+from harness import cluster, sweep, tracking
+from harness.commands.table import format_table
+from harness.config import load_experiment, tracked_name
+from harness.progress import Progress
+from harness.trial import TrialSpec, bind, plan, trial_resources
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that run trials."""
+    parser.add_argument("--storage", default="runs/ray", help="Tune/Train storage: folder or URI (default runs/ray)")
+    parser.add_argument(
+        "--address", default=os.environ.get("RAY_ADDRESS"),
+        help="Ray head host:port to join (default $RAY_ADDRESS, else a private local Ray on 127.0.0.2)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="forward the workers' output (engine logs)")
+
+
+def finish(results: tune.ResultGrid, experiment, tracking_uri: str, name: str) -> int:
+    """Print the table and each failed trial; non-zero when any trial failed."""
+    print()
+    print(format_table(experiment, tracking_uri, name=name), end="")
+    for result in results:
+        if result.error is not None:
+            print(f"trial {result.path} failed: {type(result.error).__name__}: {result.error}", file=sys.stderr)
+    return 1 if results.errors else 0
+
+
+def _unfinished(store: tracking.Tracking, name: str, specs: list[TrialSpec]) -> list[TrialSpec]:
+    experiment_id = store.experiment_id(name)
+    pending = []
+    for spec in specs:
+        done = store.find_run(experiment_id, spec.run_key)
+        if done is not None and done.info.status == "FINISHED":
+            print(f"{spec.run_key}: already FINISHED in MLflow (run {done.info.run_id}), not trained again")
+        else:
+            pending.append(spec)
+    return pending
+
+
+def run(args: argparse.Namespace) -> int:
+    experiment = load_experiment(args.experiment)
+    name = tracked_name(experiment, smoke=args.smoke, epochs=args.epochs)
+    storage = sweep.storage_root(args.storage)
+    uri = args.tracking_uri or tracking.default_tracking_uri()
+    specs = plan(
+        experiment, name=name, rows=args.rows.split(",") if args.rows else None, seeds=args.seeds, tracking_uri=uri,
+        train_storage=sweep.join(storage, name, "train"), smoke=args.smoke, epochs=args.epochs,
+        data_root=args.data_root, energy_batches=args.energy_batches, max_failures=args.max_failures,
+    )  # every row is validated here, before Ray starts
+    store = tracking.Tracking(uri)
+    pending = _unfinished(store, name, specs)
+    if not pending:
+        print(format_table(experiment, uri, name=name), end="")
+        return 0
+    try:
+        print(cluster.connect(args.address, log_to_driver=args.verbose), flush=True)
+        pending = [bind(s, gpus_available=cluster.gpus_available()) for s in pending]
+        for spec in pending:
+            cluster.check_fits(trial_resources(spec), spec.run_key)
+        parent = store.start_parent(name, {
+            **tracking.provenance_tags(), "sfh.command": "reproduce", "sfh.experiment_file": str(args.experiment),
+            tracking.PAPER_TABLE: experiment.paper.table, "sfh.storage": storage,
+        })
+        pending = [dataclasses.replace(s, tags={**s.tags, tracking.PARENT_RUN_ID: parent}) for s in pending]
+        sweep.write_invocation(storage, name, {
+            "experiment_file": str(args.experiment), "experiment_yaml": Path(args.experiment).read_text(),
+            "name": name, "tracking_uri": uri, "parent_run_id": parent,
+        })
+        print(f"{name}: {len(pending)} trial(s); Tune state in {sweep.join(storage, name)}; MLflow {uri}", flush=True)
+        grid = {"trial": tune.grid_search([dataclasses.asdict(s) for s in pending])}
+        results = sweep.run(
+            name=name, storage=storage, param_space=grid, max_concurrent=args.max_concurrent, callbacks=[Progress()]
+        )
+    finally:
+        cluster.shutdown()
+    store.end(parent, "FAILED" if results.errors else "FINISHED")
+    return finish(results, experiment, uri, name)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("reproduce", help="train a paper table's rows (Ray + MLflow)", description=__doc__)
+    parser.add_argument("experiment", type=Path, help="experiment file, e.g. experiments/cifar10.yaml")
+    parser.add_argument("--rows", help="comma-separated row ids (default: all rows)")
+    parser.add_argument("--seeds", type=int, help="seeds per row (default: the file's `seeds`)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds-long CPU run of each row on synthetic data (tracked as <name>-smoke)")
+    parser.add_argument("--epochs", type=int, help="total epochs of every row (tracked as <name>-e<N>)")
+    parser.add_argument("--data-root", help="folder with one subfolder per dataset (DIR/cifar10, DIR/imagenet, ...)")
+    parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)")
+    parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster fits)")
+    parser.add_argument("--energy-batches", type=int, default=8, help="evaluation batches of the energy pass")
+    parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts per trial (from checkpoint)")
+    add_cluster_options(parser)
+    parser.set_defaults(func=run)

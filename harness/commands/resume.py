@@ -1,0 +1,38 @@
+"""``sfh resume NAME``: continue an experiment whose driver died, from its Tune state in the storage folder.
+
+Finished trials are not run again; interrupted ones continue from their last checkpoint (Ray Train finds it
+by the trial's stable run name) and log into the same MLflow run (found by its run key).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import yaml
+
+from harness import cluster, sweep, tracking
+from harness.commands.reproduce import add_cluster_options, finish
+from harness.config import Experiment
+
+
+def run(args: argparse.Namespace) -> int:
+    storage = sweep.storage_root(args.storage)
+    record = sweep.read_invocation(storage, args.name)
+    experiment = Experiment.from_dict(yaml.safe_load(record["experiment_yaml"]), where=record["experiment_file"])
+    store = tracking.Tracking(record["tracking_uri"])
+    try:
+        print(cluster.connect(args.address, log_to_driver=args.verbose), flush=True)
+        store.client.update_run(record["parent_run_id"], status="RUNNING")
+        print(f"{args.name}: resuming from {sweep.join(storage, args.name)}", flush=True)
+        results = sweep.restore(name=args.name, storage=storage)
+    finally:
+        cluster.shutdown()
+    store.end(record["parent_run_id"], "FAILED" if results.errors else "FINISHED")
+    return finish(results, experiment, record["tracking_uri"], args.name)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("resume", help="continue an interrupted `sfh reproduce`", description=__doc__)
+    parser.add_argument("name", help="the experiment's tracked name (its folder under --storage), e.g. cifar10")
+    add_cluster_options(parser)
+    parser.set_defaults(func=run)

@@ -1,0 +1,253 @@
+"""One trial = one (row, seed): a Tune function that runs a DDP TorchTrainer, and the loop each rank runs.
+
+Identity is stable across retries and restores: the Train run is named after the row and seed (so Ray Train
+resumes it from its own last checkpoint) and the MLflow run is found again by ``sfh.run_key``. Rank 0
+reports a checkpoint each time the engine writes one, logs every epoch to MLflow, and after training
+measures energy, SOPs and firing rates on the evaluation set with the best weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch
+import yaml
+from ray import tune
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from harness import tracking
+from harness.config import SMOKE_RESOURCES, Experiment, Resources, run_overrides
+from spikingformer.checkpointing import BEST, LAST, load_checkpoint
+from spikingformer.config import TrainConfig, deep_merge
+from spikingformer.data import build_eval_loader
+from spikingformer.energy import GIGA, measure_energy
+from spikingformer.engine import Callback, FitResult, fit
+from spikingformer.models import build_model
+
+#: The Tune function only waits on its TorchTrainer; Ray refuses a zero-CPU bundle.
+TRIAL_DRIVER_CPU = 0.01
+CHECKPOINTS_KEPT = 2
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything a trial needs, as plain data: it travels in Tune's param_space and survives restores."""
+
+    experiment: str
+    row: str
+    seed: int
+    train: dict[str, Any]
+    resources: dict[str, Any]
+    tracking_uri: str
+    #: Absolute folder (or URI) holding the Train runs of this experiment.
+    train_storage: str
+    energy_batches: int
+    max_failures: int
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def run_key(self) -> str:
+        return tracking.run_key(self.experiment, self.row, self.seed)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.train["schedule"]["epochs"] + self.train["schedule"]["cooldown_epochs"]
+
+
+def plan(
+    experiment: Experiment,
+    *,
+    name: str,
+    rows: list[str] | None,
+    seeds: int | None,
+    tracking_uri: str,
+    train_storage: str,
+    smoke: bool = False,
+    epochs: int | None = None,
+    data_root: str | None = None,
+    energy_batches: int = 8,
+    max_failures: int = 2,
+) -> list[TrialSpec]:
+    """One spec per (row, seed): the row's validated TrainConfig with the command line's changes.
+
+    ``name`` is the tracked name (MLflow experiment, run keys), the file's name unless the recipe changed.
+
+    ``use_gpu`` may still be "auto" here: :func:`bind` settles it once the cluster is known.
+    """
+    specs = []
+    tags = {tracking.PAPER_TABLE: experiment.paper.table, **tracking.provenance_tags()}
+    for row in [experiment.row(r) for r in rows] if rows else experiment.rows:
+        base = experiment.train_config(row)
+        config = experiment.train_config(row, run_overrides(base, smoke=smoke, epochs=epochs, data_root=data_root))
+        resources = SMOKE_RESOURCES if smoke else experiment.resources_for(row)
+        for k in range(seeds or experiment.seeds):
+            seed = config.runtime.seed + k
+            specs.append(
+                TrialSpec(
+                    experiment=name,
+                    row=row.id,
+                    seed=seed,
+                    train=deep_merge(config.to_dict(), {"runtime": {"seed": seed}}),
+                    resources=asdict(resources),
+                    tracking_uri=tracking_uri,
+                    train_storage=train_storage,
+                    energy_batches=1 if smoke else energy_batches,
+                    max_failures=max_failures,
+                    tags=tags,
+                )
+            )
+    return specs
+
+
+def bind(spec: TrialSpec, *, gpus_available: bool) -> TrialSpec:
+    """Settle ``use_gpu: auto`` against the cluster the trial will run on."""
+    use_gpu = spec.resources["use_gpu"]
+    return replace(spec, resources={**spec.resources, "use_gpu": gpus_available if use_gpu == "auto" else use_gpu})
+
+
+def trial_resources(spec: TrialSpec) -> dict[str, float]:
+    """What one trial occupies in the cluster while it trains (driver + workers)."""
+    res = Resources(**spec.resources)
+    need = {"CPU": TRIAL_DRIVER_CPU + res.num_workers * res.cpus_per_worker}
+    if res.use_gpu:
+        need["GPU"] = float(res.num_workers)
+    return need
+
+
+def trainable() -> Any:
+    """The Tune trainable of every trial (grid, search and restore alike)."""
+    return tune.with_resources(run_trial, {"cpu": TRIAL_DRIVER_CPU})
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Tune function: open the trial's MLflow run, train it with a TorchTrainer, close the run.
+
+    ``config["trial"]`` is a TrialSpec mapping; a search puts its sampled values in ``config["overrides"]``
+    (a TrainConfig-shaped mapping) and each sampled trial gets its own run key.
+    """
+    spec = TrialSpec(**config["trial"])
+    key, train = spec.run_key, spec.train
+    if config.get("overrides"):
+        key = f"{key}/{tune.get_context().get_trial_id()}"
+        train = TrainConfig.from_dict(deep_merge(train, config["overrides"]), where=key).to_dict()
+    store = tracking.Tracking(spec.tracking_uri)
+    run = store.open_trial_run(
+        spec.experiment,
+        key,
+        run_name=f"{spec.row} seed{spec.seed}",
+        tags={tracking.EXPERIMENT: spec.experiment, tracking.ROW: spec.row, tracking.SEED: str(spec.seed), **spec.tags},
+        params={**tracking.flatten(train), **tracking.flatten({"resources": spec.resources})},
+    )
+    run_id = run.info.run_id
+    if run.info.status == "FINISHED":
+        tune.report(dict(run.data.metrics))
+        return
+    store.log_text(run_id, yaml.safe_dump(json.loads(json.dumps(train)), sort_keys=False), "config.yaml")
+    res = Resources(**spec.resources)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"train": train, "tracking_uri": spec.tracking_uri, "run_id": run_id,
+                           "energy_batches": spec.energy_batches, "use_gpu": res.use_gpu},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker={"CPU": res.cpus_per_worker}
+        ),
+        run_config=ray.train.RunConfig(
+            name=key.replace("/", "-"),
+            storage_path=spec.train_storage,
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+        ),
+    )
+    try:
+        trainer.fit()
+    except BaseException:
+        store.end(run_id, "FAILED")
+        raise
+    store.end(run_id, "FINISHED")
+
+
+class _ReportEpochs(Callback):
+    """Every rank reports each epoch to Ray Train; rank 0 attaches the checkpoint and logs to MLflow."""
+
+    def __init__(self, work: Path, log: tracking.EpochLog | None) -> None:
+        self.work = work
+        self.log = log
+
+    def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
+        if checkpoint_path is None:
+            ray.train.report(metrics)
+        else:
+            with tempfile.TemporaryDirectory(dir=self.work.parent) as stage:
+                for name in (LAST, BEST):
+                    if (self.work / name).is_file():
+                        os.link(self.work / name, Path(stage) / name)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(stage))
+        if self.log is not None:
+            self.log.log(metrics)
+
+
+def train_worker(loop: dict[str, Any]) -> None:
+    """Ray Train loop of one rank: resume from Ray's last checkpoint, fit, then (rank 0) final figures."""
+    config = TrainConfig.from_dict(loop["train"])
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device() if loop["use_gpu"] else None
+    work = Path(tempfile.mkdtemp(prefix="sfh-trial-")) / "checkpoints"
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        checkpoint.to_directory(str(work))
+    log = None
+    if rank == 0:
+        store = tracking.Tracking(loop["tracking_uri"])
+        log = tracking.EpochLog(store, loop["run_id"])
+        store.set_tags(loop["run_id"], {"sfh.device": _device_name(device), "sfh.world_size": str(
+            ray.train.get_context().get_world_size())})
+    try:
+        result = fit(
+            config,
+            callbacks=[_ReportEpochs(work, log)],
+            checkpoint_dir=work,
+            resume_from=work if checkpoint is not None else None,
+            device=device,
+        )
+        if log is not None:
+            log.backfill(result.history)
+            _log_final(store, loop["run_id"], config, result, loop["energy_batches"], device)
+    finally:
+        shutil.rmtree(work.parent, ignore_errors=True)
+
+
+def _device_name(device: torch.device | None) -> str:
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def _log_final(
+    store: tracking.Tracking, run_id: str, config: TrainConfig, result: FitResult, batches: int,
+    device: torch.device | None,
+) -> None:
+    """Best/last top-1 and the energy pass (best weights, ``batches`` evaluation batches, fp32)."""
+    figures = {"best_top1": result.best_top1, "best_epoch": result.best_epoch, "last_top1": result.last_top1}
+    weights = result.best_checkpoint or result.last_checkpoint
+    model = build_model(config.model.name, **config.model.kwargs)
+    if weights is not None:
+        model.load_state_dict(load_checkpoint(weights)["model"])
+    report = measure_energy(model.to(device or "cpu"), build_eval_loader(config), max_batches=batches)
+    totals = report.totals()
+    figures.update({k: v for k, v in totals.items() if k not in ("top1", "images")})
+    figures.update(sops_G=report.acs / GIGA, energy_images=totals["images"])
+    if report.top1 is not None:
+        figures["energy_top1"] = 100 * report.top1
+    store.log_metrics(run_id, figures)
+    store.set_tags(run_id, {f"sfh.selection.{k}": v for k, v in result.selection.items()})
+    store.log_text(run_id, report.to_json(), "energy_layers.json")
+    store.log_text(run_id, report.to_table(), "energy.md")
