@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 OURS = "this reproduction"
 PAPER = "Spikingformer (paper)"
@@ -100,6 +101,8 @@ def accuracy_scatter(
     xs = [p.x for p in points if p.x > 0]
     if xs and max(xs) / min(xs) > 30:
         ax.set_xscale("log")
+    else:
+        ax.ticklabel_format(axis="x", useOffset=False)
     handles = [
         Line2D([], [], marker=m, color=c, linestyle="none", markersize=min(s, 9), label=series)
         for series, (c, m, s) in styles.items()
@@ -139,6 +142,9 @@ def training_curves(
                 zorder=1 if line.reference else 2,
             )
         ax.set_xlabel("epoch")
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(min(lo, -0.5), max(hi, 1.5))  # a run of one or two epochs still gets integer ticks
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if lines:
             ax.legend(fontsize=7, loc="best")
@@ -171,9 +177,10 @@ def energy_breakdown(path: Path, title: str, layers: Sequence[LayerBar], referen
     ax_rate.invert_yaxis()
     ax_rate.set_xlabel("input firing rate (%); 100 = non-spike input (MACs)")
     ax_energy.set_xlabel("energy per image (mJ)")
+    ax_energy.xaxis.set_major_locator(MaxNLocator(nbins=5))
     for ax in (ax_rate, ax_energy):
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=7, loc="center right")
+        ax.legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 

@@ -7,11 +7,12 @@ headless-browser test reads these attributes from the dumped DOM.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-VERDICT_CLASSES = ("PASS", "WARN", "FAIL", "RUNNING", "NOT RUN")
+VERDICT_CLASSES = ("PASS", "WARN", "FAIL", "ERROR", "RUNNING", "NOT RUN", "n/a")
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "DejaVu Sans", sans-serif; margin: 0; color: #1d1d1f;
@@ -34,9 +35,9 @@ td:first-child { white-space: nowrap; font-weight: 600; }
 td.verdict { font-weight: 600; text-align: center; white-space: nowrap; }
 .PASS { background: #d3f2dc; color: #11652d; }
 .WARN { background: #fff1c2; color: #7a5200; }
-.FAIL { background: #fbd5d5; color: #9b1c1c; }
+.FAIL, .ERROR { background: #fbd5d5; color: #9b1c1c; }
 .RUNNING { background: #d6e6ff; color: #1a4fa0; }
-.NOT-RUN { background: #eceef1; color: #5f6b7a; }
+.NOT-RUN, .n-a { background: #eceef1; color: #5f6b7a; }
 .small { font-size: 11.5px; color: #5f6b7a; }
 .counts span { display: inline-block; padding: 1px 8px; margin-right: 6px; border-radius: 10px; font-size: 12px; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px; }
@@ -112,7 +113,7 @@ def text_cell(text: str, title: str = "") -> str:
 
 
 def verdict(value: str) -> str:
-    """A verdict cell coloured by its class (PASS green, WARN amber, FAIL red, RUNNING blue, NOT RUN grey)."""
+    """A verdict cell coloured by its class (PASS green, WARN amber, FAIL/ERROR red, RUNNING blue, NOT RUN grey)."""
     return f'<td class="verdict {_css_class(value)}">{escape(value)}</td>'
 
 
@@ -136,4 +137,4 @@ def note(text: str) -> str:
 
 
 def _css_class(value: str) -> str:
-    return value.replace(" ", "-")
+    return re.sub(r"[^A-Za-z0-9]+", "-", value)

@@ -1,8 +1,9 @@
-"""The report of a partial experiment, rendered from MLflow runs laid out as the harness writes them.
+"""The report, as a reader sees it: rendered by ``sfh report`` and opened in headless Chromium.
 
-One row finished (two seeds, per-epoch metrics, final figures, ``energy_layers.json`` costed at the
-upstream 8-512 log's firing rates), one still running (two epochs, nothing final), one never run. The
-page is then opened in headless Chromium as a reader would: every figure must load, no script error.
+Two sources. A partial experiment laid out in MLflow as the harness writes it (fast, deterministic): one row
+finished (two seeds, per-epoch metrics, final figures, ``energy_layers.json`` costed at the upstream 8-512
+log's firing rates), one still running (two epochs, nothing final), one never run. And a real demo run
+through ``sfh reproduce`` (slow). In the browser every figure must load and no script may fail.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from html import unescape
 from pathlib import Path
 
@@ -20,11 +22,12 @@ import yaml
 from dashboards.upstream_logs import find_upstream
 from harness import results, tracking
 from harness.cli import main as sfh
-from harness.config import load_experiment
+from harness.config import load_experiment, tracked_name
 from spikingformer import build_model
 from spikingformer.energy import energy_from_rates, profile_ops
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = {
     "name": "dash-partial",
     "description": "Report test: one row finished, one running, one never run.",
@@ -126,16 +129,51 @@ def test_partial_experiment_renders(partial: tuple[Path, str], rendered: Path) -
     assert smoke.count('class="verdict NOT-RUN"') == 2 and 'class="verdict RUNNING"' in smoke
 
 
+DEMO = REPO / "experiments" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real demo run through the harness (Ray + MLflow, first row only, one epoch), then ``sfh report`` of it."""
+    root = tmp_path_factory.mktemp("demo")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    demo = load_experiment(DEMO)
+    first = demo.rows[0].id
+    for args in (
+        ["reproduce", DEMO, "--epochs", "1", "--rows", first, "--energy-batches", "1", "--storage", root / "ray"],
+        ["report", DEMO, "--out", root / "reports"],
+    ):
+        command = [sys.executable, "-m", "harness.cli", *map(str, args), "--tracking-uri", uri]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root / "reports" / tracked_name(demo, epochs=1) / "index.html"
+
+
+@pytest.mark.slow
+def test_demo_run_report(demo_report: Path) -> None:
+    experiment = load_experiment(DEMO)
+    first, others = experiment.rows[0].id, experiment.rows[1:]
+    page = demo_report.read_text()
+    assert page.count('<td class="verdict n-a">n/a</td>') == 1  # the run row: no paper number for digits
+    assert page.count('<td class="verdict NOT-RUN">NOT RUN</td>') == len(others)  # rows left out of this run
+    dataset = experiment.train_config(experiment.rows[0]).data.dataset
+    names = sorted(Path(src).name for src in re.findall(r'<img src="([^"]+)"', page))
+    assert names[:1] == [f"curves-{first}.png"] and re.fullmatch(rf"energy-{first}-seed\d+\.png", names[1])
+    assert names[2:] == [f"tradeoff-{dataset}-energy.png", f"tradeoff-{dataset}-params.png"]
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="headless Chromium missing: run `make test-deps`")
-def test_report_in_headless_chromium(rendered: Path, tmp_path: Path) -> None:
-    """Open index.html from disk as a person would: all figures decode, no script or resource error."""
-    index = rendered / "dash-partial" / "index.html"
+@pytest.mark.parametrize("report", ["rendered", pytest.param("demo_report", marks=pytest.mark.slow)])
+def test_report_in_headless_chromium(report: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Open index.html from disk as a person would: every figure decodes, no script or resource error."""
+    found = request.getfixturevalue(report)
+    index = found / "dash-partial" / "index.html" if found.is_dir() else found
     dom, console = _chromium(index, tmp_path, "--dump-dom", "--virtual-time-budget=10000")
     body = re.search(r"<body[^>]*>", dom)
     assert body is not None, dom[:500]
     attrs = dict(re.findall(r'(data-[\w-]+)="([^"]*)"', body.group(0)))
     n = len(re.findall(r"<img ", dom))
-    assert attrs.get("data-images-ok") == f"{n}/{n}" and n == 6, attrs
+    assert n >= 4 and attrs.get("data-images-ok") == f"{n}/{n}", attrs
     assert json.loads(unescape(attrs["data-errors"])) == []
     assert not [line for line in console.splitlines() if ":CONSOLE" in line], console
     shot = tmp_path / "report.png"
