@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from dashboards import figures, html
 from dashboards.peers import EVIDENCE, Peer, load_peers, peers_for
-from dashboards.runs import epoch_history, json_artifact
+from dashboards.runs import ENERGY_ARTIFACT, epoch_history, json_artifact
 from dashboards.upstream_logs import E_AC_PJ, EnergyLog, UpstreamRun, default_root, find_upstream
 from harness.config import Experiment, Row
 from harness.results import RowResult, SeedRun
@@ -311,8 +311,12 @@ def _energy(ctx: Context) -> html.Section:
             if report is None:
                 shown.append(html.note(f"{caption} ({run.status}): no energy pass logged yet"))
                 continue
-            bars, matched = _layer_bars(report, reference)
-            title = f"{caption}: {setup.model}, {report['totals']['energy_mJ']:.4g} mJ per image"
+            try:
+                bars, matched = _layer_bars(report, reference)
+                title = f"{caption}: {setup.model}, {report['totals']['energy_mJ']:.4g} mJ per image"
+            except (KeyError, TypeError) as err:  # written by an older harness
+                shown.append(html.note(f"{caption}: {ENERGY_ARTIFACT} lacks {err}; re-run its energy pass"))
+                continue
             if matched:
                 title += f" (upstream log {reference.energy_mJ:.4g} mJ)"
             label = upstream.label.replace("(log)", "(energy log)") if matched else None

@@ -28,10 +28,9 @@ def epoch_history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int
 
 
 def json_artifact(client: MlflowClient, run_id: str, path: str = ENERGY_ARTIFACT) -> Any | None:
-    """A JSON artifact of the run, or ``None`` when the run has not written it (yet)."""
+    """A JSON artifact of the run, or ``None`` when the run has not written it (yet) or it is cut short."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = client.download_artifacts(run_id, path, tmp)
-        except (MlflowException, OSError):
+            return json.loads(Path(client.download_artifacts(run_id, path, tmp)).read_text())
+        except (MlflowException, OSError, ValueError):
             return None
-        return json.loads(Path(local).read_text())

@@ -90,6 +90,7 @@ def partial(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> tuple
         final = {"best_top1": 74.2 + seed * 0.4, "last_top1": 74.0 + seed * 0.3, **totals, "sops_G": totals["acs_G"]}
         _log_run(store, "8-512", seed, 4, final, energy)
     _log_run(store, "8-768", 0, 2)
+    _log_run(store, "8-768", 1, 1, final={}, energy='{"layers": [{}]}')  # an artifact in a format of old
     _log_run(store, "8-384", 0, 1, name="dash-partial-smoke")  # tracked apart by `sfh reproduce --smoke`
     return path, uri
 
@@ -121,6 +122,7 @@ def test_partial_experiment_renders(partial: tuple[Path, str], rendered: Path) -
     }
     assert all((index.parent / src).is_file() and not src.startswith("/") for src in images)
     assert "8-768 seed 0 (RUNNING): no energy pass logged yet" in page
+    assert "8-768 seed 1: energy_layers.json lacks" in page
     assert "NOT RUN: no run of this row yet" in page
     assert "[M]" in unescape(page)  # the peers' evidence marks are listed
     listing = (rendered / "index.html").read_text()
