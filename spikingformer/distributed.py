@@ -6,10 +6,14 @@ Everything here degrades to the single-process case when no group is initialized
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+T = TypeVar("T")
 
 
 def is_distributed() -> bool:
@@ -54,3 +58,14 @@ def broadcast_buffers(module: nn.Module) -> None:
     if is_distributed():
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
+
+
+def rank0_first(make: Callable[[], T]) -> T:
+    """Collective: rank 0 runs ``make`` (which may write a shared cache), then the other ranks do."""
+    if is_distributed() and dist.get_rank() != 0:
+        dist.barrier()
+        return make()
+    out = make()
+    if is_distributed():
+        dist.barrier()
+    return out

@@ -1,17 +1,14 @@
 """Event-camera datasets through spikingjelly 2.0: DVS128 Gesture and CIFAR10-DVS as ``[T, 2, 128, 128]`` frames.
 
 Frames are integrated with ``split_by='number'`` (T slices of equal event counts, per-pixel per-polarity
-counts), as upstream. spikingjelly builds them once into ``ROOT/frames_number_{T}_split_by_number``; under
-DDP rank 0 builds first and the other ranks wait, so no two processes write the cache.
+counts), as upstream. spikingjelly builds them once into ``ROOT/frames_number_{T}_split_by_number``
+(``build_loaders`` lets rank 0 build first under DDP, so no two processes write the cache).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
-import torch.distributed as dist
 from torchvision.datasets import DatasetFolder
 
 from spikingformer.data.splits import head_split_per_class, split_fingerprint
@@ -27,21 +24,6 @@ LAYOUT = {
   ROOT/events_np/<class name>/*.npz (arrays t, x, y, p; classes airplane ... truck), or
   ROOT/download/<class name>.zip (the ten figshare archives, extracted once)""",
 }
-
-T = TypeVar("T")
-
-
-def _rank0_first(make: Callable[[], T]) -> T:
-    """Run ``make`` on rank 0, then on the other ranks: the first call writes the shared frame cache."""
-    distributed = dist.is_available() and dist.is_initialized()
-    if distributed and dist.get_rank() != 0:
-        dist.barrier()
-        return make()
-    out = make()
-    if distributed:
-        dist.barrier()
-    return out
-
 
 def _check_root(name: str, root: str | None) -> Path:
     layout = LAYOUT[name]
@@ -61,11 +43,11 @@ def event_frames(name: str, root: str | None, frames: int, train: bool) -> tuple
     if name == "dvs128-gesture":
         from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
 
-        dataset = _rank0_first(lambda: DVS128Gesture(str(base), train=train, **frame_args))
+        dataset = DVS128Gesture(str(base), train=train, **frame_args)
         return dataset, list(range(len(dataset))), {"split": "official train/test folders"}
     from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
 
-    dataset = _rank0_first(lambda: CIFAR10DVS(str(base), **frame_args))
+    dataset = CIFAR10DVS(str(base), **frame_args)
     train_idx, test_idx = head_split_per_class(dataset.targets, CIFAR10_DVS_TRAIN_RATIO)
     info = {"split": "first 90% of each class trains (upstream)", "fingerprint": split_fingerprint(train_idx, test_idx)}
     return dataset, train_idx if train else test_idx, info

@@ -19,6 +19,7 @@ from spikingformer.data.dvs_augment import DVSTrainTransform, frames_to_tensor
 from spikingformer.data.events import event_frames
 from spikingformer.data.images import DEFAULT_STATS, cifar_batches, digits, image_transform, imagenet_folder
 from spikingformer.data.synthetic import SyntheticDataset
+from spikingformer.distributed import rank0_first
 from spikingformer.models import build_model
 
 Split = Literal["train", "eval"]
@@ -137,21 +138,27 @@ def _loader(config: TrainConfig, dataset: Dataset, sampler: Sampler, batch_size:
     )
 
 
-def build_eval_loader(config: TrainConfig, *, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """This rank's shard of the evaluation split, in order."""
-    dataset = build_eval_dataset(config)
+def _eval_loader(config: TrainConfig, dataset: Dataset, rank: int, world_size: int) -> DataLoader:
     batch = config.data.eval_batch_size or config.data.batch_size
     return _loader(config, dataset, ShardSampler(len(dataset), rank, world_size), batch, train=False)
 
 
+def build_eval_loader(config: TrainConfig, *, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """This rank's shard of the evaluation split, in order. Not collective: any one process may call it."""
+    return _eval_loader(config, build_eval_dataset(config), rank, world_size)
+
+
 def build_loaders(config: TrainConfig, *, rank: int, world_size: int) -> tuple[DataLoader, DataLoader]:
-    """(train, eval) loaders of one rank; call ``train_loader.sampler.set_epoch(epoch)`` every epoch."""
-    dataset = build_dataset(config, "train")
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.runtime.seed)
+    """(train, eval) loaders of one rank; call ``train_loader.sampler.set_epoch(epoch)`` every epoch.
+
+    Collective under torch.distributed: rank 0 builds first (e.g. the DVS frame cache), then the others.
+    """
+    train, test = rank0_first(lambda: (build_dataset(config, "train"), build_dataset(config, "eval")))
+    sampler = DistributedSampler(train, num_replicas=world_size, rank=rank, shuffle=True, seed=config.runtime.seed)
     if len(sampler) < config.data.batch_size:
         raise ValueError(
-            f"{len(dataset)} training samples give {len(sampler)} per rank on {world_size} rank(s), fewer than "
+            f"{len(train)} training samples give {len(sampler)} per rank on {world_size} rank(s), fewer than "
             f"data.batch_size={config.data.batch_size}: every batch would be dropped"
         )
-    train_loader = _loader(config, dataset, sampler, config.data.batch_size, train=True)
-    return train_loader, build_eval_loader(config, rank=rank, world_size=world_size)
+    train_loader = _loader(config, train, sampler, config.data.batch_size, train=True)
+    return train_loader, _eval_loader(config, test, rank, world_size)
