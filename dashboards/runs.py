@@ -18,13 +18,11 @@ ENERGY_ARTIFACT = "energy_layers.json"
 
 
 def epoch_history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
-    """``(epoch, value)`` pairs in epoch order; a resumed run that logged an epoch twice keeps the later value."""
-    by_step: dict[int, tuple[int, float]] = {}
-    for metric in client.get_metric_history(run_id, key):
-        previous = by_step.get(metric.step)
-        if previous is None or metric.timestamp >= previous[0]:
-            by_step[metric.step] = (metric.timestamp, metric.value)
-    return [(step, value) for step, (_, value) in sorted(by_step.items())]
+    """``(epoch, value)`` pairs in epoch order, one per epoch: the first logged, as ``harness.tracking`` keeps it."""
+    by_step: dict[int, float] = {}
+    for metric in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+        by_step.setdefault(metric.step, metric.value)
+    return sorted(by_step.items())
 
 
 def json_artifact(client: MlflowClient, run_id: str, path: str = ENERGY_ARTIFACT) -> Any | None:
