@@ -147,7 +147,7 @@ def training_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if lines:
-            ax.legend(fontsize=7, loc="best")
+            ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
         else:
             ax.text(0.5, 0.5, "no epochs logged yet", ha="center", va="center", transform=ax.transAxes)
     if paper_top1 is not None:
@@ -174,13 +174,14 @@ def energy_breakdown(path: Path, title: str, layers: Sequence[LayerBar], referen
         ):
             ax.plot(values, ys, "|", color="k", markersize=9, markeredgewidth=2, label=reference_label)
     ax_rate.set_yticks(list(ys), [x.name for x in layers], fontsize=7)
+    ax_rate.margins(y=0.01)
     ax_rate.invert_yaxis()
     ax_rate.set_xlabel("input firing rate (%); 100 = non-spike input (MACs)")
     ax_energy.set_xlabel("energy per image (mJ)")
     ax_energy.xaxis.set_major_locator(MaxNLocator(nbins=5))
     for ax in (ax_rate, ax_energy):
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 
