@@ -1,4 +1,4 @@
-"""The part every spiking transformer here shares: input checks, time encoding, reset and readout."""
+"""The part every spiking transformer here shares: construction checks, time encoding, reset and readout."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
+from spikingformer.models.layers import drop_path_rates
+
 InputKind = Literal["static", "event"]
 
 
@@ -15,8 +17,7 @@ def check_dims(embed_dim: int, num_heads: int) -> None:
     """Fail at construction, with the reason, on an embedding the tokenizer or heads cannot split."""
     if embed_dim <= 0 or embed_dim % 8:
         raise ValueError(
-            f"embed_dim={embed_dim} must be a positive multiple of 8: the tokenizer widens "
-            f"D/8 -> D/4 -> D/2 -> D"
+            f"embed_dim={embed_dim} must be a positive multiple of 8: the tokenizer widens D/8 -> D/4 -> D/2 -> D"
         )
     if num_heads <= 0 or embed_dim % num_heads:
         raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
@@ -25,41 +26,68 @@ def check_dims(embed_dim: int, num_heads: int) -> None:
 class SpikingTransformer(nn.Module):
     """Tokenizer -> residual blocks -> mean over tokens, then over T -> linear head.
 
-    Static inputs ``[B, C, H, W]`` are repeated T times (direct encoding); event inputs
-    ``[B, T, C, H, W]`` carry their own time axis. Neurons are reset at the start of every forward,
-    so no caller can leak membrane state between batches.
+    A family subclass supplies ``LAYOUTS``, ``build_tokenizer`` and ``build_block``; everything else
+    (argument checks, time encoding, neuron reset, readout) lives here. Static inputs ``[B, C, H, W]``
+    are repeated T times (direct encoding); event inputs ``[B, T, C, H, W]`` carry their own time axis.
+    Neurons are reset at the start of every forward, so no caller can leak membrane state between batches.
     """
+
+    #: Tokenizer layouts the family implements; ``"dvs"`` means event-frame input.
+    LAYOUTS: tuple[str, ...] = ()
 
     def __init__(
         self,
-        tokenizer: nn.Module,
-        blocks: list[nn.Module],
         *,
-        embed_dim: int,
-        num_heads: int,
-        num_classes: int,
-        img_size: int,
-        in_chans: int,
-        T: int,
-        input_kind: InputKind,
+        layout: str = "cifar",
+        img_size: int = 32,
+        in_chans: int = 3,
+        num_classes: int = 10,
+        embed_dim: int = 384,
+        depth: int = 4,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        T: int = 4,
+        tau: float = 2.0,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
+        if layout not in self.LAYOUTS:
+            raise ValueError(f"layout={layout!r} is not one of {list(self.LAYOUTS)} for {type(self).__name__}")
+        check_dims(embed_dim, num_heads)
         if T < 1:
             raise ValueError(f"T (time steps) must be >= 1, got {T}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.tokenizer = tokenizer
-        self.blocks = nn.ModuleList(blocks)
+        self.tokenizer = self.build_tokenizer(in_chans, embed_dim, tau, layout)
+        if img_size % self.tokenizer.downsample:
+            raise ValueError(
+                f"img_size={img_size} must be divisible by {self.tokenizer.downsample} for layout {layout!r}"
+            )
+        self.blocks = nn.ModuleList(
+            self.build_block(embed_dim, num_heads, mlp_ratio, tau, dp, layout)
+            for dp in drop_path_rates(drop_path_rate, depth)
+        )
         self.head = nn.Linear(embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
+        self.layout = layout
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.num_classes = num_classes
         self.img_size = img_size
         self.in_chans = in_chans
         self.T = T
-        self.input_kind = input_kind
+        self.input_kind: InputKind = "event" if layout == "dvs" else "static"
+
+    def build_tokenizer(self, in_chans: int, embed_dim: int, tau: float, layout: str) -> nn.Module:
+        """The family's tokenizer; it must expose ``downsample`` (input side / token-grid side)."""
+        raise NotImplementedError
+
+    def build_block(
+        self, dim: int, num_heads: int, mlp_ratio: float, tau: float, drop_path: float, layout: str
+    ) -> nn.Module:
+        """One residual block of the family."""
+        raise NotImplementedError
 
     @property
     def depth(self) -> int:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spikingformer.models.base import SpikingTransformer, check_dims
+from spikingformer.models.base import SpikingTransformer
 from spikingformer.models.layers import (
     SeqDropPath,
     SeqMaxPool,
     conv_bn_1d,
     conv_bn_2d,
-    drop_path_rates,
     spike_attention,
 )
 from spikingformer.neurons import V_THRESHOLD_ATTN, MultiStepLIF
@@ -106,43 +105,20 @@ class SpikformerBlock(nn.Module):
 
 
 class Spikformer(SpikingTransformer):
-    """Spikformer-L-D. The CIFAR variant's q/k/v projections carry a bias (upstream ``nn.Linear``)."""
+    """Spikformer-L-D. The CIFAR layout's q/k/v projections carry a bias (upstream ``nn.Linear``)."""
 
-    def __init__(
-        self,
-        *,
-        layout: str = "cifar",
-        img_size: int = 32,
-        in_chans: int = 3,
-        num_classes: int = 10,
-        embed_dim: int = 384,
-        depth: int = 4,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        T: int = 4,
-        tau: float = 2.0,
-        drop_path_rate: float = 0.0,
-    ) -> None:
-        if layout not in POOLED_STAGES:
-            raise ValueError(f"layout={layout!r} is not one of {sorted(POOLED_STAGES)}")
-        check_dims(embed_dim, num_heads)
-        tokenizer = SpikingPatchSplitting(in_chans, embed_dim, tau, layout)
-        if img_size % tokenizer.downsample:
-            raise ValueError(f"img_size={img_size} must be divisible by {tokenizer.downsample} for layout {layout!r}")
-        qkv_bias = layout == "cifar"
-        blocks = [
-            SpikformerBlock(embed_dim, num_heads, mlp_ratio, tau, qkv_bias, dp)
-            for dp in drop_path_rates(drop_path_rate, depth)
-        ]
-        super().__init__(
-            tokenizer,
-            blocks,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            num_classes=num_classes,
-            img_size=img_size,
-            in_chans=in_chans,
-            T=T,
-            input_kind="static",
-        )
-        self.layout = layout
+    LAYOUTS = tuple(POOLED_STAGES)
+
+    def build_tokenizer(self, in_chans: int, embed_dim: int, tau: float, layout: str) -> nn.Module:
+        return SpikingPatchSplitting(in_chans, embed_dim, tau, layout)
+
+    def build_block(
+        self, dim: int, num_heads: int, mlp_ratio: float, tau: float, drop_path: float, layout: str
+    ) -> nn.Module:
+        block = SpikformerBlock(dim, num_heads, mlp_ratio, tau, layout == "cifar", drop_path)
+        if layout == "cifar":  # upstream's nn.Linear projections get the ViT init (trunc normal 0.02, zero bias)
+            for module in block.modules():
+                if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+                    nn.init.trunc_normal_(module.weight, std=0.02)
+                    nn.init.zeros_(module.bias)
+        return block
