@@ -152,8 +152,9 @@ class CrashAfter(Callback):
             raise Crash
 
 
-def test_resume_equals_the_uninterrupted_run(tmp_path: Path) -> None:
-    config = TrainConfig.from_dict(AUGMENTED)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_equals_the_uninterrupted_run(tmp_path: Path, workers: int) -> None:
+    config = TrainConfig.from_dict(deep_merge(AUGMENTED, {"data": {"num_workers": workers}}))
     straight = fit(config, checkpoint_dir=tmp_path / "straight")
     with pytest.raises(Crash):
         fit(config, checkpoint_dir=tmp_path / "split", callbacks=[CrashAfter(2)])
