@@ -21,7 +21,6 @@ class SyntheticDataset(Dataset):
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, size: int, *, train: bool, events: bool) -> None:
         self.input_shape = tuple(input_shape)
-        self.num_classes = num_classes
         self.size = size
         if size > EVAL_OFFSET:
             raise ValueError(f"synthetic sets hold at most {EVAL_OFFSET} samples, asked for {size}")
