@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 
 from spikingformer.config import ConfigError, ModelConfig, TrainConfig, _from_dict, _require, _Section, deep_merge
+from spikingformer.models import build_model
 
 
 @dataclass
@@ -114,11 +116,11 @@ class Experiment(_Section):
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Experiment:
-        """Validate a parsed experiment file, every row's TrainConfig and resources included."""
+        """Validate a parsed experiment file: every row's TrainConfig, model and resources included."""
         experiment = _from_dict(cls, data, where)
         experiment.source = where
         for row in experiment.rows:
-            experiment.train_config(row)
+            check_model(experiment.train_config(row).model, f"{where}: row {row.id}")
             experiment.resources_for(row)
         return experiment
 
@@ -168,6 +170,15 @@ def discover(folder: str | Path) -> list[Experiment]:
 def tracked_name(experiment: Experiment, *, smoke: bool = False, epochs: int | None = None) -> str:
     """MLflow experiment and Tune folder name: runs that change the recipe never mix with the paper's protocol."""
     return experiment.name + ("-smoke" if smoke else "") + (f"-e{epochs}" if epochs is not None else "")
+
+
+def check_model(model: ModelConfig, where: str) -> None:
+    """Build the model on the meta device (no memory): kwargs the constructor refuses fail here, not on a worker."""
+    with torch.device("meta"):
+        try:
+            build_model(model.name, **model.kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}.model: {model.name} with kwargs {model.kwargs}: {err}") from err
 
 
 def load_experiment(path: str | Path) -> Experiment:

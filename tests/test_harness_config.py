@@ -65,6 +65,10 @@ BAD_INPUTS = [
     (lambda d: d["rows"][0].update(resources={"num_workers": 0}),
      r"row spikingformer: resources\.num_workers: 0 is not allowed"),
     (lambda d: d.update(seeds=0), r"exp\.yaml\.seeds: 0 is not allowed"),
+    (lambda d: d["rows"][1]["model"].update(kwargs={"num_heads": 5}),
+     r"exp\.yaml: row spikformer\.model: spikformer_cifar_2_384 .*embed_dim=64 is not divisible by num_heads=5"),
+    (lambda d: d["rows"][0]["model"].update(kwargs={"heads": 4}),
+     r"exp\.yaml: row spikingformer\.model: .*unexpected keyword argument 'heads'"),
 ]
 
 
@@ -124,3 +128,18 @@ def test_experiment_from_dict_needs_rows() -> None:
     data["rows"] = []
     with pytest.raises(ConfigError, match="at least one row"):
         Experiment.from_dict(data, where="inline")
+
+
+def test_reproduce_stops_on_a_bad_row_before_ray_starts(tmp_path: Path, capsys) -> None:
+    import ray
+
+    from harness.cli import main
+
+    data = demo_mapping()
+    data["rows"][1]["train"] = {"schedule": {"epochs": 0}}
+    path = write(tmp_path, data)
+    code = main(["reproduce", str(path), "--storage", str(tmp_path / "ray"),
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    assert code == 2
+    assert f"{path}: row spikformer.schedule.epochs: 0 is not allowed" in capsys.readouterr().err
+    assert not ray.is_initialized() and not (tmp_path / "mlflow.db").exists()
