@@ -6,13 +6,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SFH := $(BIN)/sfh
 
-# Pass-throughs to `sfh` (empty means the embedded default).
+# Pass-throughs to `sfh` (empty means the embedded default): DATA=<folder with one subfolder per dataset>,
+# STORAGE=<Tune/Train storage folder or URI>, TRACKING_URI=<MLflow URI>, RAY_ADDRESS=<head host:port>,
+# ROWS=<row,row>, SEEDS=<n>.
 DATA ?=
 STORAGE ?=
 TRACKING_URI ?=
 RAY_ADDRESS ?=
-SFH_FLAGS := $(if $(DATA),--data-root $(DATA)) $(if $(STORAGE),--storage $(STORAGE)) \
-             $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI)) $(if $(RAY_ADDRESS),--address $(RAY_ADDRESS))
+ROWS ?=
+SEEDS ?=
+CLUSTER_FLAGS := $(if $(STORAGE),--storage $(STORAGE)) $(if $(RAY_ADDRESS),--address $(RAY_ADDRESS))
+TRACKING_FLAGS := $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
+SFH_FLAGS := $(CLUSTER_FLAGS) $(TRACKING_FLAGS) $(if $(DATA),--data-root $(DATA)) \
+             $(if $(ROWS),--rows $(ROWS)) $(if $(SEEDS),--seeds $(SEEDS))
+TABLES := imagenet cifar10 cifar100 cifar10-dvs dvs128-gesture
 
 .PHONY: install test lint demo bench params
 
@@ -30,8 +37,27 @@ test: install test-deps
 lint: install
 	$(BIN)/ruff check spikingformer harness dashboards tests bench
 
+# The embedded default: both demo rows through Ray Tune + Ray Train + MLflow on this CPU, then the table.
 demo: install
-	$(BIN)/python -m spikingformer.train --config experiments/demo_standalone.yaml --out runs/demo
+	$(SFH) reproduce experiments/demo.yaml $(SFH_FLAGS)
+	@$(SFH) table experiments/demo.yaml $(TRACKING_FLAGS) --out runs/reports/demo.md > /dev/null
+	@echo "table: runs/reports/demo.md; figures: make report; browse runs: make mlflow-ui"
+
+# One paper table (x seeds) each; reproduce-all runs them one after the other.
+.PHONY: reproduce-all $(addprefix reproduce-,$(TABLES)) resume table
+reproduce-all: $(addprefix reproduce-,$(TABLES))
+
+$(addprefix reproduce-,$(TABLES)): reproduce-%: install
+	$(SFH) reproduce experiments/$*.yaml $(SFH_FLAGS)
+
+# Continue an interrupted reproduction: make resume NAME=cifar10 (the folder under STORAGE, default runs/ray).
+resume: install
+	$(if $(NAME),,$(error NAME=<experiment> is required, e.g. make resume NAME=cifar10))
+	$(SFH) resume $(NAME) $(CLUSTER_FLAGS)
+
+# Paper vs reproduced, from MLflow: make table [EXP=experiments/cifar10.yaml]
+table: install
+	$(SFH) table $(EXP) $(TRACKING_FLAGS)
 
 bench: install
 	$(BIN)/python bench/run.py
