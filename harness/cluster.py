@@ -39,6 +39,7 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
             )
         else:
             ray.init(
+                address="local",  # a new instance, even when `ray start` left a cluster to auto-join here
                 num_cpus=(os.cpu_count() or 1) + DRIVER_SLACK_CPUS,
                 _node_ip_address=LOCAL_NODE_IP,
                 log_to_driver=log_to_driver,
