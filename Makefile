@@ -81,3 +81,13 @@ test-deps:
 	@test -x $(CHROMIUM) || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+# Search: Optuna TPE + ASHA around one row, e.g. make search SEARCH=experiments/search/cifar10.yaml TRIALS=8 DATA=/data.
+# Every run adds trials to the same study (runs/optuna.db); the best row is written to runs/search/<name>-best.yaml.
+SEARCH ?= experiments/search/demo.yaml
+TRIALS ?=
+.PHONY: search
+
+search: install
+	$(SFH) search $(SEARCH) $(CLUSTER_FLAGS) $(TRACKING_FLAGS) $(if $(DATA),--data-root $(DATA)) \
+	  $(if $(TRIALS),--trials $(TRIALS))
