@@ -1,0 +1,104 @@
+"""A real two-node Ray cluster on loopback loses a node in the middle of a trial; the trial still finishes.
+
+Head on 127.0.0.2, worker node on 127.0.0.3, 2 logical CPUs each. While the trial starts, a placement group
+holds 1.5 of the head's CPUs: the trial's one-CPU Train worker can only go to the worker node, and its driver
+(the Tune function and the Train controller beside it) goes there too, Ray placing onto the freer node. Once
+the worker has reported an epoch (its checkpoint in the storage), the hold is released and the worker node's
+raylet is killed, taking the whole trial with it. Tune retries the trial on the head; the TorchTrainer of the
+same name continues from the last checkpoint and the MLflow run, found again by its key, gets the remaining
+epochs: every epoch is reported once and logged once, in one run. Slow: minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from ray_nodes import ENV, RayNode, wait_for
+
+from harness import tracking
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SFH = Path(sys.executable).parent / "sfh"
+EPOCHS = 4
+#: Fast node-failure detection by the GCS (the defaults take about 30 s).
+HEALTH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
+          "RAY_health_check_failure_threshold": "3"}
+
+
+@pytest.fixture
+def two_nodes(tmp_path: Path) -> Iterator[tuple[RayNode, RayNode]]:
+    """Head and worker node, stopped (their process groups) at the end whatever happened."""
+    nodes: list[RayNode] = []
+    temp_dir = Path(f"/tmp/sfh-ray-{os.getpid()}")  # short: Ray's unix socket paths must stay < 108 characters
+    try:
+        nodes.append(RayNode("127.0.0.2", num_cpus=2, log=tmp_path / "head.log", temp_dir=temp_dir, env=HEALTH))
+        nodes.append(RayNode("127.0.0.3", num_cpus=2, log=tmp_path / "worker.log", head_address=nodes[0].address,
+                             env=HEALTH))
+        yield nodes[0], nodes[1]
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def experiment_file(tmp_path: Path) -> Path:
+    """The demo's Spikingformer row on 512 digits for EPOCHS epochs, one CPU worker."""
+    data = yaml.safe_load((REPO / "experiments" / "demo.yaml").read_text())
+    data.update(name="cluster-demo", rows=data["rows"][:1])
+    data["train"] = {**data["train"], "data": {"train_size": 512, "eval_size": 120},
+                     "schedule": {"epochs": EPOCHS, "warmup_epochs": 1}}
+    path = tmp_path / "cluster-demo.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+TRAIN_WORKER = "ray::RayTrainWorker"
+
+
+def test_trial_survives_losing_the_worker_node(tmp_path: Path, two_nodes: tuple[RayNode, RayNode]) -> None:
+    head, worker = two_nodes
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tracking.Tracking(uri)
+    log = tmp_path / "sfh.log"
+
+    def first_epoch_logged() -> bool:
+        runs = store.trial_runs("cluster-demo")
+        return bool(runs) and bool(store.logged_steps(runs[0].info.run_id))
+
+    sfh = None
+    try:
+        with head.hold(cpus=1.5), log.open("w") as out:
+            sfh = subprocess.Popen(
+                [str(SFH), "reproduce", str(experiment_file(tmp_path)), "--address", head.address,
+                 "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--energy-batches", "1"],
+                env={**os.environ, **ENV}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            wait_for(lambda: sfh.poll() is not None or first_epoch_logged(), 400, "the first epoch")
+            assert sfh.poll() is None, log.read_text()
+            assert worker.pids(TRAIN_WORKER) and not head.pids(TRAIN_WORKER), "the Train worker is not on 127.0.0.3"
+        worker.kill_raylet()
+        wait_for(lambda: sfh.poll() is not None or head.pids(TRAIN_WORKER), 300, "a Train worker on the head")
+        assert sfh.wait(timeout=400) == 0, log.read_text()
+    finally:
+        if sfh is not None and sfh.poll() is None:
+            os.killpg(sfh.pid, signal.SIGKILL)
+
+    [run] = store.trial_runs("cluster-demo")
+    assert run.info.status == "FINISHED"
+    assert store.logged_steps(run.info.run_id) == set(range(EPOCHS))
+    assert {"best_top1", "energy_mJ"} <= set(run.data.metrics)
+    # Tune saw each epoch once: the new worker group went on from the last checkpoint, not from epoch 0.
+    [result_file] = (tmp_path / "ray" / "cluster-demo").glob("*/result.json")
+    epochs = [json.loads(line)["epoch"] for line in result_file.read_text().splitlines()]
+    assert epochs == list(range(EPOCHS))
