@@ -20,7 +20,7 @@ import ray.train
 import torch
 import yaml
 from ray import tune
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from harness import tracking
@@ -107,11 +107,6 @@ def plan(
     return specs
 
 
-def sampled_run_key(run_key: str, trial_id: str) -> str:
-    """The run key of one sampled configuration of a search: the row's key plus Tune's trial id."""
-    return f"{run_key}/{trial_id}"
-
-
 def bind(spec: TrialSpec, *, gpus_available: bool) -> TrialSpec:
     """Settle ``use_gpu: auto`` against the cluster the trial will run on."""
     use_gpu = spec.resources["use_gpu"]
@@ -141,7 +136,7 @@ def run_trial(config: dict[str, Any]) -> None:
     spec = TrialSpec(**config["trial"])
     key, train = spec.run_key, spec.train
     if config.get("overrides"):
-        key = sampled_run_key(key, tune.get_context().get_trial_id())
+        key = f"{key}/{tune.get_context().get_trial_id()}"
         train = TrainConfig.from_dict(deep_merge(train, config["overrides"]), where=key).to_dict()
     store = tracking.Tracking(spec.tracking_uri)
     run = store.open_trial_run(
@@ -175,9 +170,7 @@ def run_trial(config: dict[str, Any]) -> None:
     try:
         trainer.fit()
     except BaseException:
-        # A run the driver already closed was stopped by a search's scheduler, not failed.
-        if store.client.get_run(run_id).info.status == "RUNNING":
-            store.end(run_id, "FAILED")
+        store.end(run_id, "FAILED")
         raise
     store.end(run_id, "FINISHED")
 
@@ -206,17 +199,16 @@ def train_worker(loop: dict[str, Any]) -> None:
     """Ray Train loop of one rank: resume from Ray's last checkpoint, fit, then (rank 0) final figures."""
     config = TrainConfig.from_dict(loop["train"])
     rank = ray.train.get_context().get_world_rank()
-    device = ray.train.torch.get_device() if loop["use_gpu"] else None
+    device = get_device() if loop["use_gpu"] else None
     work = Path(tempfile.mkdtemp(prefix="sfh-trial-")) / "checkpoints"
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         checkpoint.to_directory(str(work))
-    log = None
-    if rank == 0:
-        store = tracking.Tracking(loop["tracking_uri"])
-        log = tracking.EpochLog(store, loop["run_id"])
-        store.set_tags(loop["run_id"], {"sfh.device": _device_name(device), "sfh.world_size": str(
-            ray.train.get_context().get_world_size())})
+    store = tracking.Tracking(loop["tracking_uri"]) if rank == 0 else None
+    log = tracking.EpochLog(store, loop["run_id"]) if store is not None else None
+    if store is not None:
+        world = ray.train.get_context().get_world_size()
+        store.set_tags(loop["run_id"], {"sfh.device": _device_name(device), "sfh.world_size": str(world)})
     try:
         result = fit(
             config,
@@ -225,7 +217,7 @@ def train_worker(loop: dict[str, Any]) -> None:
             resume_from=work if checkpoint is not None else None,
             device=device,
         )
-        if log is not None:
+        if store is not None:
             log.backfill(result.history)
             _log_final(store, loop["run_id"], config, result, loop["energy_batches"], device)
     finally:
@@ -255,6 +247,7 @@ def _log_final(
     if report.top1 is not None:
         figures["energy_top1"] = 100 * report.top1
     store.log_metrics(run_id, figures)
-    store.set_tags(run_id, {f"sfh.selection.{k}": v for k, v in result.selection.items()})
+    labels = {k: v for k, v in result.selection.items() if k != "ema_top1" or result.ema_top1 is not None}
+    store.set_tags(run_id, {f"sfh.selection.{k}": v for k, v in labels.items()})
     store.log_text(run_id, report.to_json(), "energy_layers.json")
     store.log_text(run_id, report.to_table(), "energy.md")
