@@ -107,6 +107,11 @@ def plan(
     return specs
 
 
+def sampled_run_key(run_key: str, trial_id: str) -> str:
+    """The run key of one sampled configuration of a search: the row's key plus Tune's trial id."""
+    return f"{run_key}/{trial_id}"
+
+
 def bind(spec: TrialSpec, *, gpus_available: bool) -> TrialSpec:
     """Settle ``use_gpu: auto`` against the cluster the trial will run on."""
     use_gpu = spec.resources["use_gpu"]
@@ -136,7 +141,7 @@ def run_trial(config: dict[str, Any]) -> None:
     spec = TrialSpec(**config["trial"])
     key, train = spec.run_key, spec.train
     if config.get("overrides"):
-        key = f"{key}/{tune.get_context().get_trial_id()}"
+        key = sampled_run_key(key, tune.get_context().get_trial_id())
         train = TrainConfig.from_dict(deep_merge(train, config["overrides"]), where=key).to_dict()
     store = tracking.Tracking(spec.tracking_uri)
     run = store.open_trial_run(
@@ -170,7 +175,9 @@ def run_trial(config: dict[str, Any]) -> None:
     try:
         trainer.fit()
     except BaseException:
-        store.end(run_id, "FAILED")
+        # A run the driver already closed was stopped by a search's scheduler, not failed.
+        if store.client.get_run(run_id).info.status == "RUNNING":
+            store.end(run_id, "FAILED")
         raise
     store.end(run_id, "FINISHED")
 
