@@ -245,7 +245,7 @@ class RuntimeConfig(_Section):
     ema_decay: float | None = None
     #: Evaluate every N epochs (the last epoch is always evaluated).
     eval_every: int = 1
-    #: Keep this many epoch checkpoints besides last and best.
+    #: Write last.pt every N epochs (the final epoch and every new best are always written).
     checkpoint_every: int = 1
 
     def validate(self, where: str) -> None:
