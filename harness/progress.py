@@ -85,4 +85,4 @@ class Progress(tune.Callback):
         self._show(trial, f"done in {_fmt_duration(took)}, last {self.top1.get(trial.trial_id, 'top-1 n/a')}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._show(trial, f"ERROR (see {trial.local_path or trial.path})")
+        self._show(trial, f"ERROR (traceback in {trial.path})")

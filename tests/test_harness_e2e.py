@@ -216,6 +216,9 @@ def test_reproduce_against_an_mlflow_server(head: Head, mlflow_server: str, tmp_
     for run in runs.values():
         check_finished_trial(server, run)
     assert "| spikingformer | n/a |" in out and "| 2/2 | n/a |" in out
+    for seed in (0, 1):  # the progress lines, in place of Tune's tables
+        assert f"spikingformer seed{seed}" in out and "epoch 1/1  top-1" in out and "done in" in out
+    assert "Trial status" not in out and "Number of trials" not in out
     # Run again: every (row, seed) is FINISHED, so nothing trains and no run is added.
     assert sfh("reproduce", EXPERIMENTS / "demo.yaml", "--smoke", "--seeds", "2", "--rows", "spikingformer",
                "--tracking-uri", mlflow_server, "--storage", tmp_path / "ray") == 0

@@ -16,7 +16,7 @@ from ray import tune
 
 from harness import cluster, sweep, tracking
 from harness.commands.table import format_table
-from harness.config import load_experiment, tracked_name
+from harness.config import Experiment, load_experiment, tracked_name
 from harness.progress import Progress
 from harness.trial import TrialSpec, bind, plan, trial_resources
 
@@ -31,7 +31,7 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="forward the workers' output (engine logs)")
 
 
-def finish(results: tune.ResultGrid, experiment, tracking_uri: str, name: str) -> int:
+def finish(results: tune.ResultGrid, experiment: Experiment, tracking_uri: str, name: str) -> int:
     """Print the table and each failed trial; non-zero when any trial failed."""
     print()
     print(format_table(experiment, tracking_uri, name=name), end="")
