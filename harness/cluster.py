@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 import ray
 
@@ -26,8 +27,9 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
     """Join ``address`` (``host:port`` of a running head), else start a private local Ray on loopback.
 
     Workers' stdout is not forwarded unless ``log_to_driver`` (errors still reach the driver through Tune).
-    On a joined cluster every worker of the job gets ``RAY_ADDRESS``: Ray Train's placement-group cleaner
-    looks its cluster up by it, and guesses wrong when one machine runs several Ray instances.
+    Every worker of the job gets ``RAY_ADDRESS`` (so the local GCS port is chosen here): Ray Train's
+    placement-group cleaner looks its cluster up by it, and on a machine running several Ray instances it
+    otherwise asks another one, never removing the worker group of a trial that Tune stopped (ASHA).
     Returns a one-line description of the cluster.
     """
     quiet()
@@ -38,17 +40,29 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
                 runtime_env={"env_vars": {"RAY_ADDRESS": address}},
             )
         else:
-            ray.init(
-                address="local",  # a new instance, even when `ray start` left a cluster to auto-join here
-                num_cpus=(os.cpu_count() or 1) + DRIVER_SLACK_CPUS,
-                _node_ip_address=LOCAL_NODE_IP,
-                log_to_driver=log_to_driver,
-                logging_level=logging.WARNING,
-            )
+            port = _free_port(LOCAL_NODE_IP)
+            os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # read by ray.init when it starts the local head
+            try:
+                ray.init(
+                    address="local",  # a new instance, even when `ray start` left a cluster to auto-join here
+                    num_cpus=(os.cpu_count() or 1) + DRIVER_SLACK_CPUS,
+                    _node_ip_address=LOCAL_NODE_IP,
+                    log_to_driver=log_to_driver,
+                    logging_level=logging.WARNING,
+                    runtime_env={"env_vars": {"RAY_ADDRESS": f"{LOCAL_NODE_IP}:{port}"}},
+                )
+            finally:
+                del os.environ["RAY_GCS_SERVER_PORT"]
     total = ray.cluster_resources()
     nodes = [n for n in ray.nodes() if n["Alive"]]
     where = address or f"local at {LOCAL_NODE_IP}"
     return f"Ray {where}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU"
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def gpus_available() -> bool:
