@@ -88,7 +88,7 @@ def test_a_recipe_base_needs_no_experiment_file() -> None:
     data = demo_mapping()
     data["base"] = {"recipe": "digits", "model": {"name": "spikformer_cifar_2_384"}}
     search = Search.from_dict(data, where=str(DEMO))
-    assert search.experiment().train_config(search.experiment().rows[0]).data.train_size == 512
+    assert search.experiment().train_config(search.experiment().rows[0]).data.eval_size == 240
 
 
 def test_best_row_is_the_base_row_plus_the_values_without_the_budget() -> None:
