@@ -3,7 +3,7 @@
 Head on 127.0.0.2, worker node on 127.0.0.3, 2 logical CPUs each. While the trial starts, a placement group
 holds 1.5 of the head's CPUs: the trial's one-CPU Train worker can only go to the worker node, and its driver
 (the Tune function and the Train controller beside it) goes there too, Ray placing onto the freer node. Once
-the worker has reported an epoch (its checkpoint in the storage), the hold is released and the worker node's
+Tune has received the first epoch (its checkpoint in the storage), the hold is released and the worker node's
 raylet is killed, taking the whole trial with it. Tune retries the trial on the head; the TorchTrainer of the
 same name continues from the last checkpoint and the MLflow run, found again by its key, gets the remaining
 epochs: every epoch is reported once and logged once, in one run. Slow: minutes on a 2-core CPU.
@@ -72,9 +72,11 @@ def test_trial_survives_losing_the_worker_node(tmp_path: Path, two_nodes: tuple[
     store = tracking.Tracking(uri)
     log = tmp_path / "sfh.log"
 
-    def first_epoch_logged() -> bool:
-        runs = store.trial_runs("cluster-demo")
-        return bool(runs) and bool(store.logged_steps(runs[0].info.run_id))
+    def first_epoch_reported() -> bool:
+        # The driver's progress line for epoch 1 is printed when Tune receives it. MLflow alone is too early:
+        # rank 0 logs the epoch there before the Train controller forwards the report (and its checkpoint) to
+        # Tune, and a node lost in between takes that report with it.
+        return "epoch 1/" in log.read_text()
 
     sfh = None
     try:
@@ -84,7 +86,7 @@ def test_trial_survives_losing_the_worker_node(tmp_path: Path, two_nodes: tuple[
                  "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--energy-batches", "1"],
                 env={**os.environ, **ENV}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
-            wait_for(lambda: sfh.poll() is not None or first_epoch_logged(), 400, "the first epoch")
+            wait_for(lambda: sfh.poll() is not None or first_epoch_reported(), 400, "the first epoch")
             assert sfh.poll() is None, log.read_text()
             assert worker.pids(TRAIN_WORKER) and not head.pids(TRAIN_WORKER), "the Train worker is not on 127.0.0.3"
         worker.kill_raylet()
@@ -98,7 +100,8 @@ def test_trial_survives_losing_the_worker_node(tmp_path: Path, two_nodes: tuple[
     assert run.info.status == "FINISHED"
     assert store.logged_steps(run.info.run_id) == set(range(EPOCHS))
     assert {"best_top1", "energy_mJ"} <= set(run.data.metrics)
-    # Tune saw each epoch once: the new worker group went on from the last checkpoint, not from epoch 0.
+    # Tune saw no epoch twice: the new worker group went on from the last checkpoint, not from epoch 0. (An
+    # epoch the dying node trained but never forwarded may be missing here; MLflow has it, as checked above.)
     [result_file] = (tmp_path / "ray" / "cluster-demo").glob("*/result.json")
     epochs = [json.loads(line)["epoch"] for line in result_file.read_text().splitlines()]
-    assert epochs == list(range(EPOCHS))
+    assert epochs == sorted(set(epochs)) and epochs[0] == 0 and epochs[-1] == EPOCHS - 1, epochs
