@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = ui_command(uri, args.port)
     print(f"MLflow UI for {uri} at http://{HOST}:{args.port} (Ctrl-C stops it)", flush=True)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the UI stays local: no usage reports either
     os.execv(command[0], command)
 
 

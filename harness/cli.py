@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
 import harness.commands
+
+#: Nothing leaves the machine unless the user opts in: Ray's usage stats and MLflow's telemetry are off. Set
+#: before Ray or MLflow start (the private local Ray's processes inherit them); a user's own setting wins.
+TELEMETRY_OFF = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
