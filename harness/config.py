@@ -126,6 +126,7 @@ class Experiment(_Section):
 
     def validate(self, where: str) -> None:
         _require(bool(self.name) and "/" not in self.name, where, "name", self.name, "a non-empty name without '/'")
+        check_recipe(self.recipe, where)
         _require(len(self.rows) >= 1, where, "rows", self.rows, "at least one row")
         _require(self.seeds >= 1, where, "seeds", self.seeds, ">= 1")
         ids = [row.id for row in self.rows]
@@ -181,14 +182,32 @@ def check_model(model: ModelConfig, where: str) -> None:
             raise ConfigError(f"{where}.model: {model.name} with kwargs {model.kwargs}: {err}") from err
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment file; any error names the file, the row and the key."""
+def check_recipe(name: str | None, where: str) -> None:
+    """A recipe name must be one ``spikingformer.recipes`` knows (null: the file gives the whole TrainConfig)."""
+    from spikingformer.recipes import RECIPES
+
+    if name is not None and name not in RECIPES:
+        raise ConfigError(f"{where}: recipe: unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """Parse a YAML file; a missing file or a syntax error names the file (and the parser's line and column)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"experiment file {path} does not exist")
-    with path.open() as fh:
-        data = yaml.safe_load(fh)
-    return Experiment.from_dict(data, where=str(path))
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment file; any error names the file, the row and the key."""
+    return Experiment.from_dict(read_yaml(path, "experiment file"), where=str(path))
 
 
 #: ``--smoke``: any row becomes a seconds-long CPU run on synthetic data of the row's input shape.

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-import yaml
 
-from harness.config import Experiment, check_model, load_experiment
+from harness.config import Experiment, check_model, check_recipe, load_experiment, read_yaml
 from spikingformer.config import ConfigError, ModelConfig, _from_dict, _require, _Section, deep_merge
 
 KINDS = ("uniform", "loguniform", "integer", "choice")
@@ -107,6 +106,7 @@ class Base(_Section):
         if not ok:
             given = sorted(k for k in ("experiment", "row", "recipe", "model") if getattr(self, k) is not None)
             raise ConfigError(f"{where}: gives {given}; a base is either experiment + row, or recipe + model")
+        check_recipe(self.recipe, where)
 
 
 @dataclass
@@ -172,11 +172,11 @@ class Search(_Section):
         """The base as (experiment file without rows, row), both plain mappings, with ``base.train``/``resources``."""
         if self.base.experiment is not None:
             path = Path(self.source).parent / self.base.experiment
-            header = yaml.safe_load(path.read_text())
             try:
                 row = load_experiment(path).row(self.base.row)  # validates the file and the row id
-            except ConfigError as err:
+            except (ConfigError, FileNotFoundError) as err:
                 raise ConfigError(f"{self.source}: base: {err}") from None
+            header = read_yaml(path, "experiment file")
             row_map = next(r for r in header.pop("rows") if r["id"] == row.id)
         else:
             header = {"paper": {"arxiv": "2304.11954v5", "table": "none (search from a recipe)",
@@ -221,7 +221,4 @@ def _check_value(experiment: Experiment, key: str, value: Any, where: str) -> No
 
 def load_search(path: str | Path) -> Search:
     """Read and validate a search file; any error names the file and the key."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"search file {path} does not exist")
-    return Search.from_dict(yaml.safe_load(path.read_text()), where=str(path))
+    return Search.from_dict(read_yaml(path, "search file"), where=str(path))

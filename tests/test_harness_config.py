@@ -143,3 +143,21 @@ def test_reproduce_stops_on_a_bad_row_before_ray_starts(tmp_path: Path, capsys) 
     assert code == 2
     assert f"{path}: row spikformer.schedule.epochs: 0 is not allowed" in capsys.readouterr().err
     assert not ray.is_initialized() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_unknown_recipe_names_the_file_the_key_and_the_recipes(tmp_path: Path) -> None:
+    data = demo_mapping()
+    data["recipe"] = "nope"
+    with pytest.raises(ConfigError, match=r"exp\.yaml: recipe: unknown recipe 'nope'; known: .*digits"):
+        load_experiment(write(tmp_path, data))
+
+
+def test_yaml_syntax_error_exits_2_naming_the_file_line_and_column(tmp_path: Path, capsys) -> None:
+    from harness.cli import main
+
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: broken\nrows: [a, b\nrecipe: digits\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml, line 3, column 7: not valid YAML: expected ','"):
+        load_experiment(path)
+    assert main(["reproduce", str(path)]) == 2
+    assert f"sfh reproduce: error: {path}, line 3, column 7: not valid YAML" in capsys.readouterr().err

@@ -71,6 +71,9 @@ BAD_SEARCHES = [
     (lambda d: d.update(metric="accuracy"), r"x\.yaml\.metric: 'accuracy' is not one of"),
     (lambda d: d["base"].update(recipe="digits"), r"x\.yaml\.base: gives \['experiment', 'recipe', 'row'\]"),
     (lambda d: d["base"].update(row="nope"), r"x\.yaml: base: .*demo\.yaml: no row 'nope'"),
+    (lambda d: d.update(base={"recipe": "nope", "model": {"name": "spikformer_cifar_2_384"}}),
+     r"x\.yaml\.base: recipe: unknown recipe 'nope'; known: .*digits"),
+    (lambda d: d["base"].update(experiment="missing.yaml"), r"x\.yaml: base: experiment file .*missing\.yaml does not"),
     (lambda d: d["budget"].update(optim={"lr": 0}),
      r"x\.yaml: base \+ budget: row spikingformer\.optim\.lr: 0\.0 is not allowed"),
 ]
@@ -82,6 +85,13 @@ def test_bad_search_names_the_file_and_the_key(mutate: Any, message: str) -> Non
     mutate(data)
     with pytest.raises(ConfigError, match=message):
         Search.from_dict(data, where=str(DEMO.parent / "x.yaml"))
+
+
+def test_a_yaml_syntax_error_names_the_search_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: s\nspace:\n  optim.lr: {uniform: [0.1, 0.2}\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml, line 3, column 32: not valid YAML: expected ',' or ']'"):
+        load_search(path)
 
 
 def test_a_recipe_base_needs_no_experiment_file() -> None:
