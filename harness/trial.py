@@ -26,7 +26,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from harness import tracking
 from harness.config import SMOKE_RESOURCES, Experiment, Resources, run_overrides
 from spikingformer.checkpointing import BEST, LAST, load_checkpoint
-from spikingformer.config import TrainConfig, deep_merge
+from spikingformer.config import ConfigError, TrainConfig, deep_merge
 from spikingformer.data import build_eval_loader
 from spikingformer.energy import GIGA, measure_energy
 from spikingformer.engine import Callback, FitResult, fit
@@ -80,7 +80,8 @@ def plan(
 
     ``name`` is the tracked name (MLflow experiment, run keys), the file's name unless the recipe changed.
 
-    ``use_gpu`` may still be "auto" here: :func:`bind` settles it once the cluster is known.
+    ``use_gpu`` may still be "auto" here: :func:`bind` settles it once the cluster is known. Two specs of
+    one run key would race for one MLflow run and one Train folder: refused.
     """
     specs = []
     tags = {tracking.PAPER_TABLE: experiment.paper.table, **tracking.provenance_tags()}
@@ -88,7 +89,7 @@ def plan(
         base = experiment.train_config(row)
         config = experiment.train_config(row, run_overrides(base, smoke=smoke, epochs=epochs, data_root=data_root))
         resources = SMOKE_RESOURCES if smoke else experiment.resources_for(row)
-        for k in range(seeds or experiment.seeds):
+        for k in range(experiment.seeds if seeds is None else seeds):
             seed = config.runtime.seed + k
             specs.append(
                 TrialSpec(
@@ -104,6 +105,10 @@ def plan(
                     tags=tags,
                 )
             )
+    keys = [spec.run_key for spec in specs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ConfigError(f"{experiment.source}: run key(s) {twice} planned twice: give each row once")
     return specs
 
 

@@ -161,3 +161,57 @@ def test_yaml_syntax_error_exits_2_naming_the_file_line_and_column(tmp_path: Pat
         load_experiment(path)
     assert main(["reproduce", str(path)]) == 2
     assert f"sfh reproduce: error: {path}, line 3, column 7: not valid YAML" in capsys.readouterr().err
+
+
+BAD_FLAGS = [
+    (["reproduce", str(DEMO), "--seeds", "0"], "argument --seeds: must be >= 1, got 0"),
+    (["reproduce", str(DEMO), "--seeds", "-1"], "argument --seeds: must be >= 1, got -1"),
+    (["reproduce", str(DEMO), "--seeds", "two"], "argument --seeds: must be an integer >= 1, got 'two'"),
+    (["reproduce", str(DEMO), "--max-concurrent", "0"], "argument --max-concurrent: must be >= 1, got 0"),
+    (["reproduce", str(DEMO), "--energy-batches", "0"], "argument --energy-batches: must be >= 1, got 0"),
+    (["reproduce", str(DEMO), "--max-failures", "-1"], "argument --max-failures: must be >= 0, got -1"),
+    (["reproduce", str(DEMO), "--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
+    (["reproduce", str(DEMO), "--rows", "spikingformer,spikingformer"],
+     "argument --rows: row(s) spikingformer given more than once in 'spikingformer,spikingformer'"),
+    (["reproduce", str(DEMO), "--rows", "spikingformer,"], "argument --rows: an empty row id"),
+    (["search", str(EXPERIMENTS / "search" / "demo.yaml"), "--trials", "0"], "argument --trials: must be >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_FLAGS, ids=[m.split(":")[0] + a[-1] for a, m in BAD_FLAGS])
+def test_bad_numbers_on_the_command_line_exit_2_before_anything_starts(argv: list[str], message: str,
+                                                                       capsys) -> None:
+    from harness.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert f"error: {message}" in capsys.readouterr().err
+
+
+def test_unknown_row_on_the_command_line_names_the_file_and_its_rows(tmp_path: Path, capsys) -> None:
+    from harness.cli import main
+
+    code = main(["reproduce", str(DEMO), "--rows", "nope", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    assert code == 2
+    assert f"{DEMO}: no row 'nope'; rows: ['spikingformer', 'spikformer']" in capsys.readouterr().err
+
+
+def tracked_plan(path: Path, uri: str, **options) -> list:
+    from harness.trial import plan
+
+    experiment = load_experiment(path)
+    return plan(experiment, name=experiment.name, rows=None, seeds=options.pop("seeds", 2), tracking_uri=uri,
+                train_storage="/nowhere/train", **options)
+
+
+def test_seeds_and_duplicate_rows_in_the_plan(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    specs = tracked_plan(DEMO, uri, seeds=3)
+    assert [(s.row, s.seed) for s in specs] == [(r, k) for r in ("spikingformer", "spikformer") for k in (0, 1, 2)]
+    assert len(tracked_plan(DEMO, uri, seeds=None)) == 2  # the file's seeds: 1
+    from harness.trial import plan
+
+    with pytest.raises(ConfigError, match=r"demo\.yaml: run key\(s\) \['demo/spikformer/seed0'\] planned twice"):
+        plan(load_experiment(DEMO), name="demo", rows=["spikformer", "spikformer"], seeds=1, tracking_uri=uri,
+             train_storage="/nowhere/train")

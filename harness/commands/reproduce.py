@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ray import tune
@@ -19,6 +20,33 @@ from harness.commands.table import format_table
 from harness.config import Experiment, load_experiment, tracked_name
 from harness.progress import Progress
 from harness.trial import TrialSpec, bind, plan, trial_resources
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``; argparse reports a refusal naming the flag (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def row_ids(text: str) -> list[str]:
+    """An argparse type: comma-separated row ids, each once (two trials of one run key would share its
+    MLflow run and Train folder)."""
+    ids = [i.strip() for i in text.split(",")]
+    if "" in ids:
+        raise argparse.ArgumentTypeError(f"an empty row id in {text!r}")
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"row(s) {', '.join(twice)} given more than once in {text!r}")
+    return ids
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     storage = sweep.storage_root(args.storage)
     uri = args.tracking_uri or tracking.default_tracking_uri()
     specs = plan(
-        experiment, name=name, rows=args.rows.split(",") if args.rows else None, seeds=args.seeds, tracking_uri=uri,
+        experiment, name=name, rows=args.rows, seeds=args.seeds, tracking_uri=uri,
         train_storage=sweep.join(storage, name, "train"), smoke=args.smoke, epochs=args.epochs,
         data_root=args.data_root, energy_batches=args.energy_batches, max_failures=args.max_failures,
     )  # every row is validated here, before Ray starts
@@ -96,15 +124,17 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("reproduce", help="train a paper table's rows (Ray + MLflow)", description=__doc__)
     parser.add_argument("experiment", type=Path, help="experiment file, e.g. experiments/cifar10.yaml")
-    parser.add_argument("--rows", help="comma-separated row ids (default: all rows)")
-    parser.add_argument("--seeds", type=int, help="seeds per row (default: the file's `seeds`)")
+    parser.add_argument("--rows", type=row_ids, help="comma-separated row ids, each once (default: all rows)")
+    parser.add_argument("--seeds", type=at_least(1), help="seeds per row (default: the file's `seeds`)")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds-long CPU run of each row on synthetic data (tracked as <name>-smoke)")
-    parser.add_argument("--epochs", type=int, help="total epochs of every row (tracked as <name>-e<N>)")
+    parser.add_argument("--epochs", type=at_least(1), help="total epochs of every row (tracked as <name>-e<N>)")
     parser.add_argument("--data-root", help="folder with one subfolder per dataset (DIR/cifar10, DIR/imagenet, ...)")
     parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)")
-    parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster fits)")
-    parser.add_argument("--energy-batches", type=int, default=8, help="evaluation batches of the energy pass")
-    parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts per trial (from checkpoint)")
+    parser.add_argument("--max-concurrent", type=at_least(1),
+                        help="trials at once (default: as many as the cluster fits)")
+    parser.add_argument("--energy-batches", type=at_least(1), default=8, help="evaluation batches of the energy pass")
+    parser.add_argument("--max-failures", type=at_least(0), default=2,
+                        help="worker-group restarts per trial (from checkpoint)")
     add_cluster_options(parser)
     parser.set_defaults(func=run)

@@ -22,7 +22,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from harness import cluster, sweep, tracking
-from harness.commands.reproduce import add_cluster_options
+from harness.commands.reproduce import add_cluster_options, at_least
 from harness.config import tracked_name
 from harness.progress import Progress
 from harness.search import Sampler, Search, load_search
@@ -188,14 +188,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("search", help="Optuna + ASHA search around a row (Ray + MLflow)",
                                    description=__doc__)
     parser.add_argument("search", type=Path, help="search file, e.g. experiments/search/demo.yaml")
-    parser.add_argument("--trials", type=int, help="trials in this invocation (default: the file's num_samples)")
+    parser.add_argument("--trials", type=at_least(1),
+                        help="trials in this invocation (default: the file's num_samples)")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds-long CPU trials on synthetic data (study and MLflow as <name>-smoke)")
     parser.add_argument("--data-root", help="folder with one subfolder per dataset (DIR/cifar10, ...)")
     parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)")
     parser.add_argument("--study-storage", help="Optuna storage URL (default: sqlite:///runs/optuna.db)")
     parser.add_argument("--out", type=Path, help="best-row experiment file (default: runs/search/<name>-best.yaml)")
-    parser.add_argument("--energy-batches", type=int, default=1, help="evaluation batches of each trial's energy pass")
-    parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts per trial (from checkpoint)")
+    parser.add_argument("--energy-batches", type=at_least(1), default=1,
+                        help="evaluation batches of each trial's energy pass")
+    parser.add_argument("--max-failures", type=at_least(0), default=2,
+                        help="worker-group restarts per trial (from checkpoint)")
     add_cluster_options(parser)
     parser.set_defaults(func=run)
