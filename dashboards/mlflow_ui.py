@@ -24,7 +24,7 @@ def ui_command(tracking_uri: str, port: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.tracking import default_tracking_uri
+    from harness.results import default_tracking_uri
 
     parser = argparse.ArgumentParser(prog="python -m dashboards.mlflow_ui", description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or runs/mlflow.db")

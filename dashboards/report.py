@@ -10,56 +10,52 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from pathlib import Path
-
-from mlflow.tracking import MlflowClient
+from typing import TypeVar
 
 from dashboards import figures, html
 from dashboards.peers import EVIDENCE, Peer, load_peers, peers_for
-from dashboards.runs import ENERGY_ARTIFACT, epoch_history, json_artifact
 from dashboards.upstream_logs import E_AC_PJ, EnergyLog, UpstreamRun, default_root, find_upstream
-from harness.config import Experiment, Row
-from harness.results import RowResult, SeedRun
-from spikingformer.models import MODEL_CONFIGS
+from harness import results
+from harness.results import RowResult, RowSetup, RunReader, SeedRun
 
 FIGURES = "figures"
-
-
-@dataclass(frozen=True)
-class Setup:
-    """What a row trains, as far as the comparisons care: it selects the upstream log and the peers."""
-
-    model: str
-    dataset: str
-    time_steps: int
-
-    @classmethod
-    def of(cls, experiment: Experiment, row: Row) -> Setup:
-        config = experiment.train_config(row)
-        kwargs = {**MODEL_CONFIGS[config.model.name][1], **config.model.kwargs}
-        return cls(config.model.name, config.data.dataset, int(kwargs.get("T", 4)))
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
 class Context:
     """Everything the sections share while one report is written."""
 
-    experiment: Experiment
-    results: Sequence[RowResult]
-    setups: dict[str, Setup]
-    client: MlflowClient
+    experiment: results.Experiment
+    rows: Sequence[RowResult]
+    setups: dict[str, RowSetup]
+    runs: RunReader
     folder: Path
     upstream_root: Path
 
-    def upstream(self, row_id: str) -> UpstreamRun | None:
-        if not self.upstream_root.is_dir():
-            return None
+    def upstream(
+        self, row_id: str, read: Callable[[UpstreamRun, Path], _T]
+    ) -> tuple[UpstreamRun | None, _T | None, str]:
+        """The upstream run a row reproduces and ``read(run, root)`` of its log, or a note saying why not.
+
+        No upstream run ships for most rows: ``(None, None, "")``. A missing folder or log, or one that does
+        not parse, gives ``(run, None, note)``: the report draws without the overlay and says so.
+        """
         setup = self.setups[row_id]
-        return find_upstream(setup.model, setup.dataset, setup.time_steps)
+        run = find_upstream(setup.model, setup.dataset, setup.time_steps)
+        if run is None:
+            return None, None, ""
+        if not self.upstream_root.is_dir():
+            return run, None, f"no overlay of {run.label}: the upstream logs folder {self.upstream_root} is missing"
+        try:
+            return run, read(run, self.upstream_root), ""
+        except (OSError, ValueError) as err:
+            return run, None, f"no overlay of {run.label}: {err}"
 
     def figure(self, stem: str) -> Path:
         return self.folder / FIGURES / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}.png"
@@ -69,30 +65,27 @@ class Context:
 
 
 def write_report(
-    experiment: Experiment,
-    results: Sequence[RowResult],
-    tracking_uri: str,
+    experiment: results.Experiment,
+    rows: Sequence[RowResult],
+    runs: RunReader,
     out: Path,
     *,
     name: str | None = None,
+    upstream_root: Path | None = None,
 ) -> Path:
-    """Write ``out/<name>/index.html`` (figures beside it, old ones removed) and return its path."""
+    """Write ``out/<name>/index.html`` (figures beside it, old ones removed) and return its path.
+
+    ``upstream_root``: the folder of the upstream logs (default: ``../shared/reference/upstream_logs``).
+    """
     name = name or experiment.name
     folder = out / name
     shutil.rmtree(folder / FIGURES, ignore_errors=True)
     (folder / FIGURES).mkdir(parents=True)
-    ctx = Context(
-        experiment,
-        results,
-        {row.id: Setup.of(experiment, row) for row in experiment.rows},
-        MlflowClient(tracking_uri),
-        folder,
-        default_root(),
-    )
+    ctx = Context(experiment, rows, results.row_setups(experiment), runs, folder, upstream_root or default_root())
     sections = [_table(ctx), _tradeoffs(ctx), _curves(ctx), _energy(ctx)]
     paper = experiment.paper
     subtitle = (
-        f"{paper.table} (arXiv {paper.arxiv}). Tracking: {tracking_uri}. "
+        f"{paper.table} (arXiv {paper.arxiv}). Tracking: {runs.uri}. "
         f"Generated {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}."
     )
     index = folder / "index.html"
@@ -116,10 +109,6 @@ def write_index(out: Path) -> Path:
     return index
 
 
-def _counts(results: Sequence[RowResult]) -> str:
-    return html.verdict_counts([r.verdict for r in results])
-
-
 # --- paper vs reproduced ---------------------------------------------------------------------------------
 
 
@@ -129,22 +118,22 @@ def _table(ctx: Context) -> html.Section:
         "row", "verdict", "paper top-1", "best top-1", "last top-1", "Δ best (pp)", "params M (ours / paper)",
         "SOPs G (ours / paper)", "energy mJ (ours / paper)", "seeds done", "runs",
     ]  # fmt: skip
-    rows = []
-    for r in ctx.results:
-        params = r.params / 1e6 if r.params is not None else None
-        rows.append([
+    rows = [
+        [
             html.text_cell(r.row_id, title=f"paper: {r.paper.source}" if r.paper.source else ""),
             html.verdict(r.verdict),
-            _num(r.paper.top1),
-            _spread(r.best_top1_mean, r.best_top1_sd),
-            _spread(r.last_top1_mean, r.last_top1_sd),
-            "–" if r.delta is None else f"{r.delta:+.2f}",
-            _pair(params, r.paper.params_M),
-            _pair(r.sops_G, r.paper.sops_G),
-            _pair(r.energy_mJ, r.paper.energy_mJ, 3),
+            results.format_number(r.paper.top1),
+            results.format_spread(r.best_top1_mean, r.best_top1_sd),
+            results.format_spread(r.last_top1_mean, r.last_top1_sd),
+            results.format_delta(r.delta),
+            results.format_pair(r.params_M, r.paper.params_M),
+            results.format_pair(r.sops_G, r.paper.sops_G),
+            results.format_pair(r.energy_mJ, r.paper.energy_mJ),
             f"{len(r.finished)}/{len(r.runs)}",
             html.text_cell(", ".join(f"seed {run.seed}: {run.status}" for run in r.runs) or "none"),
-        ])  # fmt: skip
+        ]
+        for r in ctx.rows
+    ]  # fmt: skip
     legend = (
         f"<p class='small'>Best top-1 is the best test epoch, as the paper reports; last is the final epoch. "
         f"Mean ± sd over finished seeds. PASS within ±{tol.pass_pp:g} pp of the paper, WARN within "
@@ -152,20 +141,8 @@ def _table(ctx: Context) -> html.Section:
         f"Hover a row for the paper numbers' provenance.</p>"
     )
     description = f"<p>{escape(ctx.experiment.description)}</p>" if ctx.experiment.description else ""
-    body = description + _counts(ctx.results) + html.table(header, rows) + legend
-    return html.Section("table", "Paper vs reproduced", body)
-
-
-def _num(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _spread(mean: float | None, sd: float | None) -> str:
-    return _num(mean) + (f" ± {sd:.2f}" if sd is not None else "")
-
-
-def _pair(ours: float | None, paper: float | None, digits: int = 2) -> str:
-    return f"{_num(ours, digits)} / {_num(paper, digits)}"
+    counts = html.verdict_counts([r.verdict for r in ctx.rows])
+    return html.Section("table", "Paper vs reproduced", description + counts + html.table(header, rows) + legend)
 
 
 # --- accuracy vs cost ------------------------------------------------------------------------------------
@@ -177,11 +154,11 @@ def _tradeoffs(ctx: Context) -> html.Section:
     peers = load_peers()
     parts = []
     for dataset in dict.fromkeys(s.dataset for s in ctx.setups.values()):
-        results = [r for r in ctx.results if ctx.setups[r.row_id].dataset == dataset]
+        rows = [r for r in ctx.rows if ctx.setups[r.row_id].dataset == dataset]
         others = peers_for(peers, dataset)
         figs = []
         for key, label, word in _COSTS:
-            points = _cost_points(results, others, key)
+            points = _cost_points(rows, others, key)
             if points:
                 path = figures.accuracy_scatter(
                     ctx.figure(f"tradeoff-{dataset}-{word}"),
@@ -203,13 +180,14 @@ def _tradeoffs(ctx: Context) -> html.Section:
     return html.Section("tradeoffs", "Accuracy vs energy and parameters", intro + "".join(parts))
 
 
-def _cost_points(results: Sequence[RowResult], peers: Sequence[Peer], key: str) -> list[figures.Point]:
+def _cost_points(rows: Sequence[RowResult], peers: Sequence[Peer], key: str) -> list[figures.Point]:
+    """``key`` names the cost on our rows, the paper's numbers and the peers alike (energy_mJ, params_M)."""
     points = []
-    for r in results:
+    for r in rows:
         paper_cost = getattr(r.paper, key)
         if r.paper.top1 is not None and paper_cost is not None:
             points.append(figures.Point(figures.PAPER, r.row_id, paper_cost, r.paper.top1))
-        ours_cost = r.energy_mJ if key == "energy_mJ" else (r.params / 1e6 if r.params is not None else None)
+        ours_cost = getattr(r, key)
         if r.best_top1_mean is not None and ours_cost is not None:
             points.append(figures.Point(figures.OURS, r.row_id, ours_cost, r.best_top1_mean, r.best_top1_sd))
     for p in peers:
@@ -221,18 +199,18 @@ def _cost_points(results: Sequence[RowResult], peers: Sequence[Peer], key: str) 
 
 
 def _peer_table(peers: Sequence[Peer]) -> str:
-    def value(p: Peer, key: str, digits: int) -> str:
+    def value(p: Peer, key: str) -> str:
         number = getattr(p, key)
-        return "–" if number is None else f"{number:.{digits}f} [{p.evidence[key]}]"
+        return results.NA if number is None else f"{results.format_number(number)} [{p.evidence[key]}]"
 
     rows = [
         [
             html.text_cell(p.model),
             html.text_cell(p.variant),
             str(p.time_steps),
-            value(p, "top1", 2),
-            value(p, "params_M", 2),
-            value(p, "energy_mJ", 2),
+            value(p, "top1"),
+            value(p, "params_M"),
+            value(p, "energy_mJ"),
             html.text_cell(p.source + (f"; {p.note}" if p.note else "")),
         ]
         for p in peers
@@ -247,24 +225,28 @@ def _peer_table(peers: Sequence[Peer]) -> str:
 
 def _curves(ctx: Context) -> html.Section:
     parts = []
-    for r in ctx.results:
+    for r in ctx.rows:
         setup = ctx.setups[r.row_id]
         heading = f"<h3>{escape(r.row_id)}: {escape(setup.model)} on {escape(setup.dataset)}, T={setup.time_steps}</h3>"
-        top1, loss = _run_lines(ctx.client, r.runs)
-        upstream = ctx.upstream(r.row_id)
-        if upstream is not None:
-            curve = upstream.curve(ctx.upstream_root)
+        _, curve, problem = ctx.upstream(r.row_id, UpstreamRun.curve)
+        notes = html.note(problem) if problem else ""
+        if not r.runs:
+            target = "; the authors' run alone, as the target" if curve is not None else ""
+            notes = html.note(f"{r.verdict}: no run of this row yet{target}") + notes
+            if curve is None:
+                parts.append(heading + notes)
+                continue
+        top1, loss = _run_lines(ctx.runs, r.runs)
+        if curve is not None:
             epochs = [e.epoch for e in curve.epochs]
             top1.append(figures.Line(curve.label, epochs, [e.top1 for e in curve.epochs], reference=True))
             train, test = [e.train_loss for e in curve.epochs], [e.eval_loss for e in curve.epochs]
             loss.append(figures.Line(f"{curve.label} train", epochs, train, reference=True))
             loss.append(figures.Line(f"{curve.label} eval", epochs, test, reference=True, dashed=True))
-        if not r.runs:
-            parts.append(heading + html.note(f"{r.verdict}: no run of this row yet"))
-            continue
-        title = f"{r.row_id} ({', '.join(f'seed {run.seed} {run.status}' for run in r.runs)})"
+        seeds = ", ".join(f"seed {run.seed} {run.status}" for run in r.runs) or r.verdict
+        title = f"{r.row_id} ({seeds})"
         path = figures.training_curves(ctx.figure(f"curves-{r.row_id}"), title, top1, loss, r.paper.top1)
-        parts.append(heading + ctx.embed(path, f"{r.row_id}: test top-1 and loss per epoch"))
+        parts.append(heading + notes + ctx.embed(path, f"{r.row_id}: test top-1 and loss per epoch"))
     intro = (
         "<p class='small'>Solid: test top-1 and training loss per epoch of each seed; dashed: evaluation loss "
         "(and EMA top-1 when used). Grey: the authors' run, parsed from the upstream log, where one ships "
@@ -282,12 +264,12 @@ _CURVES = (
 )
 
 
-def _run_lines(client: MlflowClient, runs: Sequence[SeedRun]) -> tuple[list[figures.Line], list[figures.Line]]:
+def _run_lines(reader: RunReader, runs: Sequence[SeedRun]) -> tuple[list[figures.Line], list[figures.Line]]:
     top1: list[figures.Line] = []
     loss: list[figures.Line] = []
     for i, run in enumerate(runs):
         for key, name, target, dashed in _CURVES:
-            history = epoch_history(client, run.run_id, key)
+            history = reader.epoch_history(run.run_id, key)
             if history:
                 epochs, values = zip(*history, strict=True)
                 target_list = top1 if target == "top1" else loss
@@ -300,14 +282,15 @@ def _run_lines(client: MlflowClient, runs: Sequence[SeedRun]) -> tuple[list[figu
 
 def _energy(ctx: Context) -> html.Section:
     parts = []
-    for r in ctx.results:
+    for r in ctx.rows:
+        if not r.runs:
+            continue
         setup = ctx.setups[r.row_id]
-        upstream = ctx.upstream(r.row_id)
-        reference = upstream.energy(ctx.upstream_root) if upstream is not None else None
+        upstream, reference, problem = ctx.upstream(r.row_id, UpstreamRun.energy)
         shown = []
         for run in r.runs:
             caption = f"{r.row_id} seed {run.seed}"
-            report = json_artifact(ctx.client, run.run_id)
+            report = ctx.runs.json_artifact(run.run_id)
             if report is None:
                 shown.append(html.note(f"{caption} ({run.status}): no energy pass logged yet"))
                 continue
@@ -315,16 +298,16 @@ def _energy(ctx: Context) -> html.Section:
                 bars, matched = _layer_bars(report, reference)
                 title = f"{caption}: {setup.model}, {report['totals']['energy_mJ']:.4g} mJ per image"
             except (KeyError, TypeError) as err:  # written by an older harness
-                shown.append(html.note(f"{caption}: {ENERGY_ARTIFACT} lacks {err}; re-run its energy pass"))
+                shown.append(html.note(f"{caption}: {results.ENERGY_ARTIFACT} lacks {err}; re-run its energy pass"))
                 continue
             if matched:
                 title += f" (upstream log {reference.energy_mJ:.4g} mJ)"
             label = upstream.label.replace("(log)", "(energy log)") if matched else None
             path = figures.energy_breakdown(ctx.figure(f"energy-{r.row_id}-seed{run.seed}"), title, bars, label)
             shown.append(ctx.embed(path, f"{caption}: input firing rate and energy per layer"))
-        if shown:
-            more = f"<details><summary>{len(shown) - 1} more seed(s)</summary>{''.join(shown[1:])}</details>"
-            parts.append(f"<h3>{escape(r.row_id)}</h3>" + shown[0] + (more if len(shown) > 1 else ""))
+        more = f"<details><summary>{len(shown) - 1} more seed(s)</summary>{''.join(shown[1:])}</details>"
+        notes = html.note(problem) if problem else ""
+        parts.append(f"<h3>{escape(r.row_id)}</h3>" + notes + shown[0] + (more if len(shown) > 1 else ""))
     if not parts:
         parts.append(html.note("no run has been tracked yet"))
     intro = (

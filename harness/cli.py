@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module under ``harness.commands`` and exposes
 ``register(subparsers) -> None``, which adds its parser and sets ``func`` (``args -> int``).
-Modules are discovered, so adding a command touches no shared file.
+Modules are discovered, so adding a command touches no shared file. Other installed packages add
+commands the same way through the ``sfh.commands`` entry-point group (``name = "module:register"``):
+``sfh report`` comes from ``dashboards`` like that, so the harness never imports it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import importlib
 import os
 import pkgutil
 import sys
+from importlib import metadata
 
 import harness.commands
 
 #: Nothing leaves the machine unless the user opts in: Ray's usage stats and MLflow's telemetry are off. Set
 #: before Ray or MLflow start (the private local Ray's processes inherit them); a user's own setting wins.
 TELEMETRY_OFF = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
+#: Entry-point group of commands that other packages add to ``sfh``.
+ENTRY_POINTS = "sfh.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(harness.commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"harness.commands.{info.name}")
         module.register(subparsers)
+    for entry in sorted(metadata.entry_points(group=ENTRY_POINTS), key=lambda e: e.name):
+        if entry.name in subparsers.choices:
+            print(f"sfh: {entry.value} not registered: a command {entry.name!r} exists already", file=sys.stderr)
+            continue
+        try:
+            register = entry.load()
+        except ImportError as err:  # a plugin that cannot load must not take the harness's own commands down
+            print(f"sfh: command {entry.name!r} unavailable ({entry.value}: {err})", file=sys.stderr)
+            continue
+        register(subparsers)
     return parser
 
 

@@ -1,22 +1,44 @@
 """Paper vs reproduced: one row per paper configuration, read back from MLflow, with a verdict.
 
-``collect`` is the API the dashboards build on; ``render_markdown`` / ``render_csv`` print it. A row's
+``collect`` is the API the tables build on; ``render_markdown`` / ``render_csv`` print it, with the
+``format_*`` helpers that any other rendering (the dashboards' HTML) reuses so every view agrees. A row's
 figures aggregate its FINISHED seeds (mean and sample sd); the verdict compares the mean best top-1 (the
 paper's protocol: best test epoch) with the paper within the experiment's tolerance.
+
+This module is also the one facade ``dashboards`` reads through (DESIGN.md, Boundaries): experiment files
+and what each row trains (``load_experiment``, ``discover``, ``row_setups``), and the tracking store
+(``RunReader``: rows, tracked variants, per-epoch histories, artifacts).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 import statistics
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
 
 from harness import tracking
-from harness.config import Experiment, PaperNumbers, Tolerance
+from harness.config import Experiment, PaperNumbers, Tolerance, discover, load_experiment
+from harness.tracking import default_tracking_uri
+from spikingformer.models import MODEL_CONFIGS
+
+__all__ = [
+    "ENERGY_ARTIFACT", "NA", "Experiment", "RowResult", "RowSetup", "RunReader", "SeedRun", "collect",
+    "default_tracking_uri", "discover", "format_delta", "format_number", "format_pair", "format_spread",
+    "load_experiment", "render_csv", "render_markdown", "row_setups", "summarize",
+]  # fmt: skip
 
 NA = "n/a"
+#: The per-layer firing-rate and energy report a finished trial logs (``EnergyReport.to_json``).
+ENERGY_ARTIFACT = "energy_layers.json"
 
 
 @dataclass
@@ -53,6 +75,11 @@ class RowResult:
     @property
     def finished(self) -> list[SeedRun]:
         return [r for r in self.runs if r.status == "FINISHED"]
+
+    @property
+    def params_M(self) -> float | None:
+        """Our parameter count in millions, the paper's unit."""
+        return self.params / 1e6 if self.params is not None else None
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
@@ -108,19 +135,89 @@ def collect(experiment: Experiment, tracking_uri: str, *, name: str | None = Non
     return [summarize(name, row.id, row.paper, experiment.tolerance, by_key.get(row.id, [])) for row in experiment.rows]
 
 
-def _num(value: float | None) -> str:
+# --- what each row trains ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowSetup:
+    """What a row trains, as far as comparisons care: the model, the dataset and the time steps T."""
+
+    model: str
+    dataset: str
+    time_steps: int
+
+
+def row_setups(experiment: Experiment) -> dict[str, RowSetup]:
+    """Each row's setup by row id, from its validated TrainConfig (T: the model's default unless overridden)."""
+    setups = {}
+    for row in experiment.rows:
+        config = experiment.train_config(row)
+        kwargs = {**MODEL_CONFIGS[config.model.name][1], **config.model.kwargs}
+        setups[row.id] = RowSetup(config.model.name, config.data.dataset, int(kwargs.get("T", 4)))
+    return setups
+
+
+# --- reading a tracking store -----------------------------------------------------------------------------
+
+
+class RunReader:
+    """A tracking store read back for reports: rows, tracked variants, per-epoch histories and artifacts.
+
+    A run that is still going, or that died early, has fewer epochs and may lack its artifacts; every
+    reader here answers "nothing yet" (an empty list, ``None``) instead of failing.
+    """
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        self.uri = tracking_uri or default_tracking_uri()
+        self._store = tracking.Tracking(self.uri)
+
+    def rows(self, experiment: Experiment, *, name: str | None = None) -> list[RowResult]:
+        """``collect`` on this store."""
+        return collect(experiment, self.uri, name=name)
+
+    def variants(self, experiment: Experiment) -> list[str]:
+        """The names under which ``experiment`` has runs: ``<name>``, ``<name>-smoke``, ``<name>[-smoke]-e<N>``."""
+        pattern = re.compile(rf"{re.escape(experiment.name)}(-smoke)?(-e\d+)?")
+        names = [e.name for e in self._store.client.search_experiments() if pattern.fullmatch(e.name)]
+        return sorted(n for n in names if self._store.trial_runs(n))
+
+    def epoch_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """``(epoch, value)`` pairs in epoch order, one per epoch: the first logged, as ``EpochLog`` keeps it."""
+        by_step: dict[int, float] = {}
+        for metric in sorted(self._store.client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+            by_step.setdefault(metric.step, metric.value)
+        return sorted(by_step.items())
+
+    def json_artifact(self, run_id: str, path: str = ENERGY_ARTIFACT) -> Any | None:
+        """A JSON artifact of the run, or ``None`` when the run has not written it (yet) or it is cut short."""
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                return json.loads(Path(self._store.client.download_artifacts(run_id, path, tmp)).read_text())
+            except (MlflowException, OSError, ValueError):
+                return None
+
+
+# --- formatting, shared by every rendering ----------------------------------------------------------------
+
+
+def format_number(value: float | None) -> str:
     """Two decimals, or three significant digits below 1 (a demo's SOPs are thousandths of a G)."""
     if value is None:
         return NA
     return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
 
 
-def _pair(ours: float | None, paper: float | None) -> str:
-    return f"{_num(ours)} / {_num(paper)}"
+def format_pair(ours: float | None, paper: float | None) -> str:
+    return f"{format_number(ours)} / {format_number(paper)}"
 
 
-def _spread(mean: float | None, sd: float | None) -> str:
-    return _num(mean) + (f" ± {sd:.2f}" if sd is not None else "")
+def format_spread(mean: float | None, sd: float | None) -> str:
+    return format_number(mean) + (f" ± {sd:.2f}" if sd is not None else "")
+
+
+def format_delta(delta: float | None) -> str:
+    """A difference in percentage points, signed."""
+    return NA if delta is None else f"{delta:+.2f}"
 
 
 def render_markdown(rows: Sequence[RowResult]) -> str:
@@ -131,13 +228,11 @@ def render_markdown(rows: Sequence[RowResult]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        params = r.params / 1e6 if r.params is not None else None
-        delta = NA if r.delta is None else f"{r.delta:+.2f}"
         lines.append(
-            f"| {r.row_id} | {_num(r.paper.top1)} | {_spread(r.best_top1_mean, r.best_top1_sd)} "
-            f"| {_spread(r.last_top1_mean, r.last_top1_sd)} | {delta} | {_pair(params, r.paper.params_M)} "
-            f"| {_pair(r.sops_G, r.paper.sops_G)} | {_pair(r.energy_mJ, r.paper.energy_mJ)} "
-            f"| {len(r.finished)}/{len(r.runs)} | {r.verdict} |"
+            f"| {r.row_id} | {format_number(r.paper.top1)} | {format_spread(r.best_top1_mean, r.best_top1_sd)} "
+            f"| {format_spread(r.last_top1_mean, r.last_top1_sd)} | {format_delta(r.delta)} "
+            f"| {format_pair(r.params_M, r.paper.params_M)} | {format_pair(r.sops_G, r.paper.sops_G)} "
+            f"| {format_pair(r.energy_mJ, r.paper.energy_mJ)} | {len(r.finished)}/{len(r.runs)} | {r.verdict} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -150,6 +245,7 @@ CSV_COLUMNS = (
 
 
 def render_csv(rows: Sequence[RowResult]) -> str:
+    """One header, then one line per row; rows of several experiments go in one call (the experiment column)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)

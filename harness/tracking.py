@@ -10,6 +10,8 @@ the trial's workers (epochs, final figures, artifacts); with sqlite that is a ha
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import subprocess
@@ -22,9 +24,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.utils.time import get_current_time_millis
 
-KIND, EXPERIMENT, ROW, SEED, RUN_KEY, PAPER_TABLE = (
-    "sfh.kind", "sfh.experiment", "sfh.row", "sfh.seed", "sfh.run_key", "sfh.paper_table",
+KIND, EXPERIMENT, ROW, SEED, RUN_KEY, PAPER_TABLE, CONFIG_HASH = (
+    "sfh.kind", "sfh.experiment", "sfh.row", "sfh.seed", "sfh.run_key", "sfh.paper_table", "sfh.config_hash",
 )
+#: TrainConfig keys that say where and how a run executes, not what it trains: changing them (another
+#: machine's data folder, more loader processes, a GPU, checkpoints written more often) keeps a run's identity.
+MACHINE_KEYS = frozenset({"data.root", "data.num_workers", "runtime.device", "runtime.checkpoint_every"})
 PARENT_RUN_ID = "mlflow.parentRunId"
 #: MLflow limits one log_batch call to 1000 metrics and 100 params.
 _BATCH_METRICS, _BATCH_PARAMS = 1000, 100
@@ -39,6 +44,26 @@ def default_tracking_uri(runs_dir: str | Path = "runs") -> str:
 
 def run_key(experiment: str, row: str, seed: int) -> str:
     return f"{experiment}/{row}/seed{seed}"
+
+
+def config_identity(train: Mapping[str, Any]) -> dict[str, str]:
+    """What a run trains: its flattened TrainConfig without the ``MACHINE_KEYS``."""
+    return {k: v for k, v in flatten(train).items() if k not in MACHINE_KEYS}
+
+
+def config_hash(train: Mapping[str, Any]) -> str:
+    """A short digest of :func:`config_identity`: equal for a retry, a resume or another machine's run."""
+    text = json.dumps(config_identity(train), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_changes(params: Mapping[str, str], train: Mapping[str, Any]) -> list[str]:
+    """``key: tracked -> now`` for each identity key where a run's params (flattened TrainConfig and
+    ``resources.*``) differ from ``train``."""
+    now = config_identity(train)
+    then = {k: v for k, v in params.items() if k not in MACHINE_KEYS and not k.startswith("resources.")}
+    return [f"{k}: {then.get(k, '(absent)')} -> {now.get(k, '(absent)')}"
+            for k in sorted(now.keys() | then.keys()) if then.get(k) != now.get(k)]
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

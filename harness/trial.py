@@ -1,7 +1,9 @@
 """One trial = one (row, seed): a Tune function that runs a DDP TorchTrainer, and the loop each rank runs.
 
-Identity is stable across retries and restores: the Train run is named after the row and seed (so Ray Train
-resumes it from its own last checkpoint) and the MLflow run is found again by ``sfh.run_key``. Rank 0
+Identity is stable across retries and restores: the Train run is named after the row, the seed and the
+config hash (so Ray Train resumes it from its own last checkpoint, never one of an edited row) and the
+MLflow run is found again by ``sfh.run_key``; :func:`check_tracked` refuses a tracked run whose config hash
+is not the row's any more. Rank 0
 reports a checkpoint each time the engine writes one, logs every epoch to MLflow, and after training
 measures energy, SOPs and firing rates on the evaluation set with the best weights.
 """
@@ -19,6 +21,7 @@ from typing import Any
 import ray.train
 import torch
 import yaml
+from mlflow.entities import Run
 from ray import tune
 from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -60,6 +63,14 @@ class TrialSpec:
     @property
     def total_epochs(self) -> int:
         return self.train["schedule"]["epochs"] + self.train["schedule"]["cooldown_epochs"]
+
+    @property
+    def config_hash(self) -> str:
+        return tracking.config_hash(self.train)
+
+
+class ConfigChanged(ValueError):
+    """A tracked run of a (row, seed) was trained under another TrainConfig than the row now resolves to."""
 
 
 def plan(
@@ -112,6 +123,38 @@ def plan(
     return specs
 
 
+def check_tracked(store: tracking.Tracking, specs: list[TrialSpec], source: str) -> dict[str, Run]:
+    """The tracked run of each spec that has one, by run key; refuses runs made under another TrainConfig.
+
+    A run is found again by its key alone, so a row edited since would otherwise be skipped as FINISHED, or
+    resume a run of the old configuration. A run without ``sfh.config_hash`` (tracked before it existed) is
+    taken as it is. ``source`` (the experiment file) is named in the refusal.
+    """
+    found: dict[str, Run] = {}
+    refused = []
+    experiment_id = store.find_experiment(specs[0].experiment) if specs else None
+    for spec in specs if experiment_id is not None else []:
+        run = store.find_run(experiment_id, spec.run_key)
+        if run is None:
+            continue
+        found[spec.run_key] = run
+        tracked = run.data.tags.get(tracking.CONFIG_HASH)
+        if tracked is not None and tracked != spec.config_hash:
+            changes = tracking.config_changes(run.data.params, spec.train) or ["(params not comparable)"]
+            more = f"; and {len(changes) - 5} more" if len(changes) > 5 else ""
+            refused.append(f"  row {spec.row} seed {spec.seed}: MLflow run {run.info.run_id} ({run.info.status}), "
+                           f"config {tracked} -> {spec.config_hash}: {'; '.join(changes[:5])}{more}")
+    if refused:
+        raise ConfigChanged(
+            f"{source}: {len(refused)} (row, seed) run(s) of {specs[0].experiment!r} in {store.uri} were trained under "
+            "another configuration than the file gives now:\n" + "\n".join(refused) + "\n"
+            f"A run is found again by its key (experiment/row/seed) and would be skipped or resumed under the old "
+            f"configuration. To train the edited rows, give the experiment a new `name` in {source}, or delete "
+            f"those runs (`mlflow runs delete --run-id ID` with MLFLOW_TRACKING_URI={store.uri}) and run again."
+        )
+    return found
+
+
 def sampled_run_key(run_key: str, trial_id: str) -> str:
     """The run key of one sampled configuration of a search: the row's key plus Tune's trial id."""
     return f"{run_key}/{trial_id}"
@@ -137,6 +180,18 @@ def trainable() -> Any:
     return tune.with_resources(run_trial, {"cpu": TRIAL_DRIVER_CPU})
 
 
+def open_run(store: tracking.Tracking, spec: TrialSpec, key: str, train: dict[str, Any]) -> Run:
+    """The trial's MLflow run: found again by ``key``, else created with its tags, config hash and params."""
+    return store.open_trial_run(
+        spec.experiment,
+        key,
+        run_name=f"{spec.row} seed{spec.seed}",
+        tags={tracking.EXPERIMENT: spec.experiment, tracking.ROW: spec.row, tracking.SEED: str(spec.seed),
+              tracking.CONFIG_HASH: tracking.config_hash(train), **spec.tags},
+        params={**tracking.flatten(train), **tracking.flatten({"resources": spec.resources})},
+    )
+
+
 def run_trial(config: dict[str, Any]) -> None:
     """Tune function: open the trial's MLflow run, train it with a TorchTrainer, close the run.
 
@@ -149,17 +204,12 @@ def run_trial(config: dict[str, Any]) -> None:
         key = sampled_run_key(key, tune.get_context().get_trial_id())
         train = TrainConfig.from_dict(deep_merge(train, config["overrides"]), where=key).to_dict()
     store = tracking.Tracking(spec.tracking_uri)
-    run = store.open_trial_run(
-        spec.experiment,
-        key,
-        run_name=f"{spec.row} seed{spec.seed}",
-        tags={tracking.EXPERIMENT: spec.experiment, tracking.ROW: spec.row, tracking.SEED: str(spec.seed), **spec.tags},
-        params={**tracking.flatten(train), **tracking.flatten({"resources": spec.resources})},
-    )
+    run = open_run(store, spec, key, train)
     run_id = run.info.run_id
     if run.info.status == "FINISHED":
         tune.report(dict(run.data.metrics))
         return
+    train_run = f"{key.replace('/', '-')}-{tracking.config_hash(train)[:8]}"
     store.log_text(run_id, yaml.safe_dump(json.loads(json.dumps(train)), sort_keys=False), "config.yaml")
     res = Resources(**spec.resources)
     trainer = TorchTrainer(
@@ -170,7 +220,7 @@ def run_trial(config: dict[str, Any]) -> None:
             num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker={"CPU": res.cpus_per_worker}
         ),
         run_config=ray.train.RunConfig(
-            name=key.replace("/", "-"),
+            name=train_run,
             storage_path=spec.train_storage,
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),

@@ -8,18 +8,22 @@ through ``sfh reproduce`` (slow). In the browser every figure must load and no s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
 import subprocess
 import sys
-from html import unescape
+from html import escape, unescape
 from pathlib import Path
 
+import matplotlib.image
+import numpy as np
 import pytest
 import yaml
 
-from dashboards.upstream_logs import find_upstream
+from dashboards.report import write_report
+from dashboards.upstream_logs import UPSTREAM_RUNS, find_upstream
 from harness import results, tracking
 from harness.cli import main as sfh
 from harness.config import load_experiment, tracked_name
@@ -129,6 +133,69 @@ def test_partial_experiment_renders(partial: tuple[Path, str], rendered: Path) -
     assert 'href="dash-partial/index.html"' in listing and 'href="dash-partial-smoke/index.html"' in listing
     smoke = (rendered / "dash-partial-smoke" / "index.html").read_text()
     assert smoke.count('class="verdict NOT-RUN"') == 2 and 'class="verdict RUNNING"' in smoke
+    # Rows not run in this variant still show the authors' curve where a log ships: the target to reach.
+    assert {Path(src).name for src in re.findall(r'<img src="figures/(curves-[^"]+)"', smoke)} == {
+        "curves-8-384.png", "curves-8-512.png", "curves-8-768.png",
+    }  # fmt: skip
+    assert unescape(smoke).count("NOT RUN: no run of this row yet; the authors' run alone, as the target") == 2
+
+
+def _cells(markdown_line: str) -> list[str]:
+    return [cell.strip() for cell in markdown_line.strip().strip("|").split("|")]
+
+
+def test_html_table_agrees_with_markdown_and_upstream_gaps_are_noted(
+    partial: tuple[Path, str], tmp_path: Path, shared_dir: Path
+) -> None:
+    """A demo-sized value prints as in ``sfh table``; a missing upstream folder or log is said, not fatal."""
+    path, uri = partial
+    experiment = load_experiment(path)
+    rows = results.collect(experiment, uri)
+    rows[0] = dataclasses.replace(rows[0], sops_G=0.00252, energy_mJ=0.0123)
+    rows[2] = dataclasses.replace(rows[2], paper=dataclasses.replace(rows[2].paper, sops_G=0.00252))
+    reader = results.RunReader(uri)
+
+    page = write_report(experiment, rows, reader, tmp_path / "none", upstream_root=tmp_path / "missing").read_text()
+    markdown = results.render_markdown(rows).splitlines()[2:]
+    for row, line in zip(rows, markdown, strict=True):
+        for cell in _cells(line)[1:8]:  # paper top-1 .. energy: the numbers both tables print
+            assert f"<td>{escape(cell)}</td>" in page, (row.row_id, cell)
+    assert "<td>0.00252 / 6.52</td>" in page and "<td>n/a / 0.00252</td>" in page
+    missing = f"the upstream logs folder {tmp_path / 'missing'} is missing"
+    assert unescape(page).count(missing) == 4  # curves and energy of 8-512 and 8-768
+    assert 'src="figures/curves-8-512.png"' in page and 'src="figures/energy-8-512-seed0.png"' in page
+
+    logs = tmp_path / "some-logs"  # the 8-512 training log only: no energy log, no 8-768 log
+    logs.mkdir()
+    only = find_upstream("spikingformer_8_512", "imagenet", 4)
+    (logs / only.train_log).symlink_to(shared_dir / "reference" / "upstream_logs" / only.train_log)
+    page = unescape(write_report(experiment, rows, reader, tmp_path / "some", upstream_root=logs).read_text())
+    assert f"no overlay of {only.label}: " in page and only.energy_log in page  # the energy log is missing
+    other = next(r for r in UPSTREAM_RUNS if r.model == "spikingformer_8_768")
+    assert f"no overlay of {other.label}: " in page and other.train_log in page
+    assert only.train_log not in page  # the one log there is read
+
+
+def test_report_without_arguments_discovers_experiments(
+    partial: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sfh report`` alone (``make report``): every experiment file in ./experiments with runs, each variant."""
+    path, uri = partial
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    shutil.copy(path, folder / path.name)
+    never = {**EXPERIMENT, "name": "dash-never-tracked"}
+    (folder / "never.yaml").write_text(yaml.safe_dump(never, sort_keys=False))
+    (folder / "recipe.yaml").write_text("model: {name: spikingformer_8_384}\n")  # a TrainConfig: skipped
+    monkeypatch.chdir(tmp_path)
+    assert sfh(["report", "--tracking-uri", uri]) == 0
+    out = tmp_path / "runs" / "reports"
+    assert sorted(p.parent.name for p in out.glob("*/index.html")) == ["dash-partial", "dash-partial-smoke"]
+    listing = (out / "index.html").read_text()
+    assert 'href="dash-partial/index.html"' in listing and "dash-never-tracked" not in listing
+    captured = capsys.readouterr()
+    assert "recipe.yaml: not an experiment file" in captured.err
+    assert captured.out.splitlines()[-1] == str(Path("runs") / "reports" / "index.html")
 
 
 DEMO = REPO / "experiments" / "demo.yaml"
@@ -159,6 +226,11 @@ def test_demo_run_report(demo_report: Path) -> None:
     assert page.count('<td class="verdict n-a">n/a</td>') == 1  # the run row: no paper number for digits
     assert page.count('<td class="verdict NOT-RUN">NOT RUN</td>') == len(others)  # rows left out of this run
     dataset = experiment.train_config(experiment.rows[0]).data.dataset
+    uri = f"sqlite:///{demo_report.parents[2] / 'mlflow.db'}"
+    tracked = results.collect(experiment, uri, name=demo_report.parent.name)
+    cells = _cells(results.render_markdown(tracked).splitlines()[2])
+    for cell in cells[1:8]:  # demo-sized SOPs and energy print as in `sfh table`, not as 0.00
+        assert f"<td>{escape(cell)}</td>" in page, cell
     names = sorted(Path(src).name for src in re.findall(r'<img src="([^"]+)"', page))
     assert names[:1] == [f"curves-{first}.png"] and re.fullmatch(rf"energy-{first}-seed\d+\.png", names[1])
     assert names[2:] == [f"tradeoff-{dataset}-energy.png", f"tradeoff-{dataset}-params.png"]
@@ -178,9 +250,13 @@ def test_report_in_headless_chromium(report: str, request: pytest.FixtureRequest
     assert n >= 4 and attrs.get("data-images-ok") == f"{n}/{n}", attrs
     assert json.loads(unescape(attrs["data-errors"])) == []
     assert not [line for line in console.splitlines() if ":CONSOLE" in line], console
-    shot = tmp_path / "report.png"
+    shot = index.with_name("screenshot.png")  # kept beside the report, to look at
     _chromium(index, tmp_path, f"--screenshot={shot}", "--window-size=1400,2600", "--hide-scrollbars")
-    assert shot.read_bytes().startswith(b"\x89PNG")
+    pixels = matplotlib.image.imread(shot, format="png")[..., :3]
+    assert pixels.shape[:2] == (2600, 1400), pixels.shape
+    # Not blank: the dark header, the coloured verdicts and the figures give many colours and contrast.
+    assert pixels.std() > 0.05 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200
+    assert (pixels.max(axis=2) < 0.3).mean() > 0.01  # the header band (and text) are dark
 
 
 def _chromium(page: Path, tmp: Path, *args: str) -> tuple[str, str]:

@@ -215,3 +215,45 @@ def test_seeds_and_duplicate_rows_in_the_plan(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"demo\.yaml: run key\(s\) \['demo/spikformer/seed0'\] planned twice"):
         plan(load_experiment(DEMO), name="demo", rows=["spikformer", "spikformer"], seeds=1, tracking_uri=uri,
              train_storage="/nowhere/train")
+
+
+def test_a_tracked_run_of_an_edited_row_is_refused_before_ray_starts(tmp_path: Path, capsys) -> None:
+    import ray
+
+    from harness import tracking
+    from harness.cli import main
+    from harness.trial import ConfigChanged, check_tracked, open_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tracking.Tracking(uri)
+    path = write(tmp_path, demo_mapping())
+    runs = {s.run_key: open_run(store, s, s.run_key, s.train) for s in tracked_plan(path, uri)}  # a first invocation
+    finished = runs["demo/spikingformer/seed1"].info.run_id
+    store.end(finished, "FINISHED")
+
+    # The same rows (a retry, a resume), or a change of where they run only: each run is found again.
+    assert check_tracked(store, tracked_plan(path, uri), str(path)).keys() == runs.keys()
+    moved = demo_mapping()
+    moved["train"]["data"] = {"num_workers": 3}
+    moved["train"]["runtime"].update(device="auto", checkpoint_every=2)
+    assert check_tracked(store, tracked_plan(write(tmp_path, moved), uri), str(path)).keys() == runs.keys()
+
+    edited = demo_mapping()
+    edited["rows"][0]["train"] = {"optim": {"lr": 1e-3}}
+    path = write(tmp_path, edited)
+    with pytest.raises(ConfigChanged) as refused:
+        check_tracked(store, tracked_plan(path, uri), str(path))
+    message = str(refused.value)
+    assert message.startswith(f"{path}: 2 (row, seed) run(s) of 'demo' in {uri} were trained under another")
+    assert f"row spikingformer seed 1: MLflow run {finished} (FINISHED), config " in message
+    assert "optim.lr: 0.002 -> 0.001" in message and "row spikformer" not in message
+    assert "new `name`" in message and "mlflow runs delete --run-id" in message
+
+    assert main(["reproduce", str(path), "--seeds", "2", "--tracking-uri", uri,
+                 "--storage", str(tmp_path / "ray")]) == 2
+    assert "row spikingformer seed 0: MLflow run" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+    for run in runs.values():  # tracked before config hashes existed: taken as it is
+        store.client.delete_tag(run.info.run_id, tracking.CONFIG_HASH)
+    assert check_tracked(store, tracked_plan(path, uri), str(path)).keys() == runs.keys()

@@ -123,3 +123,24 @@ def test_collect_aggregates_seeds_and_judges_rows(store: tracking.Tracking, tmp_
     assert main(["table", str(tmp_path / "table.yaml"), "--tracking-uri", store.uri, "--format", "csv",
                  "--out", str(tmp_path / "t.csv")]) == 0
     assert (tmp_path / "t.csv").read_text() == results.render_csv(list(rows.values()))
+
+
+def test_formatters_keep_small_values_readable() -> None:
+    """Shared by the markdown table and the HTML report: a demo's SOPs are thousandths of a G, not 0.00."""
+    assert results.format_number(0.00252) == "0.00252" and results.format_number(74.792) == "74.79"
+    assert results.format_number(0) == "0.00" and results.format_number(None) == results.NA
+    assert results.format_pair(0.00252, None) == "0.00252 / n/a"
+    assert results.format_spread(74.4, 0.283) == "74.40 ± 0.28" and results.format_spread(None, None) == "n/a"
+    assert results.format_delta(-0.391) == "-0.39" and results.format_delta(None) == "n/a"
+
+
+def test_row_setups_and_tracked_variants(store: tracking.Tracking) -> None:
+    experiment = Experiment.from_dict({**EXPERIMENT, "name": "variants"}, where="inline")
+    setups = results.row_setups(experiment)
+    assert setups["pass"] == results.RowSetup("spikingformer_cifar_2_384", "digits", 2)  # the recipe sets T=2
+    for name in ("variants", "variants-smoke", "variants-e3", "variants-smoke-e3", "variants-other"):
+        trial(store, "pass", 1, "FINISHED", experiment=name, best_top1=1.0)
+    store.experiment_id("variants-e5")  # tracked once, no run in it
+    reader = results.RunReader(store.uri)
+    assert reader.variants(experiment) == ["variants", "variants-e3", "variants-smoke", "variants-smoke-e3"]
+    assert [r.verdict for r in reader.rows(experiment, name="variants-e3")][:2] == ["FAIL", "NOT RUN"]

@@ -1,7 +1,8 @@
 """``sfh reproduce EXP.yaml``: train every row (x seed) of a paper table with Ray, track it, print the table.
 
 Already FINISHED (row, seed) runs in MLflow are not trained again, so re-running the command after an
-interruption continues where it stopped (``sfh resume`` does the same from Tune's own state).
+interruption continues where it stopped (``sfh resume`` does the same from Tune's own state). A tracked run
+made under another configuration than the row now gives (an edited file) is refused before Ray starts.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from harness import cluster, sweep, tracking
 from harness.commands.table import format_table
 from harness.config import Experiment, load_experiment, tracked_name
 from harness.progress import Progress
-from harness.trial import TrialSpec, bind, plan, trial_resources
+from harness.trial import bind, check_tracked, plan, trial_resources
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
@@ -69,18 +70,6 @@ def finish(results: tune.ResultGrid, experiment: Experiment, tracking_uri: str, 
     return 1 if results.errors else 0
 
 
-def _unfinished(store: tracking.Tracking, name: str, specs: list[TrialSpec]) -> list[TrialSpec]:
-    experiment_id = store.experiment_id(name)
-    pending = []
-    for spec in specs:
-        done = store.find_run(experiment_id, spec.run_key)
-        if done is not None and done.info.status == "FINISHED":
-            print(f"{spec.run_key}: already FINISHED in MLflow (run {done.info.run_id}), not trained again")
-        else:
-            pending.append(spec)
-    return pending
-
-
 def run(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.experiment)
     name = tracked_name(experiment, smoke=args.smoke, epochs=args.epochs)
@@ -92,7 +81,14 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root, energy_batches=args.energy_batches, max_failures=args.max_failures,
     )  # every row is validated here, before Ray starts
     store = tracking.Tracking(uri)
-    pending = _unfinished(store, name, specs)
+    tracked = check_tracked(store, specs, str(args.experiment))
+    pending = []
+    for spec in specs:
+        run = tracked.get(spec.run_key)
+        if run is not None and run.info.status == "FINISHED":
+            print(f"{spec.run_key}: already FINISHED in MLflow (run {run.info.run_id}), not trained again")
+        else:
+            pending.append(spec)
     if not pending:
         print(format_table(experiment, uri, name=name), end="")
         return 0

@@ -1,0 +1,58 @@
+"""DESIGN.md's boundary table, checked on the source: ``dashboards`` reads the harness only through
+``harness.results``, and ``harness`` never imports ``dashboards`` (``sfh report`` comes in by entry point)."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from harness.cli import ENTRY_POINTS, build_parser
+
+REPO = Path(__file__).resolve().parents[1]
+#: What dashboards/ may import besides the standard library and itself.
+DASHBOARDS_MAY_IMPORT = ("harness.results", "matplotlib", "yaml", "numpy")
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            if node.module == "harness":  # `from harness import results` imports harness.results
+                names.update(f"harness.{alias.name}" for alias in node.names)
+    return names
+
+
+def _allowed(name: str) -> bool:
+    top = name.split(".")[0]
+    if top in sys.stdlib_module_names or top == "dashboards" or name == "harness":
+        return True
+    return any(name == m or name.startswith(m + ".") for m in DASHBOARDS_MAY_IMPORT)
+
+
+def test_dashboards_import_only_harness_results_and_plotting() -> None:
+    bad = {
+        f"{path.relative_to(REPO)}: {name}"
+        for path in sorted((REPO / "dashboards").glob("*.py"))
+        for name in _imports(path)
+        if not _allowed(name)
+    }
+    assert not bad, sorted(bad)
+
+
+def test_harness_never_imports_dashboards() -> None:
+    bad = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in sorted((REPO / "harness").rglob("*.py"))
+        for name in _imports(path)
+        if name.split(".")[0] == "dashboards"
+    ]
+    assert not bad
+
+
+def test_sfh_report_comes_from_the_entry_point() -> None:
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    assert subparsers.choices["report"].get_default("func").__module__ == "dashboards.cli", ENTRY_POINTS
