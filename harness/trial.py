@@ -3,13 +3,16 @@
 Identity is stable across retries and restores: the Train run is named after the row, the seed and the
 config hash (so Ray Train resumes it from its own last checkpoint, never one of an edited row) and the
 MLflow run is found again by ``sfh.run_key``; :func:`check_tracked` refuses a tracked run whose config hash
-is not the row's any more. Rank 0
+is not the row's any more. Each rank keeps its local checkpoints in one scratch folder per Train run,
+emptied when the rank starts (what a killed worker left) and removed when it ends. Rank 0
 reports a checkpoint each time the engine writes one, logs every epoch to MLflow, and after training
 measures energy, SOPs and firing rates on the evaluation set with the best weights.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -210,11 +213,12 @@ def run_trial(config: dict[str, Any]) -> None:
         tune.report(dict(run.data.metrics))
         return
     train_run = f"{key.replace('/', '-')}-{tracking.config_hash(train)[:8]}"
+    scratch = f"{train_run}-{hashlib.sha256(spec.train_storage.encode()).hexdigest()[:8]}"
     store.log_text(run_id, yaml.safe_dump(json.loads(json.dumps(train)), sort_keys=False), "config.yaml")
     res = Resources(**spec.resources)
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"train": train, "tracking_uri": spec.tracking_uri, "run_id": run_id,
+        train_loop_config={"train": train, "tracking_uri": spec.tracking_uri, "run_id": run_id, "scratch": scratch,
                            "energy_batches": spec.energy_batches, "use_gpu": res.use_gpu},
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker={"CPU": res.cpus_per_worker}
@@ -262,7 +266,10 @@ def train_worker(loop: dict[str, Any]) -> None:
     config = TrainConfig.from_dict(loop["train"])
     rank = ray.train.get_context().get_world_rank()
     device = get_device() if loop["use_gpu"] else None
-    work = Path(tempfile.mkdtemp(prefix="sfh-trial-")) / "checkpoints"
+    scratch = scratch_dir(loop["scratch"], rank)
+    shutil.rmtree(scratch, ignore_errors=True)  # what a killed worker of this rank left
+    work = scratch / "checkpoints"
+    work.mkdir(parents=True)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         checkpoint.to_directory(str(work))
@@ -283,7 +290,14 @@ def train_worker(loop: dict[str, Any]) -> None:
             log.backfill(result.history)
             _log_final(store, loop["run_id"], config, result, loop["energy_batches"], device)
     finally:
-        shutil.rmtree(work.parent, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the last rank out removes the trial's folder
+            scratch.parent.rmdir()
+
+
+def scratch_dir(name: str, rank: int) -> Path:
+    """Local scratch of one rank of a Train run (``name`` is unique per run and storage), on its node."""
+    return Path(tempfile.gettempdir()) / f"sfh-trials-{os.getuid()}" / name / f"rank{rank}"
 
 
 def _device_name(device: torch.device | None) -> str:
