@@ -41,6 +41,7 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
             )
         else:
             port = _free_port(LOCAL_NODE_IP)
+            users = os.environ.get("RAY_GCS_SERVER_PORT")
             os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # read by ray.init when it starts the local head
             try:
                 ray.init(
@@ -51,8 +52,11 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
                     logging_level=logging.WARNING,
                     runtime_env={"env_vars": {"RAY_ADDRESS": f"{LOCAL_NODE_IP}:{port}"}},
                 )
-            finally:
-                del os.environ["RAY_GCS_SERVER_PORT"]
+            finally:  # the user's own setting, if any, is theirs again
+                if users is None:
+                    del os.environ["RAY_GCS_SERVER_PORT"]
+                else:
+                    os.environ["RAY_GCS_SERVER_PORT"] = users
     total = ray.cluster_resources()
     nodes = [n for n in ray.nodes() if n["Alive"]]
     where = address or f"local at {LOCAL_NODE_IP}"
