@@ -17,7 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.text import Annotation  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 OURS = "this reproduction"
 PAPER = "Spikingformer (paper)"
@@ -91,8 +93,6 @@ def accuracy_scatter(
                 capsize=3,
                 zorder=3 if series == OURS else 2,
             )
-        for p in group:
-            ax.annotate(p.label, (p.x, p.y), xytext=(5, 4), textcoords="offset points", fontsize=7, color=colour)
     paper = {p.label: p for p in points if p.series == PAPER}
     for p in points:
         if p.series == OURS and p.label in paper:
@@ -121,7 +121,81 @@ def accuracy_scatter(
     ax.grid(alpha=0.3)
     if not points:
         ax.text(0.5, 0.5, "no points to plot", ha="center", va="center", transform=ax.transAxes, color=_REFERENCE)
+    fig.tight_layout()  # the axes' final place and limits first: labels are placed in pixels
+    place_labels(ax, points, styles)
     return _save(fig, path)
+
+
+#: Where a point's label may go, nearest first: (x, y) directions and, per ring, the gap in points beyond the
+#: marker. The label's corner (or edge centre) nearest the point sits there.
+_LABEL_DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (0, 1), (0, -1), (1, 0), (-1, 0))
+_LABEL_RINGS = (1.5, 6.0, 12.0, 20.0)
+_LABEL_SIZE = 7
+
+
+def place_labels(ax: plt.Axes, points: Sequence[Point], styles: dict[str, tuple[str, str, int]]) -> list[Bbox]:
+    """Annotate each point with its label where it overlaps no other label or marker and stays in the axes.
+
+    Deterministic: our points first, then the paper's, then the peers in ``styles`` order; each takes the
+    nearest free spot of ``_LABEL_DIRECTIONS`` x ``_LABEL_RINGS`` (else the least crowded one), linked to
+    its point by a thin line when set apart. The axes must be laid out already. Returns the labels' boxes
+    in pixels.
+    """
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    to_px = ax.figure.dpi / 72
+    taken = []  # markers, shrunk a little (most are rounder than their square), then the labels placed
+    for p in points:
+        x, y = ax.transData.transform((p.x, p.y))
+        r = 0.35 * styles[p.series][2] * to_px
+        taken.append(Bbox.from_bounds(x - r, y - r, 2 * r, 2 * r))
+    rank = {series: i for i, series in enumerate(styles)}
+    boxes = []
+    for p in sorted(points, key=lambda p: rank[p.series]):  # stable: file order within a series
+        colour, _, size = styles[p.series]
+        best: tuple[float, float, dict] | None = None
+        for ring in _LABEL_RINGS:
+            for sx, sy in _LABEL_DIRECTIONS:
+                gap = 0.4 * size + ring
+                spot = {
+                    "xytext": (sx * gap, sy * gap * 0.8),
+                    "ha": {1: "left", -1: "right", 0: "center"}[sx],
+                    "va": {1: "bottom", -1: "top", 0: "center"}[sy],
+                }
+                trial = _label(ax, p, colour, spot)
+                box = trial.get_window_extent(renderer)
+                trial.remove()
+                cost = sum(_overlap(box, other) for other in taken) + 10 * (_area(box) - _overlap(box, frame))
+                if best is None or cost < best[0]:
+                    best = (cost, ring, spot)
+                if cost == 0:
+                    break
+            if best[0] == 0:
+                break
+        _, ring, spot = best
+        if ring > _LABEL_RINGS[1]:  # set apart from its point: a thin line says whose label it is
+            spot["arrowprops"] = {"arrowstyle": "-", "color": colour, "linewidth": 0.5, "alpha": 0.6, "shrinkA": 0}
+        box = _label(ax, p, colour, spot).get_window_extent(renderer)
+        taken.append(box)
+        boxes.append(box)
+    return boxes
+
+
+def _label(ax: plt.Axes, p: Point, colour: str, spot: dict) -> Annotation:
+    return ax.annotate(
+        p.label, (p.x, p.y), textcoords="offset points", fontsize=_LABEL_SIZE, color=colour, annotation_clip=False,
+        **spot,
+    )  # fmt: skip
+
+
+def _area(box: Bbox) -> float:
+    return box.width * box.height
+
+
+def _overlap(a: Bbox, b: Bbox) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(width, 0.0) * max(height, 0.0)
 
 
 def training_curves(
