@@ -8,7 +8,8 @@ A reproduction passes ``{"trial": tune.grid_search(specs)}``; a search passes a 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from pyarrow import fs
 from ray import tune
 from ray.tune.experiment import Trial
 
-from harness.trial import trainable
+from harness import cluster, tracking
+from harness.trial import TrialSpec, bind, trainable, trial_resources
 
 #: What the sweep was started with, beside Tune's own state: the resume command reads it back.
 INVOCATION = "sfh_invocation.json"
@@ -38,6 +40,23 @@ def trial_name(trial: Trial) -> str:
 
 def trial_dirname(trial: Trial) -> str:
     return f"{trial_name(trial)}-{trial.trial_id}"
+
+
+def start(
+    specs: list[TrialSpec], *, address: str | None, verbose: bool, store: tracking.Tracking, name: str,
+    tags: Mapping[str, str],
+) -> tuple[list[TrialSpec], str]:
+    """Join Ray, settle the specs against it (GPUs; a trial larger than the cluster fails now, not PENDING
+    forever) and open the invocation's MLflow parent run (provenance + ``tags``).
+
+    Returns the specs, bound and tagged with the parent, and the parent's id; the caller shuts Ray down.
+    """
+    print(cluster.connect(address, log_to_driver=verbose), flush=True)
+    specs = [bind(s, gpus_available=cluster.gpus_available()) for s in specs]
+    for spec in specs:
+        cluster.check_fits(trial_resources(spec), spec.run_key)
+    parent = store.start_parent(name, {**tracking.provenance_tags(), **tags})
+    return [replace(s, tags={**s.tags, tracking.PARENT_RUN_ID: parent}) for s in specs], parent
 
 
 def run(

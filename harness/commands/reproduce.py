@@ -20,7 +20,7 @@ from harness import cluster, sweep, tracking
 from harness.commands.table import format_table
 from harness.config import Experiment, load_experiment, tracked_name
 from harness.progress import Progress
-from harness.trial import bind, check_tracked, plan, trial_resources
+from harness.trial import check_tracked, plan
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
@@ -93,15 +93,10 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(experiment, uri, name=name), end="")
         return 0
     try:
-        print(cluster.connect(args.address, log_to_driver=args.verbose), flush=True)
-        pending = [bind(s, gpus_available=cluster.gpus_available()) for s in pending]
-        for spec in pending:
-            cluster.check_fits(trial_resources(spec), spec.run_key)
-        parent = store.start_parent(name, {
-            **tracking.provenance_tags(), "sfh.command": "reproduce", "sfh.experiment_file": str(args.experiment),
-            tracking.PAPER_TABLE: experiment.paper.table, "sfh.storage": storage,
-        })
-        pending = [dataclasses.replace(s, tags={**s.tags, tracking.PARENT_RUN_ID: parent}) for s in pending]
+        tags = {"sfh.command": "reproduce", "sfh.experiment_file": str(args.experiment),
+                tracking.PAPER_TABLE: experiment.paper.table, "sfh.storage": storage}
+        pending, parent = sweep.start(pending, address=args.address, verbose=args.verbose, store=store, name=name,
+                                      tags=tags)
         sweep.write_invocation(storage, name, {
             "experiment_file": str(args.experiment), "experiment_yaml": Path(args.experiment).read_text(),
             "name": name, "tracking_uri": uri, "parent_run_id": parent,

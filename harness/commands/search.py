@@ -26,7 +26,7 @@ from harness.commands.reproduce import add_cluster_options, at_least
 from harness.config import tracked_name
 from harness.progress import Progress
 from harness.search import Sampler, Search, load_search
-from harness.trial import TrialSpec, bind, plan, sampled_run_key, trial_resources
+from harness.trial import TrialSpec, plan, sampled_run_key
 
 OPTUNA_STUDY, OPTUNA_TRIAL, STOPPED_EARLY = "sfh.optuna.study", "sfh.optuna.trial", "sfh.search.stopped_early"
 
@@ -151,14 +151,10 @@ def run(args: argparse.Namespace) -> int:
     epochs = spec.total_epochs
     store = tracking.Tracking(uri)
     try:
-        print(cluster.connect(args.address, log_to_driver=args.verbose), flush=True)
-        spec = bind(spec, gpus_available=cluster.gpus_available())
-        cluster.check_fits(trial_resources(spec), spec.run_key)
-        parent = store.start_parent(name, {
-            **tracking.provenance_tags(), "sfh.command": "search", "sfh.search_file": str(args.search),
-            OPTUNA_STUDY: f"{name} in {study_url}", "sfh.storage": storage,
-        })
-        spec = dataclasses.replace(spec, tags={**spec.tags, tracking.PARENT_RUN_ID: parent})
+        tags = {"sfh.command": "search", "sfh.search_file": str(args.search), OPTUNA_STUDY: f"{name} in {study_url}",
+                "sfh.storage": storage}
+        [spec], parent = sweep.start([spec], address=args.address, verbose=args.verbose, store=store, name=name,
+                                     tags=tags)
         trials = args.trials or search.num_samples
         print(f"{name}: {trials} trial(s) of up to {epochs} epochs, study {name} ({before} trials so far) in "
               f"{study_url}; Tune state in {sweep.join(storage, invocation)}; MLflow {uri}", flush=True)
