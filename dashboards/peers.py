@@ -13,7 +13,8 @@ import yaml
 
 EVIDENCE = {"R": "read in the upstream repository or log", "B": "third-party table", "M": "unverified (recalled)"}
 VALUES = ("top1", "params_M", "energy_mJ")
-_FIELDS = {"model", "variant", "dataset", "time_steps", *VALUES, "evidence", "source", "note"}
+_REQUIRED = ("model", "variant", "dataset", "time_steps", "top1", "source")
+_FIELDS = {*_REQUIRED, *VALUES, "evidence", "note"}
 PEERS_FILE = Path(__file__).with_name("peers.yaml")
 
 
@@ -48,11 +49,16 @@ def peers_for(peers: list[Peer], dataset: str) -> list[Peer]:
     return [p for p in peers if p.dataset == dataset]
 
 
-def _peer(index: int, entry: dict) -> Peer:
+def _peer(index: int, entry: object) -> Peer:
+    if not isinstance(entry, dict):
+        raise ValueError(f"peers.yaml entry {index}: expected a mapping of {sorted(_FIELDS)}, got {entry!r}")
     where = f"peers.yaml entry {index} ({entry.get('model')} {entry.get('variant')})"
     unknown = set(entry) - _FIELDS
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
+    missing = [key for key in _REQUIRED if entry.get(key) is None]
+    if missing:
+        raise ValueError(f"{where}: missing required keys {missing}")
     evidence = dict(entry.get("evidence") or {})
     for value in VALUES:
         present = entry.get(value) is not None
@@ -61,19 +67,18 @@ def _peer(index: int, entry: dict) -> Peer:
     bad = {k: v for k, v in evidence.items() if v not in EVIDENCE}
     if bad:
         raise ValueError(f"{where}: evidence marks {bad} not in {sorted(EVIDENCE)}")
-    return Peer(
-        model=str(entry["model"]),
-        variant=str(entry["variant"]),
-        dataset=str(entry["dataset"]),
-        time_steps=int(entry["time_steps"]),
-        top1=float(entry["top1"]),
-        params_M=_opt(entry.get("params_M")),
-        energy_mJ=_opt(entry.get("energy_mJ")),
-        evidence=evidence,
-        source=str(entry["source"]),
-        note=str(entry.get("note", "")),
-    )
-
-
-def _opt(value: object) -> float | None:
-    return None if value is None else float(value)
+    try:
+        return Peer(
+            model=str(entry["model"]),
+            variant=str(entry["variant"]),
+            dataset=str(entry["dataset"]),
+            time_steps=int(entry["time_steps"]),
+            top1=float(entry["top1"]),
+            params_M=None if entry.get("params_M") is None else float(entry["params_M"]),
+            energy_mJ=None if entry.get("energy_mJ") is None else float(entry["energy_mJ"]),
+            evidence=evidence,
+            source=str(entry["source"]),
+            note=str(entry.get("note", "")),
+        )
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from err
