@@ -165,7 +165,8 @@ def place_labels(ax: plt.Axes, points: Sequence[Point], styles: dict[str, tuple[
                 trial = _label(ax, p, colour, spot)
                 box = trial.get_window_extent(renderer)
                 trial.remove()
-                cost = sum(_overlap(box, other) for other in taken) + 10 * (_area(box) - _overlap(box, frame))
+                outside = box.width * box.height - _overlap(box, frame)
+                cost = sum(_overlap(box, other) for other in taken) + 10 * outside
                 if best is None or cost < best[0]:
                     best = (cost, ring, spot)
                 if cost == 0:
@@ -186,10 +187,6 @@ def _label(ax: plt.Axes, p: Point, colour: str, spot: dict) -> Annotation:
         p.label, (p.x, p.y), textcoords="offset points", fontsize=_LABEL_SIZE, color=colour, annotation_clip=False,
         **spot,
     )  # fmt: skip
-
-
-def _area(box: Bbox) -> float:
-    return box.width * box.height
 
 
 def _overlap(a: Bbox, b: Bbox) -> float:

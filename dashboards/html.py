@@ -100,7 +100,8 @@ def page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A table; cells are HTML (build them with :func:`cell`, :func:`verdict` or :func:`escape`)."""
+    """A table; cells are HTML: a ``<td ...>`` of :func:`text_cell` or :func:`verdict` as is, anything else
+    (a number, text passed through :func:`html.escape`) wrapped in a right-aligned ``<td>``."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

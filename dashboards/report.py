@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from dashboards import figures, html
 from dashboards.peers import EVIDENCE, Peer, load_peers, peers_for
-from dashboards.upstream_logs import E_AC_PJ, EnergyLog, UpstreamRun, default_root, find_upstream
+from dashboards.upstream_logs import DEFAULT_ROOT, E_AC_PJ, EnergyLog, UpstreamRun, find_upstream
 from harness import results
 from harness.results import RowResult, RowSetup, RunReader, SeedRun
 
@@ -81,7 +81,7 @@ def write_report(
     folder = out / name
     shutil.rmtree(folder / FIGURES, ignore_errors=True)
     (folder / FIGURES).mkdir(parents=True)
-    ctx = Context(experiment, rows, results.row_setups(experiment), runs, folder, upstream_root or default_root())
+    ctx = Context(experiment, rows, results.row_setups(experiment), runs, folder, upstream_root or DEFAULT_ROOT)
     sections = [_table(ctx), _tradeoffs(ctx), _curves(ctx), _energy(ctx)]
     paper = experiment.paper
     subtitle = (

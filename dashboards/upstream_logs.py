@@ -105,42 +105,39 @@ class EnergyLog:
 
 def parse_timm_log(text: str, label: str) -> Curve:
     """Parse a timm ``train.py`` log (ImageNet). The last ``Train`` line of an epoch holds its averages."""
-    events = sorted(
-        [(m.start(), "train", m) for m in _TIMM_TRAIN.finditer(text)]
-        + [(m.start(), "test", m) for m in _TIMM_TEST.finditer(text) if m.group(1) == m.group(2)],
-        key=lambda e: e[0],
-    )
-    train: dict[int, tuple[float, float]] = {}
-    epochs: dict[int, Epoch] = {}
-    current = None
-    for _, kind, m in events:
-        if kind == "train":
-            current = int(m.group(1))
-            train[current] = (float(m.group(2)), float(m.group(3)))
-        elif current is not None:
-            loss, lr = train[current]
-            epochs[current] = Epoch(current, float(m.group(4)), float(m.group(5)), float(m.group(3)), loss, lr)
-    return _curve(label, epochs)
+    train = [(m.start(), int(m[1]), float(m[2]), float(m[3])) for m in _TIMM_TRAIN.finditer(text)]
+    test = [(m.start(), float(m[4]), float(m[5]), float(m[3])) for m in _TIMM_TEST.finditer(text) if m[1] == m[2]]
+    return _merge(label, train, test)
 
 
 def parse_dvs_log(text: str, label: str) -> Curve:
     """Parse the DVS ``train.py`` log. Its training averages are those of the last printed iteration."""
-    events = sorted(
-        [(m.start(), "train", m) for m in _DVS_TRAIN.finditer(text)]
-        + [(m.start(), "test", m) for m in _DVS_TEST.finditer(text)],
-        key=lambda e: e[0],
-    )
-    train: dict[int, tuple[float, float]] = {}
+    train = [(m.start(), int(m[1]), float(m[3]), float(m[2])) for m in _DVS_TRAIN.finditer(text)]
+    test = [(m.start(), float(m[1]), float(m[2]), float(m[3])) for m in _DVS_TEST.finditer(text)]
+    return _merge(label, train, test)
+
+
+def _merge(
+    label: str, train: list[tuple[int, int, float, float]], test: list[tuple[int, float, float, float]]
+) -> Curve:
+    """Pair each test pass with the training line printed last before it, in log order.
+
+    ``train``: (position, epoch, train loss, lr); ``test``: (position, top-1, top-5, eval loss). A test pass
+    before any training line is ignored; an epoch tested twice keeps its last test.
+    """
+    events = sorted([(pos, True, values) for pos, *values in train] + [(pos, False, values) for pos, *values in test])
     epochs: dict[int, Epoch] = {}
-    current = None
-    for _, kind, m in events:
-        if kind == "train":
-            current = int(m.group(1))
-            train[current] = (float(m.group(3)), float(m.group(2)))
-        elif current is not None:
-            loss, lr = train[current]
-            epochs[current] = Epoch(current, float(m.group(1)), float(m.group(2)), float(m.group(3)), loss, lr)
-    return _curve(label, epochs)
+    last_train = None
+    for _, is_train, values in events:
+        if is_train:
+            last_train = values
+        elif last_train is not None:
+            epoch, train_loss, lr = last_train
+            top1, top5, eval_loss = values
+            epochs[epoch] = Epoch(epoch, top1, top5, eval_loss, train_loss, lr)
+    if not epochs:
+        raise ValueError(f"{label}: no completed epoch found in the log")
+    return Curve(label, tuple(epochs[k] for k in sorted(epochs)))
 
 
 def parse_energy_log(text: str) -> EnergyLog:
@@ -153,12 +150,6 @@ def parse_energy_log(text: str) -> EnergyLog:
     if not layers or totals is None:
         raise ValueError("not an upstream energy log: no per-layer tuples or no totals")
     return EnergyLog(tuple(layers), float(totals.group(1)), float(totals.group(2)), float(totals.group(3)))
-
-
-def _curve(label: str, epochs: dict[int, Epoch]) -> Curve:
-    if not epochs:
-        raise ValueError(f"{label}: no completed epoch found in the log")
-    return Curve(label, tuple(epochs[k] for k in sorted(epochs)))
 
 
 @dataclass(frozen=True)
@@ -210,9 +201,8 @@ UPSTREAM_RUNS: tuple[UpstreamRun, ...] = (
 )
 
 
-def default_root() -> Path:
-    """The shared reference folder that sits beside the checkout."""
-    return Path(__file__).resolve().parents[2] / "shared" / "reference" / "upstream_logs"
+#: The shared reference folder that sits beside the checkout.
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "upstream_logs"
 
 
 def find_upstream(model: str, dataset: str, time_steps: int) -> UpstreamRun | None:
