@@ -10,8 +10,9 @@ Only Conv1d/Conv2d/Linear layers and the spiking self-attention (SSA) matmuls en
 
 Dense ops follow the upstream counter (syops): every weight MAC plus one op per output for a bias, with
 T folded into the batch, all per image. Two entry points share this arithmetic: :func:`measure_energy`
-runs a model over a loader with forward hooks, :func:`energy_from_rates` costs a model at given firing
-rates (to replay an upstream log). :func:`profile_ops` gives the dense ops from a meta-device forward.
+runs a model over a loader with forward hooks (:func:`measure_conventions`: under several spike-test
+conventions in one pass), :func:`energy_from_rates` costs a model at given firing rates (to replay an
+upstream log). :func:`profile_ops` gives the dense ops from a meta-device forward.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,20 +49,20 @@ def dense_ops(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> 
     return ops + (output.numel() if module.bias is not None else 0)
 
 
-def spike_test(x: torch.Tensor, max_spike_count: int = 1) -> torch.Tensor:
-    """Whether ``x`` counts as spikes (0-dim bool tensor, no host sync).
+def spike_flags(x: torch.Tensor, max_spike_counts: Sequence[int]) -> torch.Tensor:
+    """Whether ``x`` counts as spikes under each convention: float64 1/0 per count, no host sync.
 
-    Upstream (``Nspks_max = 1``): at most two distinct values, all within [0, 1]. With a larger
-    ``max_spike_count`` (upstream's alternative ``Nspks_max = 30``), integer spike counts in
-    [0, max_spike_count] also pass. A few float reductions replace upstream's costly ``unique``.
+    Upstream (``Nspks_max = 1``): at most two distinct values, all within [0, 1]. With a larger count
+    (upstream's alternative ``Nspks_max = 30``), integer spike counts in [0, count] also pass. A few float
+    passes replace upstream's costly ``unique``; they are exact: with gradual underflow ``a - b == 0``
+    only when ``a == b``, so every element equals lo or hi iff its distance to the nearer one is 0.
     """
     lo, hi = torch.aminmax(x)
-    in_range = (lo >= 0) & (hi <= max_spike_count)
-    # Every element equals lo or hi: its distance to the nearer of the two is 0 (exact, no underflow).
-    two_valued = torch.minimum((x - lo).abs_(), (x - hi).abs_()).amax() == 0
-    if max_spike_count == 1:
-        return in_range & two_valued
-    return in_range & (two_valued | ((x - x.round()).abs_().amax() == 0))
+    gap = x - lo
+    two_valued = torch.minimum(gap, torch.sub(hi, x), out=gap).amax() == 0
+    integer = x.round().sub_(x).abs_().amax() == 0 if max(max_spike_counts) > 1 else None
+    flags = [(lo >= 0) & (hi <= k) & (two_valued if k == 1 else two_valued | integer) for k in max_spike_counts]
+    return torch.stack(flags).double()
 
 
 def split_ops(dense: Any, rate: Any, spiking: Any) -> tuple[Any, Any]:
@@ -146,14 +148,17 @@ class OpsProfile:
 
 @dataclass(frozen=True)
 class EnergyReport:
-    """Per-layer ops and firing rates of one model, with totals per image."""
+    """Per-layer ops and firing rates of one model, with totals per image.
+
+    ``images`` is None and ``neuron_rates`` empty for a report costed at given rates (no forward pass).
+    """
 
     model: str
     layers: list[LayerOps]
     attention: list[AttentionOps]
     neuron_rates: dict[str, float]
     params: int
-    images: int
+    images: int | None
     max_spike_count: int = 1
     e_mac_pj: float = E_MAC_PJ
     e_ac_pj: float = E_AC_PJ
@@ -183,28 +188,26 @@ class EnergyReport:
         return (self.e_mac_pj * macs + self.e_ac_pj * acs) / GIGA
 
     @property
-    def firing_rate_mean(self) -> float:
-        """Mean over LIF layers of each layer's output firing rate (every layer weighs the same)."""
+    def firing_rate_mean(self) -> float | None:
+        """Mean over LIF layers of each layer's output firing rate (every layer weighs the same); None if unmeasured."""
         rates = list(self.neuron_rates.values())
-        return sum(rates) / len(rates) if rates else 0.0
+        return sum(rates) / len(rates) if rates else None
 
     def saving_vs(self, baseline: EnergyReport) -> float:
         """Fraction of ``baseline``'s energy this model saves (the paper's "x % less energy")."""
         return 1.0 - self.energy_mj / baseline.energy_mj
 
     def totals(self) -> dict[str, float]:
+        """Whole-model figures; the measured-only ones (images, mean rate, top-1) only when measured."""
         totals = {
             "energy_mJ": self.energy_mj,
             "acs_G": self.acs / GIGA,
             "macs_G": self.macs / GIGA,
             "dense_flops_G": self.dense_flops / GIGA,
-            "firing_rate_mean": self.firing_rate_mean,
             "params": float(self.params),
-            "images": float(self.images),
         }
-        if self.top1 is not None:
-            totals["top1"] = self.top1
-        return totals
+        measured = {"firing_rate_mean": self.firing_rate_mean, "images": self.images, "top1": self.top1}
+        return totals | {key: float(value) for key, value in measured.items() if value is not None}
 
     def to_metrics(self) -> dict[str, float]:
         """Flat metrics for MLflow: the totals, then per-layer rates and op counts."""
@@ -239,8 +242,9 @@ class EnergyReport:
 
     def to_table(self) -> str:
         """Markdown: one row per counted layer and SSA (ops in G per image), totals, LIF firing rates."""
+        source = "given firing rates" if self.images is None else f"{self.images} images"
         lines = [
-            f"## Energy of {self.model} ({self.images} images, per image)",
+            f"## Energy of {self.model} ({source}, per image)",
             "",
             "| layer | type | dense ops (G) | input rate | ACs (G) | MACs (G) |",
             "|---|---|---:|---:|---:|---:|",
@@ -261,13 +265,16 @@ class EnergyReport:
             f"- ACs (SOPs): {self.acs / GIGA:.4f} G; MACs: {self.macs / GIGA:.4f} G",
             f"- dense conv+linear MACs (ANN equivalent): {self.dense_flops / GIGA:.4f} G",
             f"- spike test: up to {self.max_spike_count} spike(s) per input element",
-            f"- mean LIF firing rate: {self.firing_rate_mean:.4f}; params: {self.params:,}",
+            f"- params: {self.params:,}",
         ]
+        if self.firing_rate_mean is not None:
+            lines.append(f"- mean LIF firing rate: {self.firing_rate_mean:.4f}")
         if self.top1 is not None:
             lines.append(f"- top-1 on these images: {self.top1:.2%}")
         lines += [f"- {note}" for note in self.notes]
-        lines += ["", "| LIF | firing rate |", "|---|---:|"]
-        lines += [f"| {name} | {rate:.4f} |" for name, rate in self.neuron_rates.items()]
+        if self.neuron_rates:
+            lines += ["", "| LIF | firing rate |", "|---|---:|"]
+            lines += [f"| {name} | {rate:.4f} |" for name, rate in self.neuron_rates.items()]
         return "\n".join(lines) + "\n"
 
 
@@ -281,13 +288,54 @@ def _attention_modules(model: nn.Module) -> dict[nn.Module, str]:
     }
 
 
-class _Recorder:
-    """Forward hooks that tally dense ops (always) and spike statistics (unless ``shapes_only``)."""
+class _TensorStats:
+    """Sum and spike flags of each tensor one forward reads, computed once per tensor, kept on its device.
 
-    def __init__(self, model: nn.Module, max_spike_count: int, shapes_only: bool) -> None:
+    q, k and v read one tensor, and a LIF's output is the next conv's input (a view of it), so keying by
+    memory rather than by tensor object saves most of the reductions. A key is (device, dtype, address,
+    size, version counter) of a contiguous tensor: two such tensors cover the same elements in the same
+    order, and an in-place write bumps the version. An entry is used only while the tensor it was made
+    from is alive, so memory freed and reused by a new tensor never matches. Cleared every forward.
+    """
+
+    def __init__(self, max_spike_counts: tuple[int, ...]) -> None:
+        self.max_spike_counts = max_spike_counts
+        self.entries: dict[tuple, tuple[weakref.ref, dict[str, torch.Tensor]]] = {}
+
+    def clear(self, *_: object) -> None:
+        self.entries.clear()
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The entry of ``x``: ``sum`` always (fp32, as the plain sum), ``flags`` filled by :meth:`flags`."""
+        shareable = x.is_contiguous() and not x.is_inference()
+        key = (x.device, x.dtype, x.data_ptr(), x.numel(), x._version) if shareable else None
+        entry = self.entries.get(key)
+        if entry is not None and entry[0]() is not None:
+            return entry[1]
+        stats = {"sum": x.sum()}
+        if key is not None:
+            self.entries[key] = (weakref.ref(x), stats)
+        return stats
+
+    def flags(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum, spike flags per convention) of ``x``."""
+        stats = self(x)
+        if "flags" not in stats:
+            stats["flags"] = spike_flags(x, self.max_spike_counts)
+        return stats["sum"], stats["flags"]
+
+
+class _Recorder:
+    """Forward hooks that tally dense ops (always) and, given spike-test conventions, spike statistics.
+
+    ACs and MACs accumulate per layer as float64 tensors of one value per convention on the model's
+    device, so no hook waits for the device; the totals are read once, at the end.
+    """
+
+    def __init__(self, model: nn.Module, max_spike_counts: tuple[int, ...] | None) -> None:
         names = {module: name for name, module in model.named_modules()}
-        self.max_spike_count = max_spike_count
-        self.shapes_only = shapes_only
+        self.model = model
+        self.stats = _TensorStats(max_spike_counts) if max_spike_counts else None
         self.layers = {m: names[m] for m in model.modules() if isinstance(m, COUNTED_LAYERS)}
         self.neurons = {m: names[m] for m in model.modules() if isinstance(m, MultiStepLIF)}
         self.attention = _attention_modules(model)
@@ -303,27 +351,31 @@ class _Recorder:
     def __enter__(self) -> _Recorder:
         self.handles = [m.register_forward_hook(self._layer_hook) for m in self.layers]
         self.handles += [m.register_forward_hook(self._neuron_hook) for m in self.neurons]
+        if self.stats is not None:
+            self.handles.append(self.model.register_forward_pre_hook(self.stats.clear))
         return self
 
     def __exit__(self, *exc: object) -> None:
         for handle in self.handles:
             handle.remove()
+        if self.stats is not None:
+            self.stats.clear()
 
     def _layer_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         x = inputs[0]
         ops = dense_ops(module, x, output)
         self.dense[module] += ops
-        if self.shapes_only:
+        if self.stats is None:
             return
-        spiking = spike_test(x, self.max_spike_count).to(torch.float64)
-        ac, mac = split_ops(ops, x.sum().double() / x.numel(), spiking)
+        total, spiking = self.stats.flags(x)
+        ac, mac = split_ops(ops, total.double() / x.numel(), spiking)
         self.ac[module] = self.ac[module] + ac
         self.mac[module] = self.mac[module] + mac
 
     def _neuron_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         self.neuron_elements[module] += output.numel()
-        if not self.shapes_only:
-            self.spikes[module] = self.spikes[module] + output.detach().sum().double()
+        if self.stats is not None:
+            self.spikes[module] = self.spikes[module] + self.stats(output)["sum"].double()
         owner = self.qkv_owner.get(module)
         if owner is not None and owner not in self.geometry:
             # q/k/v LIF outputs are [T, B, D, N]; heads come from the attention module.
@@ -337,11 +389,19 @@ class _Recorder:
     def attention_shapes(self) -> list[AttentionShape]:
         return [self.geometry[a] for a in self.attention if a in self.geometry]
 
-    def layer_ops(self, images: int) -> list[LayerOps]:
-        return [
-            LayerOps(s.name, s.kind, s.dense_ops, float(self.ac[m]) / images, float(self.mac[m]) / images)
+    def layer_ops(self, images: int) -> list[list[LayerOps]]:
+        """Per-layer ops, one list per spike-test convention."""
+
+        def per_image(total: torch.Tensor | float) -> list[float]:
+            values = total.tolist() if isinstance(total, torch.Tensor) else [total] * len(self.stats.max_spike_counts)
+            return [v / images for v in values]
+
+        ops = {m: zip(per_image(self.ac[m]), per_image(self.mac[m]), strict=True) for m in self.layers}
+        by_layer = [
+            [LayerOps(s.name, s.kind, s.dense_ops, ac, mac) for ac, mac in ops[m]]
             for s, m in zip(self.layer_shapes(images), self.layers, strict=True)
         ]
+        return [list(layers) for layers in zip(*by_layer, strict=True)]
 
     def rate(self, neuron: nn.Module) -> float:
         return float(self.spikes[neuron]) / self.neuron_elements[neuron]
@@ -370,7 +430,7 @@ def profile_ops(model: nn.Module, input_shape: tuple[int, ...] | None = None) ->
     if shape is None:
         raise ValueError(f"{type(model).__name__} has no input_shape; pass input_shape")
     meta_state = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict(keep_vars=True).items()}
-    with _Recorder(model, 1, shapes_only=True) as rec, torch.no_grad():
+    with _Recorder(model, None) as rec, torch.no_grad():
         functional_call(model, meta_state, (torch.empty(1, *shape, device="meta"),))
     return OpsProfile(type(model).__name__, rec.layer_shapes(1), rec.attention_shapes(), _params(model))
 
@@ -401,7 +461,7 @@ def energy_from_rates(
         attention=[AttentionOps(**asdict(a), **_qkv(*qkv_rates[a.name])) for a in profile.attention],
         neuron_rates={},
         params=profile.params,
-        images=0,
+        images=None,
         e_mac_pj=e_mac_pj,
         e_ac_pj=e_ac_pj,
         notes=["costed at given firing rates (no forward pass)"],
@@ -437,18 +497,40 @@ def measure_energy(
     A batch that does not match the model's ``input_shape`` raises ``ValueError`` before it runs, and
     no report comes back; the hooks are removed and the model's train/eval mode restored either way.
     """
-    if max_spike_count < 1:
-        raise ValueError(f"max_spike_count must be >= 1, got {max_spike_count}")
+    (report,) = measure_conventions(
+        model, loader, (max_spike_count,), max_batches=max_batches, e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj
+    )
+    return report
+
+
+def measure_conventions(
+    model: nn.Module,
+    loader: Iterable[Any],
+    max_spike_counts: Sequence[int],
+    *,
+    max_batches: int | None = None,
+    e_mac_pj: float = E_MAC_PJ,
+    e_ac_pj: float = E_AC_PJ,
+) -> list[EnergyReport]:
+    """:func:`measure_energy` under several spike-test conventions at once: one pass, one report each.
+
+    For Spikformer, whose residual stream of spike sums is MACs under ``max_spike_count=1`` and ACs
+    under upstream's alternative 30, ``(1, 30)`` gives both of the paper's baselines.
+    """
+    counts = tuple(max_spike_counts)
+    if not counts or min(counts) < 1:
+        raise ValueError(f"max_spike_count must be >= 1, got {list(counts)}")
     param = next(model.parameters())
     if param.dtype != torch.float32:
         raise ValueError(f"energy accounting runs in fp32; the model's parameters are {param.dtype}")
     expected = getattr(model, "input_shape", None)
     was_training = model.training
     model.eval()
-    images, correct, labelled = 0, 0, 0
+    images, labelled = 0, 0
+    correct = torch.zeros((), dtype=torch.int64, device=param.device)
     try:
         with (
-            _Recorder(model, max_spike_count, shapes_only=False) as rec,
+            _Recorder(model, counts) as rec,
             torch.no_grad(),
             torch.autocast(param.device.type, enabled=False),
         ):
@@ -462,21 +544,23 @@ def measure_energy(
                 logits = model(x.to(param.device, torch.float32))
                 images += x.shape[0]
                 if target is not None:
-                    correct += int((logits.argmax(-1).cpu() == target.cpu()).sum())
+                    correct += (logits.argmax(-1) == target.to(param.device)).sum()
                     labelled += target.shape[0]
     finally:
         model.train(was_training)
     if images == 0:
         raise ValueError("the loader yielded no batches")
-    return EnergyReport(
+    common = dict(
         model=type(model).__name__,
-        layers=rec.layer_ops(images),
         attention=rec.attention_ops(),
         neuron_rates=rec.neuron_rates(),
         params=_params(model),
         images=images,
-        max_spike_count=max_spike_count,
         e_mac_pj=e_mac_pj,
         e_ac_pj=e_ac_pj,
-        top1=correct / labelled if labelled else None,
+        top1=int(correct) / labelled if labelled else None,
     )
+    return [
+        EnergyReport(layers=layers, max_spike_count=count, **common)
+        for count, layers in zip(counts, rec.layer_ops(images), strict=True)
+    ]

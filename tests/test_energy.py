@@ -19,9 +19,10 @@ from spikingformer.energy import (
     GIGA,
     EnergyReport,
     energy_from_rates,
+    measure_conventions,
     measure_energy,
     profile_ops,
-    spike_test,
+    spike_flags,
 )
 from spikingformer.models.spikformer import Spikformer
 from spikingformer.models.spikingformer import Spikingformer
@@ -101,6 +102,10 @@ def test_reproduces_upstream_8_512(shared_dir: Path) -> None:
     print(f"\n8-512: {report.energy_mj:.6f} mJ, ACs {report.acs / GIGA:.6f} G, MACs {report.macs / GIGA:.6f} G")
     assert report.energy_mj == pytest.approx(7.4635, rel=0.002)
     assert report.acs / GIGA == pytest.approx(6.5175, abs=1e-4)
+    # No forward pass: nothing claims images or firing rates it did not measure.
+    assert report.images is None and report.firing_rate_mean is None
+    assert not {"images", "firing_rate_mean", "top1"} & set(report.totals())
+    assert "given firing rates" in report.to_table() and "| LIF |" not in report.to_table()
     assert report.macs / GIGA == pytest.approx(0.3473, abs=1e-4)
     # All batches were full (50000 / 16), so even the per-layer ACs agree with the log's.
     for ours, theirs in zip(report.layers, log.layers, strict=True):
@@ -180,13 +185,14 @@ def test_attention_geometry_is_read_from_the_model(tiny: tuple[nn.Module, torch.
 
 
 def test_spike_test_conventions() -> None:
-    spikes = torch.tensor([0.0, 1.0, 1.0, 0.0])
-    counts = torch.tensor([0.0, 1.0, 2.0, 3.0])
-    assert bool(spike_test(spikes)) and bool(spike_test(torch.tensor([0.25, 0.75])))  # upstream: 2 values in [0,1]
-    assert not bool(spike_test(counts)) and bool(spike_test(counts, max_spike_count=30))
-    assert not bool(spike_test(counts, max_spike_count=2))
-    assert not bool(spike_test(torch.tensor([0.0, 0.5, 1.0]), max_spike_count=30))
-    assert not bool(spike_test(torch.tensor([-1.0, 0.0])))
+    def passes(x: list[float], *counts: int) -> list[bool]:
+        return [bool(flag) for flag in spike_flags(torch.tensor(x), counts or (1,))]
+
+    assert passes([0.0, 1.0, 1.0, 0.0]) == passes([0.25, 0.75]) == [True]  # upstream: 2 values in [0, 1]
+    assert passes([0.0, 1.0, 2.0, 3.0], 1, 2, 30) == [False, False, True]
+    assert passes([0.0, 0.5, 1.0], 1, 30) == [False, False]
+    assert passes([-1.0, 0.0], 1, 30) == [False, False]
+    assert passes([0.0, 1e-45, 1.0]) == [False]  # a subnormal third value is still a third value
 
 
 def test_spikformer_under_both_conventions() -> None:
@@ -213,6 +219,31 @@ def test_spikformer_under_both_conventions() -> None:
     ours = measure_energy(lively(Spikingformer(**TINY), x), [x])
     print(f"\ntiny Spikingformer saves {ours.saving_vs(strict):.1%} / {ours.saving_vs(counts):.1%} vs Spikformer")
     assert ours.saving_vs(strict) > ours.saving_vs(counts)
+    # One pass under both conventions gives exactly the two separate passes.
+    both = measure_conventions(model, [x], (1, 30))
+    assert [r.max_spike_count for r in both] == [1, 30]
+    for one, alone in zip(both, (strict, counts), strict=True):
+        assert (one.macs, one.acs, one.neuron_rates) == (alone.macs, alone.acs, alone.neuron_rates)
+
+
+class InPlace(nn.Module):
+    """Two convs read one tensor, written in place between them: the second must not reuse the first's test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv1d(2, 2, 1), nn.Conv1d(2, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spikes = (x > 0).float()
+        y = self.a(spikes)
+        return y + self.b(spikes.add_(1.0))
+
+
+def test_per_tensor_statistics_see_in_place_writes() -> None:
+    report = measure_energy(InPlace(), [torch.randn(3, 2, 5)])
+    a, b = report.layers
+    assert a.mac_ops == 0 and 0 < a.ac_ops < a.dense_ops  # {0, 1}: spikes
+    assert b.mac_ops == b.dense_ops and b.ac_ops == 0  # then {1, 2}: not spikes
 
 
 def test_cross_check_with_spikingjelly_op_counter(tiny: tuple[nn.Module, torch.Tensor]) -> None:
