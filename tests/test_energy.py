@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCounter, SynOpCounter
+from test_data import write_cifar
 from torch import nn
 from upstream_energy_log import EnergyLog, parse_energy_log
 
 from harness.cli import main
-from harness.commands.energy import load_checkpoint
+from harness.commands.energy import load_weights, read_checkpoint
 from spikingformer import build_model
+from spikingformer.config import TrainConfig, deep_merge
 from spikingformer.energy import (
     GIGA,
     EnergyReport,
@@ -24,8 +26,10 @@ from spikingformer.energy import (
     profile_ops,
     spike_flags,
 )
+from spikingformer.engine import fit
 from spikingformer.models.spikformer import Spikformer
 from spikingformer.models.spikingformer import Spikingformer
+from spikingformer.recipes import load_recipe
 
 TINY = dict(layout="cifar", img_size=16, embed_dim=32, depth=2, num_heads=2, T=2, num_classes=5)
 
@@ -342,20 +346,83 @@ def test_cli_synthetic_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert "1/1" in out.err  # the progress bar
 
 
-def test_cli_digits_table_with_own_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "own.pth"
-    torch.save({"state_dict": build_model("spikingformer_cifar_4_256").state_dict()}, path)
-    assert main([*CLI_MODEL, "--data", "digits", "--checkpoint", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert "## Energy of spikingformer_cifar_4_256 (2 images" in out and "top-1 on these images" in out
+def test_cli_reads_a_cifar10_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_cifar(tmp_path, "cifar10")  # real-format pickle batches, 6 test images
+    args = ["energy", "--model", "spikingformer_cifar_4_256", "--T", "1", "--batch-size", "4", "--num-workers", "0"]
+    assert main([*args, "--data", f"cifar10:{tmp_path}", "--format", "json"]) == 0
+    out = capsys.readouterr()
+    data = json.loads(out.out)
+    assert data["images"] == 6 and 0 <= data["top1"] <= 1  # the whole test split, in two batches
+    assert "'dataset': 'cifar10', 'split': 'eval'" in data["notes"][-1] and str(tmp_path) in data["notes"][-1]
+    assert "2/2" in out.err
+
+    assert main([*args, "--data", f"cifar10:{tmp_path / 'missing'}"]) == 2  # the data package's error
+    assert "cifar10 data folder" in capsys.readouterr().err
+
+
+def test_cli_model_and_data_must_agree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_cifar(tmp_path, "cifar10")
+    assert main(["energy", "--model", "spikingformer_dvs_2_256", "--data", f"cifar10:{tmp_path}"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and (
+        "model spikingformer_dvs_2_256 takes event inputs [16, 2, 128, 128] in 11 classes, "
+        "but --data cifar10 gives static inputs [3, 32, 32] in 10 classes" in out.err
+    )
+    assert main(["energy", "--model", "spikingformer_cifar_4_256", "--data", f"cifar100:{tmp_path}"]) == 2
+    assert "in 100 classes; pass --num-classes 100" in capsys.readouterr().err
+
+
+def test_cli_digits_top1_is_the_engines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A digits-recipe checkpoint folder: the 360-image test split, its model and preprocessing, as training."""
+    short = {"schedule": {"epochs": 1, "cooldown_epochs": 0}, "data": {"max_train_batches": 3}}
+    result = fit(TrainConfig.from_dict(deep_merge(load_recipe("digits"), short)), checkpoint_dir=tmp_path)
+    args = ["energy", "--checkpoint", str(tmp_path), "--data", "digits", "--batch-size", "120", "--format", "json"]
+    assert main(args) == 0  # no --model: the checkpoint's config names it, with the recipe's D 64, 1 block
+    data = json.loads(capsys.readouterr().out)
+    assert data["model"] == "spikingformer_cifar_2_384" and data["images"] == 360
+    assert 100 * data["top1"] == pytest.approx(result.last_top1, rel=1e-12)
+
+
+def test_cli_baseline_saving_under_both_conventions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    x = torch.randn(4, 3, 32, 32)
+    ckpt = {}
+    for name in ("spikingformer_cifar_4_256", "spikformer_cifar_4_256"):
+        ckpt[name] = tmp_path / f"{name}.pth"
+        torch.save(lively(build_model(name, T=1), x).state_dict(), ckpt[name])
+    data = ["--data", "synthetic:4", "--batch-size", "2", "--T", "1", "--format", "json"]
+
+    def measured(*args: str) -> dict:
+        assert main(["energy", *args, *data]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    ours_args = ["--model", "spikingformer_cifar_4_256", "--checkpoint", str(ckpt["spikingformer_cifar_4_256"]),
+                 "--baseline", "spikformer_cifar_4_256"]  # fmt: skip
+    ours = measured(*ours_args, "--baseline-checkpoint", str(ckpt["spikformer_cifar_4_256"]))
+    baseline = ours["baseline"]
+    assert baseline["model"] == "spikformer_cifar_4_256" and ours["model"] == "spikingformer_cifar_4_256"
+    assert [c["max_spike_count"] for c in baseline["conventions"]] == [1, 30]
+    for convention in baseline["conventions"]:
+        alone = measured("--model", "spikformer_cifar_4_256", "--checkpoint", str(ckpt["spikformer_cifar_4_256"]),
+                         "--max-spike-count", str(convention["max_spike_count"]))  # fmt: skip
+        assert convention["report"]["totals"] == pytest.approx(alone["totals"], rel=1e-12)
+        saving = 1 - ours["totals"]["energy_mJ"] / alone["totals"]["energy_mJ"]
+        assert convention["saving"] == pytest.approx(saving, rel=1e-12)
+    as_mac, as_ac = (c["report"]["totals"] for c in baseline["conventions"])
+    assert as_mac["macs_G"] > as_ac["macs_G"] and as_mac["energy_mJ"] > as_ac["energy_mJ"]  # spike sums: MAC vs AC
+
+    assert main(["energy", *ours_args, *data[:-2]]) == 0  # table; a baseline with random weights
+    table = capsys.readouterr().out
+    assert "## Energy of spikingformer_cifar_4_256 vs spikformer_cifar_4_256 (the same 4 images)" in table
+    assert "| non-binary inputs as MACs" in table and "| spike counts up to 30 as ACs" in table
 
 
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--data", "imagenet:/nowhere"], "unknown --data 'imagenet:/nowhere'; known kinds: synthetic, digits"),
+        (["--data", "imagenet"], "--data imagenet needs its folder: --data imagenet:ROOT"),
+        (["--data", "mnist:/x"], "unknown --data 'mnist:/x'; allowed: imagenet:ROOT, cifar10:ROOT"),
         (["--data", "synthetic:x"], "synthetic:N needs a whole number"),
-        (["--checkpoint", "/nowhere.pth"], "does not exist"),
+        (["--checkpoint", "/nowhere.pth"], "no checkpoint at /nowhere.pth"),
     ],
 )
 def test_cli_bad_input(extra: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -386,5 +453,5 @@ def test_upstream_timm_checkpoint_loads(shared_dir: Path, tmp_path: Path) -> Non
     path = tmp_path / "checkpoint-284.pth.tar"
     torch.save({"epoch": 284, "state_dict": state, "args": argparse.Namespace(model="spikformer")}, path)
     model = build_model("spikingformer_cifar_4_384")
-    load_checkpoint(model, path)
+    load_weights(model, read_checkpoint(path))
     assert torch.equal(model.head.weight, state["head.weight"])
