@@ -287,16 +287,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="registered model, e.g. spikingformer_8_512 (default: the one --checkpoint records)",
     )
-    parser.add_argument("--checkpoint", help="our checkpoint file or run folder, or an upstream .pth/.pth.tar")
+    parser.add_argument(
+        "--checkpoint", metavar="PATH", help="our checkpoint file or run folder, or an upstream .pth/.pth.tar"
+    )
     parser.add_argument("--data", default="synthetic", help=f"{' | '.join(DATA_KINDS)} (default: synthetic)")
-    parser.add_argument("--max-batches", type=_positive, help="stop after this many batches")
-    parser.add_argument("--batch-size", type=_positive, default=16)
-    parser.add_argument("--num-workers", type=int, help="DataLoader workers (default: the dataset recipe's)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--max-batches", type=_positive, metavar="N", help="stop after this many batches")
+    parser.add_argument("--batch-size", type=_positive, default=16, metavar="N", help="default %(default)s")
+    parser.add_argument(
+        "--num-workers", type=int, metavar="N", help="DataLoader workers (default: the dataset recipe's)"
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
     parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument("--num-classes", type=_positive, help="override the config's class count")
-    parser.add_argument("--T", type=_positive, help="override the time steps")
-    parser.add_argument("--num-heads", type=_positive, help="override the head count")
+    parser.add_argument("--num-classes", type=_positive, help="override the class count (both models)")
+    parser.add_argument("--T", type=_positive, help="override the time steps (both models)")
+    parser.add_argument("--num-heads", type=_positive, help="override the head count (both models)")
     parser.add_argument(
         "--max-spike-count",
         type=_positive,
@@ -305,7 +309,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "alternative convention for Spikformer's spike sums)",
     )
     parser.add_argument("--baseline", choices=models, metavar="NAME", help="second model, e.g. spikformer_8_768")
-    parser.add_argument("--baseline-checkpoint", help="the baseline's checkpoint, as --checkpoint")
+    parser.add_argument("--baseline-checkpoint", metavar="PATH", help="the baseline's checkpoint, as --checkpoint")
     parser.add_argument("--e-mac", type=float, default=E_MAC_PJ, help="pJ per MAC (default %(default)s)")
     parser.add_argument("--e-ac", type=float, default=E_AC_PJ, help="pJ per AC (default %(default)s)")
     parser.set_defaults(func=run)
