@@ -125,7 +125,7 @@ class DataConfig(_Section):
     num_workers: int = 2
     #: DVS: number of frames (T) each sample is integrated into; must equal the model's T.
     frames: int | None = None
-    #: digits/synthetic: number of training / evaluation samples.
+    #: Train on / evaluate a seeded stratified subset of this many samples (synthetic: the set size).
     train_size: int | None = None
     eval_size: int | None = None
     #: Stop an epoch after this many batches (smoke runs); null = whole epoch.

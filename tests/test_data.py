@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from spikingformer.config import TrainConfig
+from spikingformer.config import TrainConfig, deep_merge
 from spikingformer.data import SyntheticDataset, build_dataset, build_eval_loader, build_loaders, input_spec
 from spikingformer.data.dvs_augment import SNNAugmentWide
-from spikingformer.data.events import CIFAR10_DVS_TRAIN_RATIO
+from spikingformer.data.events import CIFAR10_DVS_TRAIN_RATIO, event_frames
 from spikingformer.data.images import CIFAR_MEAN, CIFAR_STD
-from spikingformer.data.splits import head_split_per_class, split_fingerprint
+from spikingformer.data.splits import head_split_per_class, split_fingerprint, stratified_subset
 
 TINY = {"embed_dim": 16, "depth": 1, "num_heads": 2, "T": 1}
 
@@ -110,6 +110,25 @@ def test_imagenet_folders_load_at_the_model_size(tmp_path: Path) -> None:
     assert len(train) == len(val) == 6
     assert train[0][0].shape == val[5][0].shape == (3, 32, 32)
     assert [val[i][1] for i in range(6)] == [0, 0, 0, 1, 1, 1]
+
+
+def test_size_limits_take_a_seeded_stratified_subset(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, classes=("n01", "n02", "n03"), per_class=4)  # ImageFolder: sorted by class
+    cfg = TrainConfig.from_dict(deep_merge(config("imagenet", tmp_path, num_classes=3).to_dict(),
+                                           {"data": {"train_size": 6, "eval_size": 3}}))
+    train, val = build_dataset(cfg, "train"), build_dataset(cfg, "eval")
+    assert sorted(train.base.targets[i] for i in train.indices) == [0, 0, 1, 1, 2, 2]
+    assert sorted(val.base.targets[i] for i in val.indices) == [0, 1, 2]  # a prefix would be class 0 only
+    assert build_dataset(cfg, "train").indices == train.indices and val.info["subset"].startswith("seeded stratified")
+
+
+def test_stratified_subset_follows_class_shares() -> None:
+    labels = [0] * 50 + [1] * 30 + [2] * 20
+    picked = stratified_subset(labels, 10)
+    assert np.bincount([labels[i] for i in picked]).tolist() == [5, 3, 2]
+    assert sorted({labels[i] for i in stratified_subset(labels, 3)}) == [0, 1, 2]
+    assert picked == sorted(picked) == stratified_subset(labels, 10) != stratified_subset(labels, 10, seed=1)
+    assert stratified_subset(labels, 100) == list(range(100))
 
 
 def test_imagenet_layout_errors(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from spikingformer.config import ModelConfig, TrainConfig
 from spikingformer.data.dvs_augment import DVSTrainTransform, frames_to_tensor
 from spikingformer.data.events import event_frames
 from spikingformer.data.images import DEFAULT_STATS, cifar_batches, digits, image_transform, imagenet_folder
+from spikingformer.data.splits import SUBSET_SEED, stratified_subset
 from spikingformer.data.synthetic import SyntheticDataset
 from spikingformer.distributed import rank0_first
 from spikingformer.models import build_model
@@ -119,7 +120,11 @@ def build_dataset(config: TrainConfig, split: Split) -> LabelledSplit:
             f"num_classes={spec.num_classes}; set model.kwargs.num_classes"
         )
     limit = data.train_size if train else data.eval_size
-    return LabelledSplit(base, indices[:limit] if limit else indices, transform, info)
+    if limit is not None and limit < len(indices):
+        picked = stratified_subset([base.targets[i] for i in indices], limit)
+        info["subset"] = f"seeded stratified {limit} of {len(indices)} (seed {SUBSET_SEED})"
+        indices = [indices[i] for i in picked]
+    return LabelledSplit(base, indices, transform, info)
 
 
 def build_eval_dataset(config: TrainConfig) -> LabelledSplit:
