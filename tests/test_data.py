@@ -192,6 +192,77 @@ def test_cifar10_dvs_split_is_the_first_90_percent_of_each_class(tmp_path: Path)
     assert CIFAR10_DVS_TRAIN_RATIO == 0.9
 
 
+def write_cifar10_dvs(root: Path, per_class: int) -> None:
+    from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS_CLASS_NAMES
+
+    for k, name in enumerate(CIFAR10DVS_CLASS_NAMES):
+        write_events(root / "events_np" / name, per_class, seed=k)
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if spikingjelly tries to download anything."""
+    import spikingjelly.datasets.base as base
+
+    def download_url(*args, **kwargs) -> None:
+        raise AssertionError("spikingjelly tried to download")
+
+    monkeypatch.setattr(base, "download_url", download_url)
+
+
+def test_dvs_incomplete_events_np_names_the_class_folders(tmp_path: Path, offline: None) -> None:
+    (tmp_path / "events_np").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"(?s)lacks event files in 10 class folder.*airplane.*expected layout"):
+        event_frames("cifar10-dvs", str(tmp_path), 4, train=True)
+    write_cifar10_dvs(tmp_path, 1)
+    for file in (tmp_path / "events_np" / "truck").iterdir():
+        file.unlink()
+    with pytest.raises(FileNotFoundError, match=r"in 1 class folder\(s\): truck "):
+        event_frames("cifar10-dvs", str(tmp_path), 4, train=True)
+    write_events(tmp_path / "events_np" / "train" / "3", 1, seed=0)
+    with pytest.raises(FileNotFoundError, match=r"(?s)21 class folder\(s\): train/0, train/1, train/2, train/4"):
+        event_frames("dvs128-gesture", str(tmp_path), 4, train=True)
+
+
+@pytest.mark.parametrize("name,present", [("cifar10-dvs", "airplane.zip"), ("dvs128-gesture", "README.txt")])
+def test_dvs_incomplete_download_fails_offline(tmp_path: Path, offline: None, name: str, present: str) -> None:
+    download = tmp_path / "download"
+    download.mkdir()
+    (download / present).write_bytes(b"not the archive")
+    with pytest.raises(FileNotFoundError, match=r"(?s)download lacks .*nothing is downloaded here.*expected layout"):
+        event_frames(name, str(tmp_path), 4, train=True)
+    from spikingformer.data.events import _dataset_class
+
+    for file, _, _ in _dataset_class(name).resource_url_md5():
+        (download / file).write_bytes(b"not the archive")
+    with pytest.raises(ValueError, match="fail.* the md5 check"):
+        event_frames(name, str(tmp_path), 4, train=True)
+    assert (download / present).is_file()  # spikingjelly would have deleted it
+    assert not (tmp_path / "events_np").exists()
+
+
+def test_dvs_half_built_frames_cache_is_refused(tmp_path: Path, offline: None) -> None:
+    write_cifar10_dvs(tmp_path, 2)
+    event_frames("cifar10-dvs", str(tmp_path), 4, train=True)  # builds the cache
+    cache = tmp_path / "frames_number_4_split_by_number"
+    (cache / "dog" / "001.npz").unlink()
+    with pytest.raises(ValueError, match=r"frames cache .* lacks 1 of 20 samples \(dog/001.npz\).*delete"):
+        event_frames("cifar10-dvs", str(tmp_path), 4, train=False)
+    shutil.rmtree(cache)
+    cache.mkdir()
+    (tmp_path / f"{cache.name}.building").touch()  # spikingjelly's own marker of an unfinished build
+    with pytest.raises(ValueError, match=r"(?s)lacks 20 of 20"):
+        event_frames("cifar10-dvs", str(tmp_path), 4, train=False)
+    shutil.rmtree(cache)
+    with pytest.raises(ValueError, match=r"(?s)spikingjelly could not prepare.*unfinished.*expected layout"):
+        event_frames("cifar10-dvs", str(tmp_path), 4, train=False)
+    (tmp_path / f"{cache.name}.building").unlink()
+    event_frames("cifar10-dvs", str(tmp_path), 4, train=False)
+    shutil.rmtree(tmp_path / "events_np")
+    with pytest.raises(FileNotFoundError, match="exists without the events_np/"):
+        event_frames("cifar10-dvs", str(tmp_path), 4, train=False)
+
+
 def test_dvs_missing_root_shows_the_layout(tmp_path: Path) -> None:
     cfg = TrainConfig.from_dict({
         "model": {"name": DVS["model"], "kwargs": {"T": 4}},
