@@ -287,6 +287,15 @@ def test_head_split_per_class() -> None:
 # --- SNNAugmentWide ------------------------------------------------------------------------------------------
 
 
+def test_snn_augment_magnitudes_are_upstreams_grid() -> None:
+    torch.manual_seed(0)
+    draws = [SNNAugmentWide.sample() for _ in range(6000)]
+    shear = sorted({round(m, 6) for op, m in draws if op == "shear_x"})
+    assert shear == [round(-0.3 + 0.02 * k, 6) for k in range(31)]  # linspace(-0.3, 0.3, 31), then a random sign
+    assert {m for op, m in draws if op == "identity"} == {0.0}
+    assert max(abs(m) for op, m in draws if op == "rotate") == 30.0
+
+
 def test_snn_augment_applies_one_transform_to_all_frames() -> None:
     frame = torch.rand(2, 128, 128)
     frames = frame.expand(5, 2, 128, 128).clone()

@@ -1,22 +1,32 @@
 """Upstream's DVS augmentation (SPEC §6.3): horizontal flip, then SNNAugmentWide, on ``[T, C, H, W]`` frames.
 
-SNNAugmentWide is TrivialAugment restricted to geometric ops that make sense on event counts: one op,
-chosen uniformly, with a magnitude drawn uniformly from 31 bins and a random sign. The same transform
-applies to every frame of a sample, so the event stream stays coherent in time.
+SNNAugmentWide is TrivialAugment restricted to geometric ops that make sense on event counts: one op, chosen
+uniformly, a magnitude drawn uniformly from 31 bins spanning [-max, max], then a random sign, drawn in
+upstream's order (Spikformer's ``cifar10dvs/autoaugment.py``, which Spikingformer imports). The same
+transform applies to every frame of a sample, so the event stream stays coherent in time.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torchvision.transforms import InterpolationMode, RandomErasing
 from torchvision.transforms import functional as F
 
 NUM_MAGNITUDE_BINS = 31
-#: op -> largest magnitude (radians of shear, pixels of translation, degrees of rotation)
-MAX_MAGNITUDE = {"shear_x": 0.3, "translate_x": 5.0, "translate_y": 5.0, "rotate": 30.0}
-OPS = ("identity", "shear_x", "translate_x", "translate_y", "rotate", "cutout")
+#: op -> (magnitude bins, signed): radians of shear, pixels of translation, degrees of rotation. Identity draws
+#: no magnitude; cutout draws one it never uses (RandomErasing sizes the patch), as upstream.
+SPACE: dict[str, tuple[torch.Tensor, bool]] = {
+    "identity": (torch.tensor(0.0), False),
+    "shear_x": (torch.linspace(-0.3, 0.3, NUM_MAGNITUDE_BINS), True),
+    "translate_x": (torch.linspace(-5.0, 5.0, NUM_MAGNITUDE_BINS), True),
+    "translate_y": (torch.linspace(-5.0, 5.0, NUM_MAGNITUDE_BINS), True),
+    "rotate": (torch.linspace(-30.0, 30.0, NUM_MAGNITUDE_BINS), True),
+    "cutout": (torch.linspace(1.0, 30.0, NUM_MAGNITUDE_BINS), True),
+}
+OPS = tuple(SPACE)
 
 
 class SNNAugmentWide:
@@ -25,32 +35,34 @@ class SNNAugmentWide:
     def __init__(self) -> None:
         self.cutout = RandomErasing(p=1.0, scale=(0.001, 0.11), ratio=(1.0, 1.0), value=0)
 
+    @staticmethod
+    def sample() -> tuple[str, float]:
+        """Draw (op, signed magnitude) with upstream's sequence of draws."""
+        op = OPS[int(torch.randint(len(OPS), (1,)))]
+        bins, signed = SPACE[op]
+        magnitude = float(bins[torch.randint(len(bins), (1,))]) if bins.ndim else 0.0
+        if signed and torch.randint(2, (1,)):
+            magnitude = -magnitude
+        return op, magnitude
+
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        op = OPS[int(torch.randint(len(OPS), ()))]
+        op, magnitude = self.sample()
         if op == "identity":
             return frames
         if op == "cutout":
             return self.cutout(frames)
-        bins = torch.linspace(0.0, MAX_MAGNITUDE[op], NUM_MAGNITUDE_BINS)
-        magnitude = float(bins[torch.randint(NUM_MAGNITUDE_BINS, ())])
-        if torch.randint(2, ()):
-            magnitude = -magnitude
-        angle, translate, shear = 0.0, [0, 0], [0.0, 0.0]
-        if op == "shear_x":
-            shear = [math.degrees(magnitude), 0.0]
-        elif op == "translate_x":
-            translate = [int(magnitude), 0]
-        elif op == "translate_y":
-            translate = [0, int(magnitude)]
-        else:
-            angle = magnitude
-        return F.affine(
-            frames, angle=angle, translate=translate, scale=1.0, shear=shear,
-            interpolation=InterpolationMode.NEAREST, fill=0.0,
-        )
+        if op == "rotate":
+            return F.rotate(frames, magnitude, interpolation=InterpolationMode.NEAREST, fill=0.0)
+        shift = int(magnitude)
+        geometry = {
+            "shear_x": {"translate": [0, 0], "shear": [math.degrees(magnitude), 0.0]},
+            "translate_x": {"translate": [shift, 0], "shear": [0.0, 0.0]},
+            "translate_y": {"translate": [0, shift], "shear": [0.0, 0.0]},
+        }[op]
+        return F.affine(frames, angle=0.0, scale=1.0, interpolation=InterpolationMode.NEAREST, fill=0.0, **geometry)
 
 
-def frames_to_tensor(frames) -> torch.Tensor:
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """spikingjelly's float32 numpy frames (event counts) as a tensor; the whole evaluation transform."""
     return torch.as_tensor(frames, dtype=torch.float32)
 
@@ -62,7 +74,7 @@ class DVSTrainTransform:
         self.hflip = hflip
         self.augment = SNNAugmentWide()
 
-    def __call__(self, frames) -> torch.Tensor:
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
         x = frames_to_tensor(frames)
         if torch.rand(()) < self.hflip:
             x = x.flip(-1)
