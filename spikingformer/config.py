@@ -187,6 +187,8 @@ class ScheduleConfig(_Section):
     def validate(self, where: str) -> None:
         _require(self.epochs >= 1, where, "epochs", self.epochs, ">= 1")
         _require(0 <= self.warmup_epochs <= self.epochs, where, "warmup_epochs", self.warmup_epochs, "0..epochs")
+        _require(self.warmup_lr >= 0, where, "warmup_lr", self.warmup_lr, ">= 0")
+        _require(self.min_lr >= 0, where, "min_lr", self.min_lr, ">= 0")
         _require(self.cooldown_epochs >= 0, where, "cooldown_epochs", self.cooldown_epochs, ">= 0")
 
 
@@ -197,9 +199,11 @@ class AugmentConfig(_Section):
     auto_augment: str | None = None
     hflip: float = 0.5
     re_prob: float = 0.0
-    re_mode: str = "const"
+    #: timm RandomErasing fill: constant 0, per-region random colour, or per-pixel noise.
+    re_mode: Literal["const", "rand", "pixel"] = "const"
     re_count: int = 1
-    interpolation: str = "bicubic"
+    #: timm's resize interpolation; 'random' picks bilinear or bicubic per training sample (eval: bilinear).
+    interpolation: Literal["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos", "random"] = "bicubic"
     #: Colour jitter strength; timm switches it off whenever ``auto_augment`` is set, as upstream ran it.
     color_jitter: float = 0.0
     #: RandomResizedCrop scale/ratio; (1, 1) + (1, 1) reproduces upstream's fixed centre square crop.
@@ -213,7 +217,7 @@ class AugmentConfig(_Section):
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
     mixup_mode: Literal["batch", "pair", "elem"] = "batch"
-    #: Epoch from which mixup/cutmix is switched off (null: never).
+    #: Epoch from which mixup/cutmix is switched off (null: never, where timm's command line says 0).
     mixup_off_epoch: int | None = None
     smoothing: float = 0.1
     #: DVS: SNNAugmentWide + flip on event frames.
@@ -229,6 +233,9 @@ class AugmentConfig(_Section):
             _require(0.0 <= value <= 1.0, where, key, value, "a probability in [0, 1]")
         _require(0.0 <= self.smoothing < 1.0, where, "smoothing", self.smoothing, "in [0, 1)")
         _require(self.color_jitter >= 0.0, where, "color_jitter", self.color_jitter, ">= 0")
+        _require(self.re_count >= 1, where, "re_count", self.re_count, ">= 1")
+        off = self.mixup_off_epoch
+        _require(off is None or off >= 1, where, "mixup_off_epoch", off, "null (never) or an epoch >= 1")
 
 
 @dataclass

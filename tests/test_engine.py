@@ -112,6 +112,20 @@ def test_loss_follows_mixup_and_smoothing() -> None:
         TrainConfig.from_dict(deep_merge(load_recipe("cifar10"), {"data": {"batch_size": 63}}))
 
 
+@pytest.mark.parametrize("section,key,value,allowed", [
+    ("augment", "re_mode", "zero", "is not one of ['const', 'rand', 'pixel']"),
+    ("augment", "interpolation", "cubic", "is not one of ['bilinear', 'bicubic'"),
+    ("augment", "re_count", 0, "is not allowed (>= 1)"),
+    ("augment", "mixup_off_epoch", 0, "is not allowed (null (never) or an epoch >= 1)"),
+    ("schedule", "warmup_lr", -1e-6, "is not allowed (>= 0)"),
+    ("schedule", "min_lr", -1e-5, "is not allowed (>= 0)"),
+])
+def test_config_errors_name_key_value_and_what_is_allowed(section: str, key: str, value, allowed: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({section: {key: value}}, "row.yaml")
+    assert str(err.value).startswith(f"row.yaml.{section}.{key}: {value!r} {allowed}")
+
+
 def test_cpu_runs_fp32_and_cuda_request_without_gpu_fails() -> None:
     assert amp_dtype(TrainConfig().runtime, torch.device("cpu")) is None
     assert default_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
