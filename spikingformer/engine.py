@@ -181,11 +181,12 @@ def train_one_epoch(run: _Run, loader: DataLoader, epoch: int, progress: bool) -
         if config.runtime.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         update = (step + 1) % accum == 0 or step + 1 == batches
+        group = min(accum, batches - step // accum * accum)  # micro-batches in this update; the last may be short
         skip_sync = isinstance(run.net, DistributedDataParallel) and not update
         with run.net.no_sync() if skip_sync else contextlib.nullcontext():
             with run.autocast():
                 loss = run.criterion(run.net(x), y)
-            run.scaler.scale(loss / accum).backward()
+            run.scaler.scale(loss / group).backward()
         if update:
             if config.optim.clip_grad is not None:
                 run.scaler.unscale_(run.optimizer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -9,11 +10,22 @@ from pathlib import Path
 import pytest
 import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from torch import nn
 
 from spikingformer.checkpointing import load_checkpoint
 from spikingformer.config import ConfigError, TrainConfig, deep_merge
 from spikingformer.distributed import default_device
-from spikingformer.engine import SELECTION, TIMING_KEYS, Callback, FitResult, amp_dtype, build_criterion, fit
+from spikingformer.engine import (
+    SELECTION,
+    TIMING_KEYS,
+    Callback,
+    FitResult,
+    _Run,
+    amp_dtype,
+    build_criterion,
+    fit,
+    train_one_epoch,
+)
 from spikingformer.models import build_model
 from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
 from spikingformer.recipes import list_recipes, load_recipe
@@ -132,6 +144,54 @@ def test_cpu_runs_fp32_and_cuda_request_without_gpu_fails() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
             default_device("cuda")
+
+
+def linear_run(optim: dict) -> _Run:
+    """A _Run around a linear classifier and plain SGD (lr 1), so an update is minus the gradient."""
+    model = nn.Linear(4, 3)
+    return _Run(
+        config=TrainConfig.from_dict({"optim": optim}), model=model, net=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=1.0), scheduler=None,
+        scaler=torch.amp.GradScaler("cpu", enabled=False), ema=None, criterion=nn.CrossEntropyLoss(), mixup=None,
+        device=torch.device("cpu"), dtype=None,
+    )
+
+
+def batches(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.randn(4, 4), torch.randint(3, (4,))) for _ in range(n)]
+
+
+def sgd_step(model: nn.Module, loss: torch.Tensor) -> None:
+    model.zero_grad()
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= p.grad
+
+
+def test_short_last_accumulation_group_is_a_mean_of_its_own_batches() -> None:
+    run = linear_run({"grad_accum_steps": 2})
+    reference = copy.deepcopy(run.model)
+    data = batches(3)  # groups {0, 1} and {2}
+    train_one_epoch(run, data, epoch=0, progress=False)
+    ce = nn.functional.cross_entropy
+    sgd_step(reference, (ce(reference(data[0][0]), data[0][1]) + ce(reference(data[1][0]), data[1][1])) / 2)
+    sgd_step(reference, ce(reference(data[2][0]), data[2][1]))  # not halved: the group holds one batch
+    assert run.num_updates == 2
+    for got, want in zip(run.model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_clip_grad_bounds_the_update() -> None:
+    data = batches(1)
+    steps = {}
+    for clip in (None, 0.01):
+        run = linear_run({"clip_grad": clip})
+        before = [p.detach().clone() for p in run.model.parameters()]
+        train_one_epoch(run, data, epoch=0, progress=False)
+        after = run.model.parameters()
+        steps[clip] = float(torch.cat([(p.detach() - b).flatten() for p, b in zip(after, before, strict=True)]).norm())
+    assert steps[None] > 0.05 and steps[0.01] == pytest.approx(0.01, rel=1e-4)
 
 
 class Recorder(Callback):
