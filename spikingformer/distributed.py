@@ -1,11 +1,11 @@
 """torch.distributed, as the engine sees it: whoever launched us (torchrun, Ray Train) owns the process group.
 
-Everything here degrades to the single-process case when no group is initialized.
+Everything here degrades to the single-process case when no group is initialized. Nothing here reads the
+environment: the launcher's protocol (torchrun's WORLD_SIZE / LOCAL_RANK) belongs to its CLI.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -24,24 +24,13 @@ def rank_and_world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
 
 
-def init_from_env(use_cuda: bool) -> bool:
-    """Join the group torchrun describes (WORLD_SIZE > 1): NCCL on GPU, gloo on CPU. True if joined here."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
-        return False
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return True
-
-
-def default_device(requested: str) -> torch.device:
-    """'auto' picks CUDA when present; under DDP each process takes its LOCAL_RANK's GPU."""
+def default_device(requested: str, rank: int = 0) -> torch.device:
+    """'auto' picks CUDA when present; rank r takes GPU r mod count (callers that know the local GPU pass it)."""
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise RuntimeError("runtime.device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cuda", rank % torch.cuda.device_count())
 
 
 def all_reduce(values: list[float], device: torch.device, op: str = "sum") -> list[float]:

@@ -286,10 +286,12 @@ def fit(
 ) -> FitResult:
     """Train ``config`` for ``schedule.total_epochs`` epochs, evaluating and checkpointing as configured.
 
-    ``progress`` shows a per-epoch tqdm bar on rank 0 when stderr is a terminal.
+    ``device`` is this rank's device (a launcher that knows the local GPU passes it); by default
+    ``runtime.device`` decides, rank r taking GPU r mod count. ``progress`` shows a per-epoch tqdm bar on rank 0
+    when stderr is a terminal.
     """
     rank, world = rank_and_world()
-    device = device or default_device(config.runtime.device)
+    device = device or default_device(config.runtime.device, rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     torch.manual_seed(config.runtime.seed)  # identical initial weights on every rank

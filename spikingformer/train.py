@@ -2,9 +2,11 @@
 
 FILE holds a TrainConfig mapping, or ``rows: {NAME: mapping, ...}`` picked with ``--row NAME``. A mapping may
 start from a recipe: ``recipe: cifar10`` plus keys deep-merged on top. Under torchrun (WORLD_SIZE > 1) each
-process joins a gloo (CPU) or NCCL (GPU) group. Rank 0 prints one line per epoch (with a tqdm bar when
-interactive) and writes OUT/result.json; every rank writes OUT/rank<r>.json (final metrics and weight
-checksum) so a distributed run can be checked for agreement. Checkpoints go to OUT/last.pt and OUT/best.pt.
+process joins a gloo (CPU) or NCCL (GPU: its LOCAL_RANK GPU) group; this CLI is the only place that reads
+torchrun's environment, the engine gets the device as an argument. Rank 0 prints one line per epoch (with a
+tqdm bar when interactive) and writes OUT/result.json; every rank writes OUT/rank<r>.json (final metrics and
+weight checksum) so a distributed run can be checked for agreement. Checkpoints go to OUT/last.pt and
+OUT/best.pt.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ import torch.distributed as dist
 import yaml
 
 from spikingformer.config import ConfigError, TrainConfig, deep_merge
-from spikingformer.distributed import init_from_env, rank_and_world
+from spikingformer.distributed import rank_and_world
 from spikingformer.engine import Callback, fit
 from spikingformer.recipes import load_recipe
 
@@ -54,6 +57,21 @@ def load_config(path: str | Path, row: str | None = None, epochs: int | None = N
     if epochs is not None:
         mapping = deep_merge(mapping, {"schedule": {"epochs": epochs}})
     return TrainConfig.from_dict(mapping, where)
+
+
+def join_torchrun(config: TrainConfig) -> tuple[bool, torch.device | None]:
+    """torchrun's protocol: WORLD_SIZE > 1 means join its group (NCCL on GPU, gloo on CPU) on GPU LOCAL_RANK.
+
+    Returns (joined here, this process's device or None to let ``fit`` decide from ``runtime.device``).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False, None
+    use_cuda = config.runtime.device != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else None
+    if device is not None:
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return True, device
 
 
 class PrintEpochs(Callback):
@@ -91,14 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"spikingformer.train: error: {err}", file=sys.stderr)
         return 2
-    joined = init_from_env(use_cuda=config.runtime.device != "cpu" and torch.cuda.is_available())
+    joined, device = join_torchrun(config)
     try:
         rank, world = rank_and_world()
         logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(message)s")
         out = Path(args.out or Path("runs/train") / "-".join(filter(None, [Path(args.config).stem, args.row])))
         out.mkdir(parents=True, exist_ok=True)
         callbacks = [PrintEpochs(config.schedule.total_epochs)] if rank == 0 else []
-        result = fit(config, callbacks=callbacks, checkpoint_dir=out, resume_from=args.resume, progress=True)
+        result = fit(
+            config, callbacks=callbacks, checkpoint_dir=out, resume_from=args.resume, device=device, progress=True
+        )
         final = result.history[-1] if result.history else {}
         record = {"rank": rank, "world_size": world, "weights_sha256": result.weights_sha256, "final": final}
         (out / f"rank{rank}.json").write_text(json.dumps(record, indent=2))

@@ -146,6 +146,13 @@ def test_cpu_runs_fp32_and_cuda_request_without_gpu_fails() -> None:
             default_device("cuda")
 
 
+def test_default_device_spreads_ranks_over_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [default_device("auto", rank) for rank in range(3)] == [torch.device("cuda", r) for r in (0, 1, 0)]
+    assert default_device("cpu", 1) == torch.device("cpu")
+
+
 def linear_run(optim: dict) -> _Run:
     """A _Run around a linear classifier and plain SGD (lr 1), so an update is minus the gradient."""
     model = nn.Linear(4, 3)
