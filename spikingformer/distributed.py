@@ -7,7 +7,7 @@ environment: the launcher's protocol (torchrun's WORLD_SIZE / LOCAL_RANK) belong
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -40,6 +40,15 @@ def all_reduce(values: list[float], device: torch.device, op: str = "sum") -> li
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return t.tolist()
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """Collective: every rank's ``obj`` (picklable), in rank order, on every rank."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_buffers(module: nn.Module) -> None:

@@ -4,7 +4,9 @@
 ``spikingformer.train``, or Ray Train), else runs alone. Every epoch first reseeds python, numpy and torch
 from (seed, rank, epoch), so an epoch's randomness (sampler order, RandAugment, mixup, erasing, worker
 seeds) is a function of those three numbers: a run resumed from an epoch-end checkpoint equals the
-uninterrupted run, on every rank, without carrying generator states between processes.
+uninterrupted run, on every rank. Checkpoints also carry every rank's generator states (gathered to rank 0,
+each rank's put back on resume), so a checkpoint records where every generator stood; exactness comes from the
+reseed at the next epoch's start, which overrides them.
 """
 
 from __future__ import annotations
@@ -32,10 +34,26 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from spikingformer.checkpointing import BEST, LAST, copy_checkpoint, load_checkpoint, save_checkpoint, state_sha256
+from spikingformer.checkpointing import (
+    BEST,
+    LAST,
+    copy_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    state_sha256,
+)
 from spikingformer.config import AugmentConfig, RuntimeConfig, TrainConfig
 from spikingformer.data import build_loaders
-from spikingformer.distributed import all_reduce, broadcast_buffers, default_device, is_distributed, rank_and_world
+from spikingformer.distributed import (
+    all_gather,
+    all_reduce,
+    broadcast_buffers,
+    default_device,
+    is_distributed,
+    rank_and_world,
+)
 from spikingformer.models import build_model
 from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
 
@@ -231,8 +249,10 @@ def _eval_metrics(sums: list[float], prefix: str = "") -> dict[str, float]:
     return {"eval_loss": loss / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n}
 
 
-def _checkpoint_state(run: _Run, epoch: int, best: tuple[float, int], history: list[dict]) -> dict[str, Any]:
-    rank_world = rank_and_world()
+def _checkpoint_state(
+    run: _Run, epoch: int, best: tuple[float, int], history: list[dict], rng: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Everything a resumed run needs; ``rng`` holds each rank's generator states, in rank order."""
     return {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -247,11 +267,12 @@ def _checkpoint_state(run: _Run, epoch: int, best: tuple[float, int], history: l
         "history": history,
         "config": run.config.to_dict(),
         "seed": run.config.runtime.seed,
-        "world_size": rank_world[1],
+        "world_size": len(rng),
+        "rng": rng,
     }
 
 
-def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
+def _restore(run: _Run, ckpt: dict[str, Any], rank: int) -> None:
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT}")
     if ckpt["seed"] != run.config.runtime.seed:
@@ -268,6 +289,9 @@ def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
             raise ValueError("the config asks for EMA but the checkpoint has none")
         run.ema.module.load_state_dict(ckpt["ema"])
     run.num_updates = ckpt["num_updates"]
+    states = ckpt.get("rng") or []  # absent in checkpoints written before generator states were stored
+    if rank < len(states):
+        set_rng_state(states[rank], run.device)
 
 
 def _on_disk(folder: Path | None, name: str, rank: int) -> Path | None:
@@ -321,7 +345,7 @@ def fit(
     start = 0
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from)
-        _restore(run, ckpt)
+        _restore(run, ckpt, rank)
         history, best, start = ckpt["history"], (ckpt["best_top1"], ckpt["best_epoch"]), ckpt["epoch"] + 1
         if ckpt["world_size"] != world:
             log.warning("resuming a %d-rank run on %d ranks: batches will differ", ckpt["world_size"], world)
@@ -386,8 +410,9 @@ def fit(
             best = (metrics["top1"], epoch)
         written = None
         due = (epoch + 1) % config.runtime.checkpoint_every == 0 or last_epoch or improved
+        rng = all_gather(rng_state(device)) if due else []  # collective: ``due`` is the same on every rank
         if checkpoint_dir is not None and rank == 0 and due:
-            written = save_checkpoint(_checkpoint_state(run, epoch, best, history), checkpoint_dir / LAST)
+            written = save_checkpoint(_checkpoint_state(run, epoch, best, history, rng), checkpoint_dir / LAST)
             if improved:
                 copy_checkpoint(written, checkpoint_dir / BEST)
         for callback in callbacks:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
-from spikingformer.checkpointing import load_checkpoint
+from spikingformer.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from spikingformer.config import ConfigError, TrainConfig, deep_merge
 from spikingformer.distributed import default_device
 from spikingformer.engine import (
@@ -201,6 +203,27 @@ def test_clip_grad_bounds_the_update() -> None:
     assert steps[None] > 0.05 and steps[0.01] == pytest.approx(0.01, rel=1e-4)
 
 
+def test_checkpoint_restores_generator_positions(tmp_path: Path) -> None:
+    def draws() -> tuple:
+        return random.random(), random.gauss(0, 1), np.random.rand(), np.random.randn(), torch.rand(4).tolist()
+
+    random.gauss(0, 1), np.random.randn()  # both keep a cached gaussian: part of the state
+    save_checkpoint({"rng": [rng_state(torch.device("cpu"))]}, tmp_path / "rng.pt")
+    after_save = draws()
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    set_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"][0], torch.device("cpu"))  # weights_only=True
+    assert draws() == after_save
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+    with pytest.raises(Exception):  # noqa: B017 - pickling fails after the write began
+        save_checkpoint({"epoch": 2, "w": torch.zeros(3), "callback": lambda: None}, path)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
 class Recorder(Callback):
     def __init__(self) -> None:
         self.epochs: list[tuple[dict, Path | None]] = []
@@ -240,7 +263,9 @@ def test_resume_equals_the_uninterrupted_run(tmp_path: Path, workers: int) -> No
     with pytest.raises(Crash):
         fit(config, checkpoint_dir=tmp_path / "split", callbacks=[CrashAfter(2)])
     assert load_checkpoint(tmp_path / "split")["epoch"] == 1
-    resumed = fit(config, checkpoint_dir=tmp_path / "split", resume_from=tmp_path / "split")
+    recorder = Recorder()
+    resumed = fit(config, checkpoint_dir=tmp_path / "split", resume_from=tmp_path / "split", callbacks=[recorder])
+    assert [m["epoch"] for m, _ in recorder.epochs] == [2, 3]  # only the epochs the crash lost
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "last.pt")
     for part in ("model", "ema"):
@@ -271,11 +296,13 @@ def test_fit_reports_metrics_checkpoints_and_labels(tmp_path: Path) -> None:
     assert result.data_info["train"]["size"] == 96 and result.data_info["eval"]["fingerprint"]
     ckpt = load_checkpoint(tmp_path)
     assert ckpt["epoch"] == 2 and ckpt["num_updates"] == 3 * 3  # 6 batches per epoch, 2 per update
-    assert set(ckpt) >= {"model", "optimizer", "scheduler", "scaler", "ema", "history", "best_top1", "config"}
+    assert set(ckpt) >= {"model", "optimizer", "scheduler", "scaler", "ema", "history", "best_top1", "config", "rng"}
+    assert len(ckpt["rng"]) == ckpt["world_size"] == 1 and ckpt["rng"][0]["cuda"] is None
     with pytest.raises(ValueError, match="runtime.seed"):
         fit(TrainConfig.from_dict(deep_merge(config.to_dict(), {"runtime": {"seed": 8}})), resume_from=tmp_path)
     finished = fit(config, resume_from=tmp_path / "last.pt")  # nothing left to train: the stored figures
     assert untimed(finished.history) == untimed(result.history)
+    assert torch.equal(torch.get_rng_state(), ckpt["rng"][0]["torch"])  # the generators were put back
 
 
 @pytest.mark.slow

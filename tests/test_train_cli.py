@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from spikingformer.checkpointing import load_checkpoint, state_sha256
 from spikingformer.config import ConfigError
 from spikingformer.train import load_config, main
 
@@ -69,7 +71,10 @@ def test_two_gloo_ranks_agree(tmp_path: Path) -> None:
     ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
-    assert ranks[0]["final"] == ranks[1]["final"]
+    ckpt = load_checkpoint(tmp_path / "out")
+    assert state_sha256(ckpt["model"]) == ranks[0]["weights_sha256"]  # rank 0 saved the weights both ranks hold
+    assert len(ckpt["rng"]) == 2  # each rank's generators, gathered to rank 0 (seeded per rank: they differ)
+    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["global_batch"] == 32 and result["data_info"]["eval"]["size"] == 40
     assert proc.stdout.count("epoch 2/2") == 1  # only rank 0 prints
