@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
@@ -153,6 +154,17 @@ def test_default_device_spreads_ranks_over_gpus(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert [default_device("auto", rank) for rank in range(3)] == [torch.device("cuda", r) for r in (0, 1, 0)]
     assert default_device("cpu", 1) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("amp,bf16,expected", [
+    ("none", True, None), ("bf16", False, torch.bfloat16), ("fp16", True, torch.float16),
+    ("auto", True, torch.bfloat16), ("auto", False, torch.float16),
+])
+def test_amp_dtype_per_setting(monkeypatch: pytest.MonkeyPatch, amp: str, bf16: bool, expected) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    runtime = TrainConfig.from_dict({"runtime": {"amp": amp}}).runtime
+    assert amp_dtype(runtime, torch.device("cuda", 0)) == expected
+    assert amp_dtype(runtime, torch.device("cpu")) is None
 
 
 def linear_run(optim: dict) -> _Run:
@@ -303,6 +315,44 @@ def test_fit_reports_metrics_checkpoints_and_labels(tmp_path: Path) -> None:
     finished = fit(config, resume_from=tmp_path / "last.pt")  # nothing left to train: the stored figures
     assert untimed(finished.history) == untimed(result.history)
     assert torch.equal(torch.get_rng_state(), ckpt["rng"][0]["torch"])  # the generators were put back
+
+
+def test_mixup_switches_off_at_its_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    mixed: list[list[bool]] = [[]]
+    targets: list[torch.Tensor] = []
+    real_call = Mixup.__call__
+
+    def spy(self: Mixup, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        before = x.clone()
+        x, soft = real_call(self, x, target)
+        mixed[-1].append(not torch.equal(x, before))
+        targets.append(soft)
+        return x, soft
+
+    class NextEpoch(Callback):
+        def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
+            mixed.append([])
+
+    monkeypatch.setattr(Mixup, "__call__", spy)
+    config = TrainConfig.from_dict(deep_merge(AUGMENTED, {
+        "data": {"train_size": 32, "eval_size": 16}, "schedule": {"epochs": 3},
+        "augment": {"auto_augment": None, "re_prob": 0.0, "cutmix_alpha": 0.0, "mixup_off_epoch": 2},
+        "runtime": {"ema_decay": None},
+    }))
+    fit(config, callbacks=[NextEpoch()])
+    assert mixed[:3] == [[True, True], [True, True], [False, False]]
+    assert len(torch.cat(targets[:4]).unique()) > 2  # epochs 0-1: mixed soft targets
+    off = torch.cat(targets[-2:])  # epoch 2: smoothed one-hot targets, still for SoftTargetCE
+    assert off.unique().tolist() == pytest.approx([0.01, 0.91])
+
+
+def test_channels_last_runs_on_cpu() -> None:
+    config = TrainConfig.from_dict(deep_merge(AUGMENTED, {
+        "data": {"train_size": 32, "eval_size": 16}, "schedule": {"epochs": 1},
+        "runtime": {"channels_last": True, "ema_decay": None},
+    }))
+    result = fit(config)
+    assert math.isfinite(result.history[0]["train_loss"]) and not math.isnan(result.last_top1)
 
 
 @pytest.mark.slow
