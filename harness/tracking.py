@@ -67,14 +67,18 @@ def config_changes(params: Mapping[str, str], train: Mapping[str, Any]) -> list[
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mapping -> {"a.b.c": "value"}, the shape MLflow params take."""
+    """Nested mapping -> {"a.b.c": "value"}, the shape MLflow params take.
+
+    A tuple reads as a list: Tune hands a restored trial its config with lists where the original had tuples,
+    and the config hash must not tell them apart.
+    """
     out: dict[str, str] = {}
     for key, value in mapping.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
             out.update(flatten(value, f"{name}."))
         else:
-            out[name] = str(value)
+            out[name] = str(list(value) if isinstance(value, tuple) else value)
     return out
 
 

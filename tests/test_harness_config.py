@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -233,6 +234,8 @@ def test_a_tracked_run_of_an_edited_row_is_refused_before_ray_starts(tmp_path: P
 
     # The same rows (a retry, a resume), or a change of where they run only: each run is found again.
     assert check_tracked(store, tracked_plan(path, uri), str(path)).keys() == runs.keys()
+    spec = tracked_plan(path, uri)[0]  # Tune restores a trial's config with lists where it had tuples
+    assert spec.config_hash == tracking.config_hash(json.loads(json.dumps(spec.train)))
     moved = demo_mapping()
     moved["train"]["data"] = {"num_workers": 3}
     moved["train"]["runtime"].update(device="auto", checkpoint_every=2)
