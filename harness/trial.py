@@ -277,7 +277,8 @@ def train_worker(loop: dict[str, Any]) -> None:
     log = tracking.EpochLog(store, loop["run_id"]) if store is not None else None
     if store is not None:
         world = ray.train.get_context().get_world_size()
-        store.set_tags(loop["run_id"], {"sfh.device": _device_name(device), "sfh.world_size": str(world)})
+        store.set_tags(loop["run_id"], {"sfh.device": _device_name(device), "sfh.world_size": str(world),
+                                        "sfh.node": ray.util.get_node_ip_address()})
     try:
         result = fit(
             config,

@@ -6,7 +6,8 @@ holds 1.5 of the head's CPUs: the trial's one-CPU Train worker can only go to th
 Tune has received the first epoch (its checkpoint in the storage), the hold is released and the worker node's
 raylet is killed, taking the whole trial with it. Tune retries the trial on the head; the TorchTrainer of the
 same name continues from the last checkpoint and the MLflow run, found again by its key, gets the remaining
-epochs: every epoch is reported once and logged once, in one run. Slow: minutes on a 2-core CPU.
+epochs: every epoch is reported once and logged once, in one run. Slow: minutes on a 2-core CPU. (And, fast:
+the private local Ray is started on 127.0.0.2 without taking the user's own RAY_GCS_SERVER_PORT.)
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import ray
 import yaml
 from ray_nodes import ENV, RayNode, wait_for
 
-from harness import tracking
-
-pytestmark = pytest.mark.slow
+from harness import cluster, tracking
 
 REPO = Path(__file__).resolve().parents[1]
 SFH = Path(sys.executable).parent / "sfh"
@@ -66,6 +66,7 @@ def experiment_file(tmp_path: Path) -> Path:
 TRAIN_WORKER = "ray::RayTrainWorker"
 
 
+@pytest.mark.slow
 def test_trial_survives_losing_the_worker_node(tmp_path: Path, two_nodes: tuple[RayNode, RayNode]) -> None:
     head, worker = two_nodes
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -105,3 +106,16 @@ def test_trial_survives_losing_the_worker_node(tmp_path: Path, two_nodes: tuple[
     [result_file] = (tmp_path / "ray" / "cluster-demo").glob("*/result.json")
     epochs = [json.loads(line)["epoch"] for line in result_file.read_text().splitlines()]
     assert epochs == sorted(set(epochs)) and epochs[0] == 0 and epochs[-1] == EPOCHS - 1, epochs
+
+
+def test_private_local_ray_is_on_loopback_and_gives_back_the_users_gcs_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = {}
+    monkeypatch.setenv("RAY_GCS_SERVER_PORT", "6390")
+    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "0")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: started.update(kw, port=os.environ["RAY_GCS_SERVER_PORT"]))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3.0})
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}])
+    assert cluster.connect() == f"Ray local at {cluster.LOCAL_NODE_IP}: 1 node(s), 3 CPU, 0 GPU"
+    assert (started["address"], started["_node_ip_address"]) == ("local", cluster.LOCAL_NODE_IP)
+    assert started["port"] != "6390" and os.environ["RAY_GCS_SERVER_PORT"] == "6390"

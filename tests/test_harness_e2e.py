@@ -1,7 +1,8 @@
 """End to end through ``sfh``: a real Ray cluster on loopback, real MLflow (sqlite and a server), real kills.
 
-One Ray head for the whole module (``ray start --block`` on 127.0.0.2, its process group stopped at the
-end); every command joins it with ``--address``. Slow: minutes on a 2-core CPU.
+One Ray head for the whole module (``tests/ray_nodes.py``: ``ray start --block`` on 127.0.0.2, its process
+group stopped at the end); every command joins it with ``--address``, except one that starts the private
+local Ray. Slow: minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -9,20 +10,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
+import tempfile
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from ray_nodes import RayNode, free_port, wait_for
 
 from harness import tracking
 from harness.cli import main
+from harness.cluster import LOCAL_NODE_IP
 
 pytestmark = pytest.mark.slow
 
@@ -33,86 +34,16 @@ PAPER_FILES = ("imagenet", "cifar10", "cifar100", "cifar10-dvs", "dvs128-gesture
 HOST = "127.0.0.2"
 #: Logical CPUs of the test head: more than the cores, so the five smoke trials overlap their start-up waits.
 LOGICAL_CPUS = 6
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def descendants(root: int) -> dict[int, str]:
-    """pid -> command line of every live descendant of ``root`` (read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = {}, list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        try:
-            found[pid] = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        todo += children.get(pid, [])
-    return found
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.3) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
-
-
-class Head:
-    """A Ray head started by this test session, and everything it spawned."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port(HOST)
-        self.address = f"{HOST}:{self.port}"
-        self.lines: list[str] = []
-        ports = {"--ray-client-server-port": free_port(), "--dashboard-port": free_port(),
-                 "--dashboard-agent-listen-port": free_port()}
-        self.proc = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--head", "--block", f"--node-ip-address={HOST}", f"--port={self.port}",
-             f"--num-cpus={LOGICAL_CPUS}", "--disable-usage-stats", *[f"{k}={v}" for k, v in ports.items()]],
-            # Loopback only, so no token auth (a joining driver would need RAY_AUTH_MODE=token and the token).
-            env={**os.environ, "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "disabled"}, cwd=tmp,
-            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
-        wait_for(lambda: self.proc.poll() is not None or any("Ray runtime started" in x for x in self.lines),
-                 120, "the Ray head")
-        assert self.proc.poll() is None, "".join(self.lines)
-
-    def processes(self, title: str) -> list[int]:
-        """Pids of this cluster's processes whose command line contains ``title`` (e.g. a Train worker)."""
-        return sorted(pid for pid, cmdline in descendants(self.proc.pid).items() if title in cmdline)
-
-    def stop(self) -> None:
-        """SIGKILL the head's process tree: nothing in a test cluster needs a graceful exit."""
-        tree = self.processes("")
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        for pid in tree:  # what left the group (Ray's agents start sessions of their own)
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=30)
+TRAIN_WORKER = "RayTrainWorker"
 
 
 @pytest.fixture(scope="module")
-def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
-    cluster = Head(tmp_path_factory.mktemp("ray"))
-    yield cluster
-    cluster.stop()
+def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayNode]:
+    # Loopback only, so no token auth (an in-process driver would need RAY_AUTH_MODE=token and the token).
+    node = RayNode(HOST, num_cpus=LOGICAL_CPUS, log=tmp_path_factory.mktemp("ray") / "head.log",
+                   env={"RAY_AUTH_MODE": "disabled"})
+    yield node
+    node.stop()
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +108,7 @@ def check_finished_trial(store: tracking.Tracking, run) -> None:
     assert epochs == list(range(total))
 
 
-def test_smoke_every_paper_table(head: Head, tmp_path: Path) -> None:
+def test_smoke_every_paper_table(head: RayNode, tmp_path: Path) -> None:
     """Every table runs on CPU: its first row, synthetic data of the row's shape, 1 epoch of 1 batch.
 
     The five drivers run side by side (their trials' start-up is mostly waiting on process spawns), each
@@ -205,16 +136,24 @@ def test_smoke_every_paper_table(head: Head, tmp_path: Path) -> None:
         assert f"| {first} |" in out and "| 1/1 |" in out and "NOT RUN" in out  # the other rows
 
 
-def test_reproduce_against_an_mlflow_server(head: Head, mlflow_server: str, tmp_path: Path, capsys) -> None:
-    code = sfh("reproduce", EXPERIMENTS / "demo.yaml", "--smoke", "--seeds", "2", "--rows", "spikingformer",
-               "--address", head.address, "--storage", tmp_path / "ray", "--tracking-uri", mlflow_server)
-    out = capsys.readouterr().out
-    assert code == 0, out
+def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_server: str, tmp_path: Path,
+                                                                    capsys) -> None:
+    """Without --address: a private Ray of its own on 127.0.0.2 (the trials' node, as their runs record)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    driver = subprocess.run(
+        [str(BIN / "sfh"), "reproduce", str(EXPERIMENTS / "demo.yaml"), "--smoke", "--seeds", "2", "--rows",
+         "spikingformer", "--storage", str(tmp_path / "ray"), "--tracking-uri", mlflow_server],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    out = driver.stdout
+    assert driver.returncode == 0, out + driver.stderr
+    assert f"Ray local at {LOCAL_NODE_IP}: 1 node(s)" in out
     server = tracking.Tracking(mlflow_server)
     runs = runs_by_key(server, "demo-smoke")
     assert sorted(runs) == ["demo-smoke/spikingformer/seed0", "demo-smoke/spikingformer/seed1"]
     for run in runs.values():
         check_finished_trial(server, run)
+        assert run.data.tags["sfh.node"] == LOCAL_NODE_IP
     assert "| spikingformer | n/a |" in out and "| 2/2 | n/a |" in out
     for seed in (0, 1):  # the progress lines, in place of Tune's tables
         assert f"spikingformer seed{seed}" in out and "epoch 1/1  top-1" in out and "done in" in out
@@ -226,7 +165,7 @@ def test_reproduce_against_an_mlflow_server(head: Head, mlflow_server: str, tmp_
     assert len(server.trial_runs("demo-smoke")) == 2
 
 
-def test_a_row_larger_than_the_cluster_fails_before_training(head: Head, store: tracking.Tracking, tmp_path: Path,
+def test_a_row_larger_than_the_cluster_fails_before_training(head: RayNode, store: tracking.Tracking, tmp_path: Path,
                                                              capsys) -> None:
     code = sfh("reproduce", EXPERIMENTS / "imagenet.yaml", "--rows", "8-384", "--address", head.address,
                "--storage", tmp_path / "ray", "--tracking-uri", store.uri)
@@ -256,7 +195,7 @@ def reported_epochs(storage: Path, row: str) -> list[int]:
     return [int(r["epoch"]) for r in lines if r["pid"] == lines[-1]["pid"]]
 
 
-def test_worker_and_driver_kills_then_resume(head: Head, store: tracking.Tracking, tmp_path: Path, capsys) -> None:
+def test_worker_and_driver_kills_then_resume(head: RayNode, store: tracking.Tracking, tmp_path: Path, capsys) -> None:
     """SIGKILL a DDP worker mid-trial (Ray Train restarts the group from the last checkpoint), then SIGKILL the
     driver mid-way through the next row, then ``sfh resume``: every row finishes, no epoch is trained twice,
     one MLflow run per (row, seed)."""
@@ -276,14 +215,14 @@ def test_worker_and_driver_kills_then_resume(head: Head, store: tracking.Trackin
             return len(store.client.get_metric_history(run.info.run_id, "epoch")) if run else 0
 
         wait_for(lambda: epochs_logged("ddp") >= 1, 300, "the first epoch of the DDP row")
-        workers = wait_for(lambda: head.processes("RayTrainWorker"), 30, "the Train workers")
+        workers = wait_for(lambda: head.pids(TRAIN_WORKER), 30, "the Train workers")
         assert len(workers) == 2
         os.kill(workers[-1], signal.SIGKILL)
-        wait_for(lambda: set(head.processes("RayTrainWorker")) - set(workers), 120, "a restarted worker group")
+        wait_for(lambda: set(head.pids(TRAIN_WORKER)) - set(workers), 120, "a restarted worker group")
         wait_for(lambda: epochs_logged("single") >= 1, 300, "the first epoch of the second row")
         driver.kill()
         driver.wait(timeout=30)
-        wait_for(lambda: not head.processes("RayTrainWorker"), 120, "the dead driver's workers to go")
+        wait_for(lambda: not head.pids(TRAIN_WORKER), 120, "the dead driver's workers to go")
         logged_before_kill = epochs_logged("single")
     finally:
         if driver.poll() is None:
@@ -305,5 +244,9 @@ def test_worker_and_driver_kills_then_resume(head: Head, store: tracking.Trackin
     for run in runs.values():
         check_finished_trial(store, run)
     assert runs[f"{name}/ddp/seed0"].data.tags["sfh.world_size"] == "2"
+    for row in ("ddp", "single"):  # the resumed trial went on in its own Train run, not a new one
+        assert len(list((storage / name / "train").glob(f"{name}-{row}-seed0-*"))) == 1, row
+    scratch = Path(tempfile.gettempdir()) / f"sfh-trials-{os.getuid()}"
+    assert not list(scratch.glob(f"{name}-*")), "a trial's worker scratch outlived it"
     parents = [r for r in store.client.search_runs([store.find_experiment(name)], f"tags.`{tracking.KIND}` = 'parent'")]
     assert [p.info.status for p in parents] == ["FINISHED"]
