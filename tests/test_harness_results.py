@@ -124,6 +124,14 @@ def test_collect_aggregates_seeds_and_judges_rows(store: tracking.Tracking, tmp_
                  "--out", str(tmp_path / "t.csv")]) == 0
     assert (tmp_path / "t.csv").read_text() == results.render_csv(list(rows.values()))
 
+    # Two experiments in one CSV: one header, each row under its own experiment.
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({**EXPERIMENT, "name": "other"}))
+    assert main(["table", str(tmp_path / "table.yaml"), str(tmp_path / "other.yaml"), "--tracking-uri", store.uri,
+                 "--format", "csv", "--out", str(tmp_path / "both.csv")]) == 0
+    lines = (tmp_path / "both.csv").read_text().splitlines()
+    assert lines.count(lines[0]) == 1 and len(lines) == 1 + 2 * len(EXPERIMENT["rows"])
+    assert [r["experiment"] for r in csv.DictReader(io.StringIO("\n".join(lines)))][-1] == "other"
+
 
 def test_formatters_keep_small_values_readable() -> None:
     """Shared by the markdown table and the HTML report: a demo's SOPs are thousandths of a G, not 0.00."""

@@ -12,11 +12,9 @@ from harness.tracking import Tracking, default_tracking_uri
 EXPERIMENTS_DIR = Path("experiments")
 
 
-def format_table(experiment: Experiment, tracking_uri: str, *, name: str | None = None, fmt: str = "md") -> str:
-    """One experiment's table; markdown gets a title line naming the paper table and the tolerance."""
+def format_table(experiment: Experiment, tracking_uri: str, *, name: str | None = None) -> str:
+    """One experiment's markdown table, under a title line naming the paper table and the tolerance."""
     rows = results.collect(experiment, tracking_uri, name=name)
-    if fmt == "csv":
-        return results.render_csv(rows)
     tol = experiment.tolerance
     title = (
         f"## {name or experiment.name}: {experiment.paper.table} (arXiv {experiment.paper.arxiv})\n\n"
@@ -33,7 +31,11 @@ def run(args: argparse.Namespace) -> int:
         experiments = [e for e in experiments if store.find_experiment(e.name) is not None]
     if args.name and len(experiments) != 1:
         raise ValueError("--name selects the tracked name of one experiment file; give exactly one")
-    text = "\n".join(format_table(e, uri, name=args.name, fmt=args.format) for e in experiments)
+    if args.format == "csv":  # one header over the rows of every experiment (its own column)
+        rows = [row for e in experiments for row in results.collect(e, uri, name=args.name)]
+        text = results.render_csv(rows) if experiments else ""
+    else:
+        text = "\n".join(format_table(e, uri, name=args.name) for e in experiments)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
