@@ -29,18 +29,20 @@ from ray import tune
 from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from harness import tracking
+from harness import results, tracking
 from harness.config import SMOKE_RESOURCES, Experiment, Resources, run_overrides
 from spikingformer.checkpointing import BEST, LAST, load_checkpoint
 from spikingformer.config import ConfigError, TrainConfig, deep_merge
 from spikingformer.data import build_eval_loader
-from spikingformer.energy import GIGA, measure_energy
+from spikingformer.energy import GIGA, measure_conventions
 from spikingformer.engine import Callback, FitResult, fit
-from spikingformer.models import build_model
+from spikingformer.models import Spikformer, build_model
 
 #: The Tune function only waits on its TorchTrainer; Ray refuses a zero-CPU bundle.
 TRIAL_DRIVER_CPU = 0.01
 CHECKPOINTS_KEPT = 2
+#: Spike-test conventions of the energy pass: upstream's (binary inputs only) and its alternative for Spikformer.
+SPIKE_COUNT_CONVENTIONS = (1, 30)
 
 
 @dataclass(frozen=True)
@@ -317,14 +319,22 @@ def _log_final(
     model = build_model(config.model.name, **config.model.kwargs)
     if weights is not None:
         model.load_state_dict(load_checkpoint(weights)["model"])
-    report = measure_energy(model.to(device or "cpu"), build_eval_loader(config), max_batches=batches)
+    # Spikformer's residual stream carries spike sums: upstream counts them as MACs (the primary figures) or,
+    # in its alternative convention, integer counts up to 30 as ACs (the "_spike_counts" figures).
+    conventions = SPIKE_COUNT_CONVENTIONS if isinstance(model, Spikformer) else SPIKE_COUNT_CONVENTIONS[:1]
+    report, *others = measure_conventions(
+        model.to(device or "cpu"), build_eval_loader(config), conventions, max_batches=batches
+    )
     totals = report.totals()
     figures.update({k: v for k, v in totals.items() if k not in ("top1", "images")})
     figures.update(sops_G=report.acs / GIGA, energy_images=totals["images"])
+    for other in others:
+        figures.update(energy_mJ_spike_counts=other.energy_mj, sops_G_spike_counts=other.acs / GIGA,
+                       macs_G_spike_counts=other.macs / GIGA)
     if report.top1 is not None:
         figures["energy_top1"] = 100 * report.top1
     store.log_metrics(run_id, figures)
     labels = {k: v for k, v in result.selection.items() if k != "ema_top1" or result.ema_top1 is not None}
     store.set_tags(run_id, {f"sfh.selection.{k}": v for k, v in labels.items()})
-    store.log_text(run_id, report.to_json(), "energy_layers.json")
+    store.log_text(run_id, report.to_json(), results.ENERGY_ARTIFACT)
     store.log_text(run_id, report.to_table(), "energy.md")
