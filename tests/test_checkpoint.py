@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 
@@ -236,3 +237,25 @@ def test_train_mode_matches_the_upstream_including_gradients(case: str) -> None:
     first_conv = [next(m for m in net.modules() if isinstance(m, nn.Conv2d)) for net in (upstream, ours)]
     torch.testing.assert_close(first_conv[1].weight.grad, first_conv[0].weight.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours.head.weight.grad, upstream.head.weight.grad, rtol=1e-4, atol=1e-5)
+
+
+#: upstream family in the JSON -> the equivalence case whose reference network transcribes it
+TRANSCRIBED = {
+    "spikingformer_imagenet_8_384": "spikingformer_imagenet",
+    "spikingformer_cifar10_4_384": "spikingformer_cifar",
+    "spikingformer_dvs128_2_256": "spikingformer_dvs",
+    "spikformer_cifar10_4_384": "spikformer_cifar",
+    "spikformer_imagenet_8_384": "spikformer_imagenet",
+}
+
+
+@pytest.mark.parametrize("family", TRANSCRIBED)
+def test_reference_transcription_has_the_upstream_key_layout(upstream_keys, family: str) -> None:
+    """The equivalence tests only prove the real mapping if the transcription names its tensors as upstream does."""
+
+    def layout(keys: dict[str, tuple[int, ...]]) -> set[tuple[str, int]]:  # (name with block index folded, ndim)
+        return {(re.sub(r"^block\.\d+\.", "block.*.", k), len(shape)) for k, shape in keys.items()}
+
+    reference = EQUIVALENCE[TRANSCRIBED[family]][0]()
+    ours = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    assert layout(ours) == layout(upstream_keys[family])
