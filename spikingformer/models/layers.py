@@ -87,6 +87,24 @@ class SeqDropPath(nn.Module):
         return f"drop_prob={self.drop_prob}"
 
 
+class ResidualBlock(nn.Module):
+    """``x + attn(x)``, then ``x + mlp(x)``, each branch under stochastic depth.
+
+    Both families share this shape; where their LIFs sit inside the branches decides what the stream
+    carries (Spikingformer: real-valued BN outputs; Spikformer: spike sums).
+    """
+
+    def __init__(self, attn: nn.Module, mlp: nn.Module, drop_path: float) -> None:
+        super().__init__()
+        self.attn = attn
+        self.mlp = mlp
+        self.drop_path = SeqDropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(x))
+        return x + self.drop_path(self.mlp(x))
+
+
 def drop_path_rates(rate: float, depth: int) -> list[float]:
     """Linearly increasing stochastic-depth rates over the blocks, as in timm/DeiT."""
     return [rate * i / max(depth - 1, 1) for i in range(depth)]

@@ -11,7 +11,7 @@ from torch import nn
 
 from spikingformer.models.base import SpikingTransformer
 from spikingformer.models.layers import (
-    SeqDropPath,
+    ResidualBlock,
     SeqMaxPool,
     conv_bn_1d,
     conv_bn_2d,
@@ -88,22 +88,6 @@ class SpikformerMLP(nn.Module):
         return self.fc2_lif(self.fc2(self.fc1_lif(self.fc1(x))))
 
 
-class SpikformerBlock(nn.Module):
-    """Post-activation residual block over a stream of spike sums."""
-
-    def __init__(
-        self, dim: int, num_heads: int, mlp_ratio: float, tau: float, qkv_bias: bool, drop_path: float
-    ) -> None:
-        super().__init__()
-        self.attn = SpikformerSelfAttention(dim, num_heads, tau, qkv_bias)
-        self.mlp = SpikformerMLP(dim, int(dim * mlp_ratio), tau)
-        self.drop_path = SeqDropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(x))
-        return x + self.drop_path(self.mlp(x))
-
-
 class Spikformer(SpikingTransformer):
     """Spikformer-L-D. The CIFAR layout's q/k/v projections carry a bias (upstream ``nn.Linear``)."""
 
@@ -115,7 +99,9 @@ class Spikformer(SpikingTransformer):
     def build_block(
         self, dim: int, num_heads: int, mlp_ratio: float, tau: float, drop_path: float, layout: str
     ) -> nn.Module:
-        block = SpikformerBlock(dim, num_heads, mlp_ratio, tau, layout == "cifar", drop_path)
+        """Post-activation residual block over a stream of spike sums."""
+        attn = SpikformerSelfAttention(dim, num_heads, tau, qkv_bias=layout == "cifar")
+        block = ResidualBlock(attn, SpikformerMLP(dim, int(dim * mlp_ratio), tau), drop_path)
         if layout == "cifar":  # upstream's nn.Linear projections get the ViT init (trunc normal 0.02, zero bias)
             for module in block.modules():
                 if isinstance(module, (nn.Conv1d, nn.Conv2d)):

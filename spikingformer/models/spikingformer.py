@@ -11,7 +11,7 @@ from torch import nn
 
 from spikingformer.models.base import SpikingTransformer
 from spikingformer.models.layers import (
-    SeqDropPath,
+    ResidualBlock,
     SeqMaxPool,
     conv_bn_1d,
     conv_bn_2d,
@@ -84,20 +84,6 @@ class SpikingMLP(nn.Module):
         return self.fc2(self.hidden_lif(self.fc1(self.pre_lif(x))))
 
 
-class SpikingformerBlock(nn.Module):
-    """Spike-driven residual block: ``x + SSA(x)``, then ``x + MLP(x)`` on the real-valued stream."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, tau: float, drop_path: float) -> None:
-        super().__init__()
-        self.attn = SpikingSelfAttention(dim, num_heads, tau)
-        self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), tau)
-        self.drop_path = SeqDropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(x))
-        return x + self.drop_path(self.mlp(x))
-
-
 class Spikingformer(SpikingTransformer):
     """Spikingformer-L-D: ``depth`` blocks of width ``embed_dim`` over a spiking conv tokenizer."""
 
@@ -109,4 +95,6 @@ class Spikingformer(SpikingTransformer):
     def build_block(
         self, dim: int, num_heads: int, mlp_ratio: float, tau: float, drop_path: float, layout: str
     ) -> nn.Module:
-        return SpikingformerBlock(dim, num_heads, mlp_ratio, tau, drop_path)
+        """Spike-driven residual block: both branches start with a LIF, the stream stays real-valued."""
+        attn = SpikingSelfAttention(dim, num_heads, tau)
+        return ResidualBlock(attn, SpikingMLP(dim, int(dim * mlp_ratio), tau), drop_path)
