@@ -3,10 +3,10 @@
 CIFAR 4-384 runs the cifar10 recipe (per-device batch 64, RandAugment, random erasing, mixup, fp16 AMP on CUDA)
 on random pixels written in the CIFAR-10 python layout, so the recipe's real input pipeline runs; on CPU it
 uses batch 16, named in the row (batch 64 needs over 13 GB of activations there). The tiny model runs the
-digits recipe on scikit-learn's digits. Three epochs each; throughput is the best of epochs 2
-and 3 (the first pays for warm-up; best-of damps other processes' load on a shared machine). On CPU the memory
-figure is the process's peak resident set (about 0.9 GB of it is the imported CUDA build of torch), so
-configurations run smallest first.
+digits recipe on scikit-learn's digits. Three epochs each, of enough batches that the DataLoader's start-up in
+each epoch does not dominate the figure; throughput is the best of epochs 2 and 3 (the first pays for warm-up;
+best-of damps other processes' load on a shared machine). On CPU the memory figure is the process's peak
+resident set (about 0.9 GB of it is the imported CUDA build of torch), so configurations run smallest first.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from spikingformer.recipes import load_recipe
 #: (label, recipe, timed batches per epoch, per-device batch on CPU: None = the recipe's)
 CONFIGS = [
     ("tiny (digits demo: D64 L1 h4 T2)", "digits", 12, None),
-    ("spikingformer_cifar_4_384 (T4)", "cifar10", 2, 16),
+    ("spikingformer_cifar_4_384 (T4)", "cifar10", 6, 16),
 ]
 
 
