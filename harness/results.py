@@ -148,12 +148,12 @@ class RowSetup:
 
 
 def row_setups(experiment: Experiment) -> dict[str, RowSetup]:
-    """Each row's setup by row id, from its validated TrainConfig (T: the model's default unless overridden)."""
+    """Each row's setup by row id, from its validated TrainConfig (T: the registered default unless overridden)."""
     setups = {}
     for row in experiment.rows:
         config = experiment.train_config(row)
-        kwargs = {**MODEL_CONFIGS[config.model.name][1], **config.model.kwargs}
-        setups[row.id] = RowSetup(config.model.name, config.data.dataset, int(kwargs.get("T", 4)))
+        kwargs = {**MODEL_CONFIGS[config.model.name][1], **config.model.kwargs}  # every registered config sets T
+        setups[row.id] = RowSetup(config.model.name, config.data.dataset, int(kwargs["T"]))
     return setups
 
 
