@@ -17,7 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import TypeVar
 
-from dashboards import figures, html
+from dashboards import figures, markup
 from dashboards.peers import EVIDENCE, Peer, load_peers, peers_for
 from dashboards.upstream_logs import DEFAULT_ROOT, E_AC_PJ, EnergyLog, UpstreamRun, find_upstream
 from harness import results
@@ -61,7 +61,7 @@ class Context:
         return self.folder / FIGURES / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}.png"
 
     def embed(self, path: Path, caption: str) -> str:
-        return html.figure(path.relative_to(self.folder).as_posix(), caption)
+        return markup.figure(path.relative_to(self.folder).as_posix(), caption)
 
 
 def write_report(
@@ -89,7 +89,7 @@ def write_report(
         f"Generated {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}."
     )
     index = folder / "index.html"
-    index.write_text(html.page(f"Spikingformer reproduction: {name}", subtitle, sections))
+    index.write_text(markup.page(f"Spikingformer reproduction: {name}", subtitle, sections))
     return index
 
 
@@ -99,20 +99,20 @@ def write_index(out: Path) -> Path:
     rows = [
         [
             f'<td class="text"><a href="{escape(p.parent.name)}/index.html">{escape(p.parent.name)}</a></td>',
-            html.text_cell(f"{datetime.fromtimestamp(p.stat().st_mtime).astimezone():%Y-%m-%d %H:%M %Z}"),
+            markup.text_cell(f"{datetime.fromtimestamp(p.stat().st_mtime).astimezone():%Y-%m-%d %H:%M %Z}"),
         ]
         for p in pages
     ]
-    body = html.table(["experiment", "rendered"], rows) if rows else html.note("no report yet")
+    body = markup.table(["experiment", "rendered"], rows) if rows else markup.note("no report yet")
     index = out / "index.html"
-    index.write_text(html.page("Spikingformer reproduction: reports", str(out), [html.Section("all", "Reports", body)]))
+    index.write_text(markup.page("Spikingformer reproduction: reports", str(out), [markup.Section("all", "Reports", body)]))
     return index
 
 
 # --- paper vs reproduced ---------------------------------------------------------------------------------
 
 
-def _table(ctx: Context) -> html.Section:
+def _table(ctx: Context) -> markup.Section:
     tol = ctx.experiment.tolerance
     header = [
         "row", "verdict", "paper top-1", "best top-1", "last top-1", "Δ best (pp)", "params M (ours / paper)",
@@ -120,8 +120,8 @@ def _table(ctx: Context) -> html.Section:
     ]  # fmt: skip
     rows = [
         [
-            html.text_cell(r.row_id, title=f"paper: {r.paper.source}" if r.paper.source else ""),
-            html.verdict(r.verdict),
+            markup.text_cell(r.row_id, title=f"paper: {r.paper.source}" if r.paper.source else ""),
+            markup.verdict(r.verdict),
             results.format_number(r.paper.top1),
             results.format_spread(r.best_top1_mean, r.best_top1_sd),
             results.format_spread(r.last_top1_mean, r.last_top1_sd),
@@ -130,7 +130,7 @@ def _table(ctx: Context) -> html.Section:
             results.format_pair(r.sops_G, r.paper.sops_G),
             results.format_pair(r.energy_mJ, r.paper.energy_mJ),
             f"{len(r.finished)}/{len(r.runs)}",
-            html.text_cell(", ".join(f"seed {run.seed}: {run.status}" for run in r.runs) or "none"),
+            markup.text_cell(", ".join(f"seed {run.seed}: {run.status}" for run in r.runs) or "none"),
         ]
         for r in ctx.rows
     ]  # fmt: skip
@@ -141,8 +141,8 @@ def _table(ctx: Context) -> html.Section:
         f"Hover a row for the paper numbers' provenance.</p>"
     )
     description = f"<p>{escape(ctx.experiment.description)}</p>" if ctx.experiment.description else ""
-    counts = html.verdict_counts([r.verdict for r in ctx.rows])
-    return html.Section("table", "Paper vs reproduced", description + counts + html.table(header, rows) + legend)
+    counts = markup.verdict_counts([r.verdict for r in ctx.rows])
+    return markup.Section("table", "Paper vs reproduced", description + counts + markup.table(header, rows) + legend)
 
 
 # --- accuracy vs cost ------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def _table(ctx: Context) -> html.Section:
 _COSTS = (("energy_mJ", "energy per image (mJ)", "energy"), ("params_M", "parameters (M)", "params"))
 
 
-def _tradeoffs(ctx: Context) -> html.Section:
+def _tradeoffs(ctx: Context) -> markup.Section:
     peers = load_peers()
     parts = []
     for dataset in dict.fromkeys(s.dataset for s in ctx.setups.values()):
@@ -169,7 +169,7 @@ def _tradeoffs(ctx: Context) -> html.Section:
                 )
                 figs.append(ctx.embed(path, f"{dataset}: top-1 against {word}"))
         parts.append(f"<h3>{escape(dataset)}</h3>")
-        parts.append(f'<div class="grid">{"".join(figs)}</div>' if figs else html.note("nothing to plot yet"))
+        parts.append(f'<div class="grid">{"".join(figs)}</div>' if figs else markup.note("nothing to plot yet"))
         if others:
             parts.append(_peer_table(others))
     intro = (
@@ -177,7 +177,7 @@ def _tradeoffs(ctx: Context) -> html.Section:
         "dotted line to the paper's point for the same row. Peers as published; hollow markers are values "
         "recalled from a paper and not re-verified (evidence M).</p>"
     )
-    return html.Section("tradeoffs", "Accuracy vs energy and parameters", intro + "".join(parts))
+    return markup.Section("tradeoffs", "Accuracy vs energy and parameters", intro + "".join(parts))
 
 
 def _cost_points(rows: Sequence[RowResult], peers: Sequence[Peer], key: str) -> list[figures.Point]:
@@ -205,34 +205,34 @@ def _peer_table(peers: Sequence[Peer]) -> str:
 
     rows = [
         [
-            html.text_cell(p.model),
-            html.text_cell(p.variant),
+            markup.text_cell(p.model),
+            markup.text_cell(p.variant),
             str(p.time_steps),
             value(p, "top1"),
             value(p, "params_M"),
             value(p, "energy_mJ"),
-            html.text_cell(p.source + (f"; {p.note}" if p.note else "")),
+            markup.text_cell(p.source + (f"; {p.note}" if p.note else "")),
         ]
         for p in peers
     ]
     marks = "; ".join(f"[{k}] {v}" for k, v in EVIDENCE.items())
-    table = html.table(["model", "variant", "T", "top-1 (%)", "params (M)", "energy (mJ)", "source"], rows)
+    table = markup.table(["model", "variant", "T", "top-1 (%)", "params (M)", "energy (mJ)", "source"], rows)
     return f"<details><summary>Peer values plotted, with evidence ({marks})</summary>{table}</details>"
 
 
 # --- training curves -------------------------------------------------------------------------------------
 
 
-def _curves(ctx: Context) -> html.Section:
+def _curves(ctx: Context) -> markup.Section:
     parts = []
     for r in ctx.rows:
         setup = ctx.setups[r.row_id]
         heading = f"<h3>{escape(r.row_id)}: {escape(setup.model)} on {escape(setup.dataset)}, T={setup.time_steps}</h3>"
         _, curve, problem = ctx.upstream(r.row_id, UpstreamRun.curve)
-        notes = html.note(problem) if problem else ""
+        notes = markup.note(problem) if problem else ""
         if not r.runs:
             target = "; the authors' run alone, as the target" if curve is not None else ""
-            notes = html.note(f"{r.verdict}: no run of this row yet{target}") + notes
+            notes = markup.note(f"{r.verdict}: no run of this row yet{target}") + notes
             if curve is None:
                 parts.append(heading + notes)
                 continue
@@ -252,7 +252,7 @@ def _curves(ctx: Context) -> html.Section:
         "(and EMA top-1 when used). Grey: the authors' run, parsed from the upstream log, where one ships "
         "(ImageNet 8-512 and 8-768, CIFAR10-DVS T=16). Dotted line: the paper's top-1.</p>"
     )
-    return html.Section("curves", "Training curves", intro + "".join(parts))
+    return markup.Section("curves", "Training curves", intro + "".join(parts))
 
 
 # metric, legend name, panel, dashed
@@ -280,7 +280,7 @@ def _run_lines(reader: RunReader, runs: Sequence[SeedRun]) -> tuple[list[figures
 # --- per-layer firing rates and energy -------------------------------------------------------------------
 
 
-def _energy(ctx: Context) -> html.Section:
+def _energy(ctx: Context) -> markup.Section:
     parts = []
     for r in ctx.rows:
         if not r.runs:
@@ -292,13 +292,13 @@ def _energy(ctx: Context) -> html.Section:
             caption = f"{r.row_id} seed {run.seed}"
             report = ctx.runs.json_artifact(run.run_id)
             if report is None:
-                shown.append(html.note(f"{caption} ({run.status}): no energy pass logged yet"))
+                shown.append(markup.note(f"{caption} ({run.status}): no energy pass logged yet"))
                 continue
             try:
                 bars, matched = _layer_bars(report, reference)
                 title = f"{caption}: {setup.model}, {report['totals']['energy_mJ']:.4g} mJ per image"
             except (KeyError, TypeError) as err:  # written by an older harness
-                shown.append(html.note(f"{caption}: {results.ENERGY_ARTIFACT} lacks {err}; re-run its energy pass"))
+                shown.append(markup.note(f"{caption}: {results.ENERGY_ARTIFACT} lacks {err}; re-run its energy pass"))
                 continue
             if matched:
                 title += f" (upstream log {reference.energy_mJ:.4g} mJ)"
@@ -306,17 +306,17 @@ def _energy(ctx: Context) -> html.Section:
             path = figures.energy_breakdown(ctx.figure(f"energy-{r.row_id}-seed{run.seed}"), title, bars, label)
             shown.append(ctx.embed(path, f"{caption}: input firing rate and energy per layer"))
         more = f"<details><summary>{len(shown) - 1} more seed(s)</summary>{''.join(shown[1:])}</details>"
-        notes = html.note(problem) if problem else ""
+        notes = markup.note(problem) if problem else ""
         parts.append(f"<h3>{escape(r.row_id)}</h3>" + notes + shown[0] + (more if len(shown) > 1 else ""))
     if not parts:
-        parts.append(html.note("no run has been tracked yet"))
+        parts.append(markup.note("no run has been tracked yet"))
     intro = (
         "<p class='small'>Per counted layer (SPEC §5 rules): the input firing rate (100% marks a non-spike input, "
         "costed as MACs) and the energy per image; the last bar sums the attention matmuls of all blocks (ACs at "
         "the q/k/v rates). Black ticks: the upstream energy log of the same model (released checkpoint, full "
         "ImageNet val), matched layer by layer in forward order.</p>"
     )
-    return html.Section("energy", "Firing rates and energy per layer", intro + "".join(parts))
+    return markup.Section("energy", "Firing rates and energy per layer", intro + "".join(parts))
 
 
 def _layer_bars(report: dict, reference: EnergyLog | None) -> tuple[list[figures.LayerBar], bool]:

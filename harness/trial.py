@@ -31,7 +31,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from harness import results, tracking
 from harness.config import SMOKE_RESOURCES, Experiment, Resources, run_overrides
-from spikingformer.checkpointing import BEST, LAST, load_checkpoint
+from spikingformer.train_checkpoint import BEST, LAST, load_checkpoint
 from spikingformer.config import ConfigError, TrainConfig, deep_merge
 from spikingformer.data import build_eval_loader
 from spikingformer.energy import GIGA, measure_conventions

@@ -3,7 +3,7 @@
 Importing the package registers every paper configuration with timm.
 """
 
-from spikingformer.checkpoint import load_upstream_state_dict
+from spikingformer.upstream_checkpoint import load_upstream_state_dict
 from spikingformer.models import MODEL_CONFIGS, Spikformer, Spikingformer, SpikingTransformer, build_model
 
 __all__ = [

@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from spikingformer.checkpointing import (
+from spikingformer.train_checkpoint import (
     BEST,
     LAST,
     copy_checkpoint,

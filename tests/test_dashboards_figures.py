@@ -21,7 +21,7 @@ from dashboards.figures import (
     place_labels,
     training_curves,
 )
-from dashboards.html import Section, figure, page, table, text_cell, verdict, verdict_counts
+from dashboards.markup import Section, figure, page, table, text_cell, verdict, verdict_counts
 from dashboards.peers import load_peers, peers_for
 
 

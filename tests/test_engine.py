@@ -15,7 +15,7 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
-from spikingformer.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from spikingformer.train_checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from spikingformer.config import ConfigError, TrainConfig, deep_merge
 from spikingformer.distributed import default_device
 from spikingformer.engine import (

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from spikingformer.checkpointing import load_checkpoint, state_sha256
+from spikingformer.train_checkpoint import load_checkpoint, state_sha256
 from spikingformer.config import ConfigError
 from spikingformer.train import load_config, main
 

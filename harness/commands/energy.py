@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from spikingformer import MODEL_CONFIGS, build_model
-from spikingformer.checkpoint import load_upstream_state_dict, unwrap
-from spikingformer.checkpointing import resolve_checkpoint
+from spikingformer.upstream_checkpoint import load_upstream_state_dict, unwrap
+from spikingformer.train_checkpoint import resolve_checkpoint
 from spikingformer.config import ModelConfig, TrainConfig
 from spikingformer.data import InputSpec, build_eval_loader, input_spec
 from spikingformer.distributed import default_device

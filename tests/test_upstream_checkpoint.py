@@ -20,7 +20,7 @@ from spikingjelly.activation_based import neuron
 from torch import nn
 
 from spikingformer import Spikformer, Spikingformer, build_model, load_upstream_state_dict
-from spikingformer.checkpoint import UNUSED
+from spikingformer.upstream_checkpoint import UNUSED
 
 #: upstream family in the JSON -> our registered model with the same shapes
 FAMILIES = {
