@@ -105,7 +105,8 @@ def write_index(out: Path) -> Path:
     ]
     body = markup.table(["experiment", "rendered"], rows) if rows else markup.note("no report yet")
     index = out / "index.html"
-    index.write_text(markup.page("Spikingformer reproduction: reports", str(out), [markup.Section("all", "Reports", body)]))
+    sections = [markup.Section("all", "Reports", body)]
+    index.write_text(markup.page("Spikingformer reproduction: reports", str(out), sections))
     return index
 
 

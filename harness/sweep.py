@@ -18,7 +18,8 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from harness import cluster, tracking
-from harness.trial import TrialSpec, bind, trainable, trial_resources
+from harness.specs import TrialSpec, bind, trial_resources
+from harness.trial import trainable
 
 #: What the sweep was started with, beside Tune's own state: the resume command reads it back.
 INVOCATION = "sfh_invocation.json"

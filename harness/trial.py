@@ -1,10 +1,10 @@
 """One trial = one (row, seed): a Tune function that runs a DDP TorchTrainer, and the loop each rank runs.
 
+This is the only code that runs inside Ray; planning happened on the driver (:mod:`harness.specs`).
 Identity is stable across retries and restores: the Train run is named after the row, the seed and the
 config hash (so Ray Train resumes it from its own last checkpoint, never one of an edited row) and the
-MLflow run is found again by ``sfh.run_key``; :func:`check_tracked` refuses a tracked run whose config hash
-is not the row's any more. Each rank keeps its local checkpoints in one scratch folder per Train run,
-emptied when the rank starts (what a killed worker left) and removed when it ends. Rank 0
+MLflow run is found again by ``sfh.run_key``. Each rank keeps its local checkpoints in one scratch folder
+per Train run, emptied when the rank starts (what a killed worker left) and removed when it ends. Rank 0
 reports a checkpoint each time the engine writes one, logs every epoch to MLflow, and after training
 measures energy, SOPs and firing rates on the evaluation set with the best weights.
 """
@@ -12,12 +12,13 @@ measures energy, SOPs and firing rates on the evaluation set with the best weigh
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,154 +31,31 @@ from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from harness import results, tracking
-from harness.config import SMOKE_RESOURCES, Experiment, Resources, run_overrides
-from spikingformer.train_checkpoint import BEST, LAST, load_checkpoint
-from spikingformer.config import ConfigError, TrainConfig, deep_merge
+from harness.config import Resources
+from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, sampled_run_key
+from spikingformer.config import TrainConfig, deep_merge
 from spikingformer.data import build_eval_loader
 from spikingformer.energy import GIGA, measure_conventions
 from spikingformer.engine import Callback, FitResult, fit
 from spikingformer.models import Spikformer, build_model
+from spikingformer.train_checkpoint import BEST, LAST, load_checkpoint
 
-#: The Tune function only waits on its TorchTrainer; Ray refuses a zero-CPU bundle.
-TRIAL_DRIVER_CPU = 0.01
 CHECKPOINTS_KEPT = 2
 #: Spike-test conventions of the energy pass: upstream's (binary inputs only) and its alternative for Spikformer.
 SPIKE_COUNT_CONVENTIONS = (1, 30)
 
 
 @dataclass(frozen=True)
-class TrialSpec:
-    """Everything a trial needs, as plain data: it travels in Tune's param_space and survives restores."""
+class WorkerJob:
+    """What every rank of one Train run needs: the resolved config and where rank 0 reports."""
 
-    experiment: str
-    row: str
-    seed: int
     train: dict[str, Any]
-    resources: dict[str, Any]
     tracking_uri: str
-    #: Absolute folder (or URI) holding the Train runs of this experiment.
-    train_storage: str
+    run_id: str
+    #: Name of the run's local scratch folder (unique per Train run and storage).
+    scratch: str
     energy_batches: int
-    max_failures: int
-    tags: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def run_key(self) -> str:
-        return tracking.run_key(self.experiment, self.row, self.seed)
-
-    @property
-    def total_epochs(self) -> int:
-        return self.train["schedule"]["epochs"] + self.train["schedule"]["cooldown_epochs"]
-
-    @property
-    def config_hash(self) -> str:
-        return tracking.config_hash(self.train)
-
-
-class ConfigChanged(ValueError):
-    """A tracked run of a (row, seed) was trained under another TrainConfig than the row now resolves to."""
-
-
-def plan(
-    experiment: Experiment,
-    *,
-    name: str,
-    rows: list[str] | None,
-    seeds: int | None,
-    tracking_uri: str,
-    train_storage: str,
-    smoke: bool = False,
-    epochs: int | None = None,
-    data_root: str | None = None,
-    energy_batches: int = 8,
-    max_failures: int = 2,
-) -> list[TrialSpec]:
-    """One spec per (row, seed): the row's validated TrainConfig with the command line's changes.
-
-    ``name`` is the tracked name (MLflow experiment, run keys), the file's name unless the recipe changed.
-
-    ``use_gpu`` may still be "auto" here: :func:`bind` settles it once the cluster is known. Two specs of
-    one run key would race for one MLflow run and one Train folder: refused.
-    """
-    specs = []
-    tags = {tracking.PAPER_TABLE: experiment.paper.table, **tracking.provenance_tags()}
-    for row in [experiment.row(r) for r in rows] if rows else experiment.rows:
-        base = experiment.train_config(row)
-        config = experiment.train_config(row, run_overrides(base, smoke=smoke, epochs=epochs, data_root=data_root))
-        resources = SMOKE_RESOURCES if smoke else experiment.resources_for(row)
-        for k in range(experiment.seeds if seeds is None else seeds):
-            seed = config.runtime.seed + k
-            specs.append(
-                TrialSpec(
-                    experiment=name,
-                    row=row.id,
-                    seed=seed,
-                    train=deep_merge(config.to_dict(), {"runtime": {"seed": seed}}),
-                    resources=asdict(resources),
-                    tracking_uri=tracking_uri,
-                    train_storage=train_storage,
-                    energy_batches=1 if smoke else energy_batches,
-                    max_failures=max_failures,
-                    tags=tags,
-                )
-            )
-    keys = [spec.run_key for spec in specs]
-    twice = sorted({key for key in keys if keys.count(key) > 1})
-    if twice:
-        raise ConfigError(f"{experiment.source}: run key(s) {twice} planned twice: give each row once")
-    return specs
-
-
-def check_tracked(store: tracking.Tracking, specs: list[TrialSpec], source: str) -> dict[str, Run]:
-    """The tracked run of each spec that has one, by run key; refuses runs made under another TrainConfig.
-
-    A run is found again by its key alone, so a row edited since would otherwise be skipped as FINISHED, or
-    resume a run of the old configuration. A run without ``sfh.config_hash`` (tracked before it existed) is
-    taken as it is. ``source`` (the experiment file) is named in the refusal.
-    """
-    found: dict[str, Run] = {}
-    refused = []
-    experiment_id = store.find_experiment(specs[0].experiment) if specs else None
-    for spec in specs if experiment_id is not None else []:
-        run = store.find_run(experiment_id, spec.run_key)
-        if run is None:
-            continue
-        found[spec.run_key] = run
-        tracked = run.data.tags.get(tracking.CONFIG_HASH)
-        if tracked is not None and tracked != spec.config_hash:
-            changes = tracking.config_changes(run.data.params, spec.train) or ["(params not comparable)"]
-            more = f"; and {len(changes) - 5} more" if len(changes) > 5 else ""
-            refused.append(f"  row {spec.row} seed {spec.seed}: MLflow run {run.info.run_id} ({run.info.status}), "
-                           f"config {tracked} -> {spec.config_hash}: {'; '.join(changes[:5])}{more}")
-    if refused:
-        raise ConfigChanged(
-            f"{source}: {len(refused)} (row, seed) run(s) of {specs[0].experiment!r} in {store.uri} were trained under "
-            "another configuration than the file gives now:\n" + "\n".join(refused) + "\n"
-            f"A run is found again by its key (experiment/row/seed) and would be skipped or resumed under the old "
-            f"configuration. To train the edited rows, give the experiment a new `name` in {source}, or delete "
-            f"those runs (`mlflow runs delete --run-id ID` with MLFLOW_TRACKING_URI={store.uri}) and run again."
-        )
-    return found
-
-
-def sampled_run_key(run_key: str, trial_id: str) -> str:
-    """The run key of one sampled configuration of a search: the row's key plus Tune's trial id."""
-    return f"{run_key}/{trial_id}"
-
-
-def bind(spec: TrialSpec, *, gpus_available: bool) -> TrialSpec:
-    """Settle ``use_gpu: auto`` against the cluster the trial will run on."""
-    use_gpu = spec.resources["use_gpu"]
-    return replace(spec, resources={**spec.resources, "use_gpu": gpus_available if use_gpu == "auto" else use_gpu})
-
-
-def trial_resources(spec: TrialSpec) -> dict[str, float]:
-    """What one trial occupies in the cluster while it trains (driver + workers)."""
-    res = Resources(**spec.resources)
-    need = {"CPU": TRIAL_DRIVER_CPU + res.num_workers * res.cpus_per_worker}
-    if res.use_gpu:
-        need["GPU"] = float(res.num_workers)
-    return need
+    use_gpu: bool
 
 
 def trainable() -> Any:
@@ -219,9 +97,10 @@ def run_trial(config: dict[str, Any]) -> None:
     store.log_text(run_id, yaml.safe_dump(json.loads(json.dumps(train)), sort_keys=False), "config.yaml")
     res = Resources(**spec.resources)
     trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"train": train, "tracking_uri": spec.tracking_uri, "run_id": run_id, "scratch": scratch,
-                           "energy_batches": spec.energy_batches, "use_gpu": res.use_gpu},
+        functools.partial(
+            train_worker,
+            WorkerJob(train, spec.tracking_uri, run_id, scratch, spec.energy_batches, res.use_gpu),
+        ),
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker={"CPU": res.cpus_per_worker}
         ),
@@ -263,24 +142,24 @@ class _ReportEpochs(Callback):
             self.log.log(metrics)
 
 
-def train_worker(loop: dict[str, Any]) -> None:
+def train_worker(job: WorkerJob) -> None:
     """Ray Train loop of one rank: resume from Ray's last checkpoint, fit, then (rank 0) final figures."""
-    config = TrainConfig.from_dict(loop["train"])
+    config = TrainConfig.from_dict(job.train)
     rank = ray.train.get_context().get_world_rank()
-    device = get_device() if loop["use_gpu"] else None
-    scratch = scratch_dir(loop["scratch"], rank)
+    device = get_device() if job.use_gpu else None
+    scratch = scratch_dir(job.scratch, rank)
     shutil.rmtree(scratch, ignore_errors=True)  # what a killed worker of this rank left
     work = scratch / "checkpoints"
     work.mkdir(parents=True)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         checkpoint.to_directory(str(work))
-    store = tracking.Tracking(loop["tracking_uri"]) if rank == 0 else None
-    log = tracking.EpochLog(store, loop["run_id"]) if store is not None else None
+    store = tracking.Tracking(job.tracking_uri) if rank == 0 else None
+    log = tracking.EpochLog(store, job.run_id) if store is not None else None
     if store is not None:
         world = ray.train.get_context().get_world_size()
-        store.set_tags(loop["run_id"], {"sfh.device": _device_name(device), "sfh.world_size": str(world),
-                                        "sfh.node": ray.util.get_node_ip_address()})
+        store.set_tags(job.run_id, {"sfh.device": _device_name(device), "sfh.world_size": str(world),
+                                    "sfh.node": ray.util.get_node_ip_address()})
     try:
         result = fit(
             config,
@@ -291,7 +170,7 @@ def train_worker(loop: dict[str, Any]) -> None:
         )
         if store is not None:
             log.backfill(result.history)
-            _log_final(store, loop["run_id"], config, result, loop["energy_batches"], device)
+            _log_final(store, job.run_id, config, result, job.energy_batches, device)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         with contextlib.suppress(OSError):  # the last rank out removes the trial's folder

@@ -34,16 +34,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from spikingformer.train_checkpoint import (
-    BEST,
-    LAST,
-    copy_checkpoint,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    state_sha256,
-)
 from spikingformer.config import AugmentConfig, RuntimeConfig, TrainConfig
 from spikingformer.data import build_loaders
 from spikingformer.distributed import (
@@ -56,6 +46,16 @@ from spikingformer.distributed import (
 )
 from spikingformer.models import build_model
 from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
+from spikingformer.train_checkpoint import (
+    BEST,
+    LAST,
+    copy_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    state_sha256,
+)
 
 log = logging.getLogger(__name__)
 

@@ -199,7 +199,7 @@ def test_unknown_row_on_the_command_line_names_the_file_and_its_rows(tmp_path: P
 
 
 def tracked_plan(path: Path, uri: str, **options) -> list:
-    from harness.trial import plan
+    from harness.specs import plan
 
     experiment = load_experiment(path)
     return plan(experiment, name=experiment.name, rows=None, seeds=options.pop("seeds", 2), tracking_uri=uri,
@@ -211,7 +211,7 @@ def test_seeds_and_duplicate_rows_in_the_plan(tmp_path: Path) -> None:
     specs = tracked_plan(DEMO, uri, seeds=3)
     assert [(s.row, s.seed) for s in specs] == [(r, k) for r in ("spikingformer", "spikformer") for k in (0, 1, 2)]
     assert len(tracked_plan(DEMO, uri, seeds=None)) == 2  # the file's seeds: 1
-    from harness.trial import plan
+    from harness.specs import plan
 
     with pytest.raises(ConfigError, match=r"demo\.yaml: run key\(s\) \['demo/spikformer/seed0'\] planned twice"):
         plan(load_experiment(DEMO), name="demo", rows=["spikformer", "spikformer"], seeds=1, tracking_uri=uri,
@@ -223,7 +223,8 @@ def test_a_tracked_run_of_an_edited_row_is_refused_before_ray_starts(tmp_path: P
 
     from harness import tracking
     from harness.cli import main
-    from harness.trial import ConfigChanged, check_tracked, open_run
+    from harness.specs import ConfigChanged, check_tracked
+    from harness.trial import open_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = tracking.Tracking(uri)

@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from spikingformer.train_checkpoint import load_checkpoint, state_sha256
 from spikingformer.config import ConfigError
 from spikingformer.train import load_config, main
+from spikingformer.train_checkpoint import load_checkpoint, state_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {

@@ -31,13 +31,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from spikingformer import MODEL_CONFIGS, build_model
-from spikingformer.upstream_checkpoint import load_upstream_state_dict, unwrap
-from spikingformer.train_checkpoint import resolve_checkpoint
 from spikingformer.config import ModelConfig, TrainConfig
 from spikingformer.data import InputSpec, build_eval_loader, input_spec
 from spikingformer.distributed import default_device
 from spikingformer.energy import E_AC_PJ, E_MAC_PJ, GIGA, EnergyReport, measure_conventions
 from spikingformer.recipes import RECIPES, load_recipe
+from spikingformer.train_checkpoint import resolve_checkpoint
+from spikingformer.upstream_checkpoint import load_upstream_state_dict, unwrap
 
 #: ``--data`` datasets read from a folder (``NAME:ROOT``); each has a recipe of the same name.
 FOLDER_DATASETS = ("imagenet", "cifar10", "cifar100", "cifar10-dvs", "dvs128-gesture")

@@ -20,7 +20,7 @@ from harness import cluster, sweep, tracking
 from harness.commands.table import format_table
 from harness.config import Experiment, load_experiment, tracked_name
 from harness.progress import Progress
-from harness.trial import check_tracked, plan
+from harness.specs import check_tracked, plan
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

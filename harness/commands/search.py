@@ -26,7 +26,7 @@ from harness.commands.reproduce import add_cluster_options, at_least
 from harness.config import tracked_name
 from harness.progress import Progress
 from harness.search_space import Sampler, Search, load_search
-from harness.trial import TrialSpec, plan, sampled_run_key
+from harness.specs import TrialSpec, plan, sampled_run_key
 
 OPTUNA_STUDY, OPTUNA_TRIAL, STOPPED_EARLY = "sfh.optuna.study", "sfh.optuna.trial", "sfh.search.stopped_early"
 

@@ -1,0 +1,156 @@
+"""Planning, on the driver before Ray starts: one TrialSpec per (row, seed), checked against MLflow.
+
+:func:`plan` turns a validated experiment and the command line into specs (plain data that travels in
+Tune's param_space and survives restores), :func:`check_tracked` refuses runs tracked under another
+configuration, :func:`bind` settles ``use_gpu: auto`` once the cluster is known and :func:`trial_resources`
+says what a trial will occupy in it. Nothing here runs inside Ray: that is :mod:`harness.trial`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from mlflow.entities import Run
+
+from harness import tracking
+from harness.config import SMOKE_RESOURCES, Experiment, Resources, run_overrides
+from spikingformer.config import ConfigError, deep_merge
+
+#: The Tune function only waits on its TorchTrainer; Ray refuses a zero-CPU bundle.
+TRIAL_DRIVER_CPU = 0.01
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything a trial needs, as plain data: it travels in Tune's param_space and survives restores."""
+
+    experiment: str
+    row: str
+    seed: int
+    train: dict[str, Any]
+    resources: dict[str, Any]
+    tracking_uri: str
+    #: Absolute folder (or URI) holding the Train runs of this experiment.
+    train_storage: str
+    energy_batches: int
+    max_failures: int
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def run_key(self) -> str:
+        return tracking.run_key(self.experiment, self.row, self.seed)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.train["schedule"]["epochs"] + self.train["schedule"]["cooldown_epochs"]
+
+    @property
+    def config_hash(self) -> str:
+        return tracking.config_hash(self.train)
+
+
+class ConfigChanged(ValueError):
+    """A tracked run of a (row, seed) was trained under another TrainConfig than the row now resolves to."""
+
+
+def plan(
+    experiment: Experiment,
+    *,
+    name: str,
+    rows: list[str] | None,
+    seeds: int | None,
+    tracking_uri: str,
+    train_storage: str,
+    smoke: bool = False,
+    epochs: int | None = None,
+    data_root: str | None = None,
+    energy_batches: int = 8,
+    max_failures: int = 2,
+) -> list[TrialSpec]:
+    """One spec per (row, seed): the row's validated TrainConfig with the command line's changes.
+
+    ``name`` is the tracked name (MLflow experiment, run keys), the file's name unless the recipe changed.
+
+    ``use_gpu`` may still be "auto" here: :func:`bind` settles it once the cluster is known. Two specs of
+    one run key would race for one MLflow run and one Train folder: refused.
+    """
+    specs = []
+    tags = {tracking.PAPER_TABLE: experiment.paper.table, **tracking.provenance_tags()}
+    for row in [experiment.row(r) for r in rows] if rows else experiment.rows:
+        base = experiment.train_config(row)
+        config = experiment.train_config(row, run_overrides(base, smoke=smoke, epochs=epochs, data_root=data_root))
+        resources = SMOKE_RESOURCES if smoke else experiment.resources_for(row)
+        for k in range(experiment.seeds if seeds is None else seeds):
+            seed = config.runtime.seed + k
+            specs.append(
+                TrialSpec(
+                    experiment=name,
+                    row=row.id,
+                    seed=seed,
+                    train=deep_merge(config.to_dict(), {"runtime": {"seed": seed}}),
+                    resources=asdict(resources),
+                    tracking_uri=tracking_uri,
+                    train_storage=train_storage,
+                    energy_batches=1 if smoke else energy_batches,
+                    max_failures=max_failures,
+                    tags=tags,
+                )
+            )
+    keys = [spec.run_key for spec in specs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ConfigError(f"{experiment.source}: run key(s) {twice} planned twice: give each row once")
+    return specs
+
+
+def check_tracked(store: tracking.Tracking, specs: list[TrialSpec], source: str) -> dict[str, Run]:
+    """The tracked run of each spec that has one, by run key; refuses runs made under another TrainConfig.
+
+    A run is found again by its key alone, so a row edited since would otherwise be skipped as FINISHED, or
+    resume a run of the old configuration. A run without ``sfh.config_hash`` (tracked before it existed) is
+    taken as it is. ``source`` (the experiment file) is named in the refusal.
+    """
+    found: dict[str, Run] = {}
+    refused = []
+    experiment_id = store.find_experiment(specs[0].experiment) if specs else None
+    for spec in specs if experiment_id is not None else []:
+        run = store.find_run(experiment_id, spec.run_key)
+        if run is None:
+            continue
+        found[spec.run_key] = run
+        tracked = run.data.tags.get(tracking.CONFIG_HASH)
+        if tracked is not None and tracked != spec.config_hash:
+            changes = tracking.config_changes(run.data.params, spec.train) or ["(params not comparable)"]
+            more = f"; and {len(changes) - 5} more" if len(changes) > 5 else ""
+            refused.append(f"  row {spec.row} seed {spec.seed}: MLflow run {run.info.run_id} ({run.info.status}), "
+                           f"config {tracked} -> {spec.config_hash}: {'; '.join(changes[:5])}{more}")
+    if refused:
+        raise ConfigChanged(
+            f"{source}: {len(refused)} (row, seed) run(s) of {specs[0].experiment!r} in {store.uri} were trained under "
+            "another configuration than the file gives now:\n" + "\n".join(refused) + "\n"
+            f"A run is found again by its key (experiment/row/seed) and would be skipped or resumed under the old "
+            f"configuration. To train the edited rows, give the experiment a new `name` in {source}, or delete "
+            f"those runs (`mlflow runs delete --run-id ID` with MLFLOW_TRACKING_URI={store.uri}) and run again."
+        )
+    return found
+
+
+def sampled_run_key(run_key: str, trial_id: str) -> str:
+    """The run key of one sampled configuration of a search: the row's key plus Tune's trial id."""
+    return f"{run_key}/{trial_id}"
+
+
+def bind(spec: TrialSpec, *, gpus_available: bool) -> TrialSpec:
+    """Settle ``use_gpu: auto`` against the cluster the trial will run on."""
+    use_gpu = spec.resources["use_gpu"]
+    return replace(spec, resources={**spec.resources, "use_gpu": gpus_available if use_gpu == "auto" else use_gpu})
+
+
+def trial_resources(spec: TrialSpec) -> dict[str, float]:
+    """What one trial occupies in the cluster while it trains (driver + workers)."""
+    res = Resources(**spec.resources)
+    need = {"CPU": TRIAL_DRIVER_CPU + res.num_workers * res.cpus_per_worker}
+    if res.use_gpu:
+        need["GPU"] = float(res.num_workers)
+    return need
