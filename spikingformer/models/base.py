@@ -8,6 +8,7 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
+from spikingformer.energy.conventions import COMMON, EnergyConvention
 from spikingformer.models.layers import drop_path_rates
 
 InputKind = Literal["static", "event"]
@@ -34,6 +35,10 @@ class SpikingTransformer(nn.Module):
 
     #: Tokenizer layouts the family implements; ``"dvs"`` means event-frame input.
     LAYOUTS: tuple[str, ...] = ()
+    #: How this family's own paper counted energy; every model is also costed under ``energy.COMMON``.
+    PAPER_ENERGY: EnergyConvention = COMMON
+    #: Further conventions the family reports beside those two (e.g. Spikformer's spike counts as ACs).
+    EXTRA_ENERGY: tuple[EnergyConvention, ...] = ()
 
     def __init__(
         self,
@@ -63,10 +68,7 @@ class SpikingTransformer(nn.Module):
             raise ValueError(
                 f"img_size={img_size} must be divisible by {self.tokenizer.downsample} for layout {layout!r}"
             )
-        self.blocks = nn.ModuleList(
-            self.build_block(embed_dim, num_heads, mlp_ratio, tau, dp, layout)
-            for dp in drop_path_rates(drop_path_rate, depth)
-        )
+        self.blocks = self.build_blocks(embed_dim, depth, num_heads, mlp_ratio, tau, drop_path_rate, layout)
         self.head = nn.Linear(embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
@@ -88,6 +90,24 @@ class SpikingTransformer(nn.Module):
     ) -> nn.Module:
         """One residual block of the family."""
         raise NotImplementedError
+
+    def build_blocks(
+        self, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float, tau: float, drop_path_rate: float,
+        layout: str,
+    ) -> nn.ModuleList:
+        """What runs between the tokenizer and the readout: ``depth`` blocks on one token grid.
+
+        A hierarchical family overrides this to return its stages (downsampling + blocks) instead.
+        """
+        return nn.ModuleList(
+            self.build_block(embed_dim, num_heads, mlp_ratio, tau, dp, layout)
+            for dp in drop_path_rates(drop_path_rate, depth)
+        )
+
+    @classmethod
+    def energy_conventions(cls) -> dict[str, EnergyConvention]:
+        """Every convention the family is costed under, by label: "paper", "common", then its extras."""
+        return {"paper": cls.PAPER_ENERGY, "common": COMMON, **{c.name: c for c in cls.EXTRA_ENERGY}}
 
     @property
     def depth(self) -> int:

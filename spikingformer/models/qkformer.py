@@ -1,0 +1,212 @@
+"""QKFormer (Zhou et al., NeurIPS 2024): a hierarchical spiking transformer with token Q-K attention.
+
+Three stages at D/4, D/2 and D channels (DVS: two, at D/2 and D). A spiking conv stem with a spike
+shortcut (SPEDS) tokenizes; each later stage opens with a downsampling conv stage that also has a spike
+shortcut. The early stages use Q-K token attention (a per-head token mask from the summed Q spikes,
+applied to K: linear in the number of tokens), the last stage Spikformer's self-attention. Every branch
+ends in a LIF, so the residual stream and both shortcut sums carry integer spike counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from spikingformer.models.base import SpikingTransformer
+from spikingformer.models.layers import ResidualBlock, SeqConvBN, SeqMaxPool, conv_bn_1d, drop_path_rates
+from spikingformer.models.spikformer import SpikformerMLP, SpikformerSelfAttention
+from spikingformer.neurons import V_THRESHOLD_ATTN, MultiStepLIF
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One dataset variant's layout; widths are fractions of the embedding D."""
+
+    #: Width of each stem conv unit as (first stage width) / divisor, and whether it max-pools.
+    stem_divisors: tuple[int, ...]
+    stem_pools: tuple[bool, ...]
+    #: The stem's shortcut branches off the input of this unit.
+    stem_tap: int
+    #: A downsampling stage pools after its first conv (ImageNet) or its second (CIFAR, DVS).
+    pool_first: bool
+    #: Width of each stage as D / divisor (the last is D).
+    stage_divisors: tuple[int, ...]
+    #: Q-K token-attention blocks in each stage but the last; the last holds the remaining
+    #: ``depth - sum(token_blocks)`` self-attention blocks.
+    token_blocks: tuple[int, ...]
+
+    @property
+    def downsample(self) -> int:
+        """Input side / final token-grid side."""
+        return 2 ** (sum(self.stem_pools) + len(self.stage_divisors) - 1)
+
+
+LAYOUTS = {
+    # 224 -> 56 (stem) -> 28 -> 14; stages at D/4, D/2, D with 1 + 2 + (depth - 3) blocks
+    "imagenet": Layout((2, 1, 1), (True, True, False), 1, True, (4, 2, 1), (1, 2)),
+    # 32 -> 32 -> 16 -> 8; stages at D/4, D/2, D with 1 + 1 + (depth - 2) blocks
+    "cifar": Layout((2, 1), (False, False), 1, False, (4, 2, 1), (1, 1)),
+    # 128 -> 16 -> 8; stages at D/2, D with 1 + (depth - 1) blocks
+    "dvs": Layout((8, 4, 2, 1), (False, True, True, True), 2, False, (2, 1), (1,)),
+}
+
+
+class ConvUnit(nn.Module):
+    """Conv (no bias) -> BN [-> MaxPool 3x3/2] -> LIF on ``[T, B, C, H, W]``."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, tau: float, *, kernel_size: int = 3, stride: int = 1, pool: bool = False
+    ) -> None:
+        super().__init__()
+        conv = nn.Conv2d(in_dim, out_dim, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
+        self.conv_bn = SeqConvBN(conv, nn.BatchNorm2d(out_dim))
+        self.pool = SeqMaxPool() if pool else nn.Identity()
+        self.lif = MultiStepLIF(tau)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lif(self.pool(self.conv_bn(x)))
+
+
+class ShortcutConvStage(nn.Module):
+    """Conv units ``widths[0] -> widths[1] -> ...`` plus a 1x1 strided conv shortcut: a sum of two spike maps.
+
+    The shortcut branches off the input of unit ``tap`` and strides by the pooling of the units it skips,
+    so both branches end on the same grid. Used for the stem (SPEDS) and every downsampling stage.
+    """
+
+    def __init__(self, widths: list[int], pools: tuple[bool, ...], tap: int, tau: float) -> None:
+        super().__init__()
+        self.units = nn.ModuleList(ConvUnit(widths[i], widths[i + 1], tau, pool=pool) for i, pool in enumerate(pools))
+        self.tap = tap
+        stride = 2 ** sum(pools[tap:])
+        self.shortcut = ConvUnit(widths[tap], widths[-1], tau, kernel_size=1, stride=stride)
+        self.downsample = 2 ** sum(pools)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch = x
+        for i, unit in enumerate(self.units):
+            if i == self.tap:
+                branch = x
+            x = unit(x)
+        return x + self.shortcut(branch)
+
+
+class TokenQKAttention(nn.Module):
+    """Q, K (1x1 conv, BN, LIF) -> per-head token mask LIF(sum of Q over the head's channels) applied to K.
+
+    The mask LIF has threshold 0.5, so a token is kept in a head when any of its Q channels fired; there is
+    no V and no scale, and the cost is linear in the number of tokens. Then 1x1 conv (bias), BN, LIF.
+    """
+
+    def __init__(self, dim: int, num_heads: int, tau: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q, self.k = (conv_bn_1d(dim, dim, bias=False) for _ in range(2))
+        self.q_lif, self.k_lif = (MultiStepLIF(tau) for _ in range(2))
+        self.attn_lif = MultiStepLIF(tau, V_THRESHOLD_ATTN)
+        self.proj = conv_bn_1d(dim, dim, bias=True)
+        self.proj_lif = MultiStepLIF(tau)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(3)  # [T, B, D, N]
+        t, b, d, n = s.shape
+        q = self.q_lif(self.q(s)).reshape(t, b, self.num_heads, d // self.num_heads, n)
+        k = self.k_lif(self.k(s)).reshape(t, b, self.num_heads, d // self.num_heads, n)
+        mask = self.attn_lif(q.sum(3, keepdim=True))  # [T, B, h, 1, N]
+        return self.proj_lif(self.proj((mask * k).reshape(t, b, d, n))).reshape(x.shape)
+
+
+class QKFormer(SpikingTransformer):
+    """HST-L-D: SPEDS stem, Q-K token-attention stages, then a Spikformer self-attention stage.
+
+    ``blocks`` holds the stages; each after the first opens with its downsampling conv stage
+    (``blocks.{stage}.downsample``), then its residual blocks (``blocks.{stage}.{i}``). ``num_heads`` and
+    ``mlp_ratio`` apply to every stage, as in the upstream code.
+    """
+
+    LAYOUTS = tuple(LAYOUTS)
+
+    def __init__(
+        self,
+        *,
+        layout: str = "cifar",
+        embed_dim: int = 384,
+        depth: int = 4,
+        num_heads: int = 8,
+        img_size: int = 32,
+        **kwargs: Any,
+    ) -> None:
+        if layout in LAYOUTS:
+            check_stages(LAYOUTS[layout], embed_dim, depth, num_heads, img_size)
+        super().__init__(
+            layout=layout, embed_dim=embed_dim, depth=depth, num_heads=num_heads, img_size=img_size, **kwargs
+        )
+
+    def build_tokenizer(self, in_chans: int, embed_dim: int, tau: float, layout: str) -> nn.Module:
+        spec = LAYOUTS[layout]
+        width = embed_dim // spec.stage_divisors[0]
+        widths = [in_chans, *(width // divisor for divisor in spec.stem_divisors)]
+        return ShortcutConvStage(widths, spec.stem_pools, spec.stem_tap, tau)
+
+    def build_blocks(
+        self,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        tau: float,
+        drop_path_rate: float,
+        layout: str,
+    ) -> nn.ModuleList:
+        """The stages: Q-K attention blocks at D/4 and D/2 (DVS: D/2), self-attention blocks at D."""
+        spec = LAYOUTS[layout]
+        counts = [*spec.token_blocks, depth - sum(spec.token_blocks)]
+        rates = iter(drop_path_rates(drop_path_rate, depth))
+        pools = (True, False) if spec.pool_first else (False, True)
+        stages = nn.ModuleList()
+        for s, (divisor, count) in enumerate(zip(spec.stage_divisors, counts, strict=True)):
+            dim = embed_dim // divisor
+            stage = nn.Sequential()
+            if s > 0:
+                stage.add_module("downsample", ShortcutConvStage([dim // 2, dim, dim], pools, 0, tau))
+            last = s == len(counts) - 1
+            for i in range(count):
+                attn = (
+                    SpikformerSelfAttention(dim, num_heads, tau, qkv_bias=False)
+                    if last
+                    else TokenQKAttention(dim, num_heads, tau)
+                )
+                stage.add_module(
+                    str(i), ResidualBlock(attn, SpikformerMLP(dim, int(dim * mlp_ratio), tau), next(rates))
+                )
+            stages.append(stage)
+        return stages
+
+    @property
+    def depth(self) -> int:
+        return sum(isinstance(m, ResidualBlock) for m in self.blocks.modules())
+
+
+def check_stages(spec: Layout, embed_dim: int, depth: int, num_heads: int, img_size: int) -> None:
+    """Fail at construction, naming the value, on a width, depth or input size the stages cannot take."""
+    narrowest = spec.stage_divisors[0] * max(spec.stem_divisors)
+    if embed_dim <= 0 or embed_dim % narrowest:
+        raise ValueError(
+            f"embed_dim={embed_dim} must be a positive multiple of {narrowest}: the narrowest "
+            f"stem conv is D/{narrowest}"
+        )
+    for divisor in spec.stage_divisors:
+        if num_heads <= 0 or (embed_dim // divisor) % num_heads:
+            raise ValueError(
+                f"the D/{divisor} = {embed_dim // divisor} channel stage is not divisible by num_heads={num_heads}"
+            )
+    if depth <= sum(spec.token_blocks):
+        raise ValueError(
+            f"depth={depth} must exceed the {sum(spec.token_blocks)} Q-K attention blocks, "
+            "leaving at least one self-attention block"
+        )
+    if img_size % spec.downsample:
+        raise ValueError(f"img_size={img_size} must be divisible by {spec.downsample} (the stages' downsampling)")
