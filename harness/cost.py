@@ -1,0 +1,318 @@
+"""What a reproduction will cost, before it starts: each row's measured step, projected over the whole run.
+
+``measure_rows`` times each row's training step in a fresh process of its own (its peak memory is its
+own; on CPU with the threads one worker gets), with the device's energy counter running where it has
+one. ``project`` scales a row's step to the experiment: epochs x steps per epoch (from the dataset's size
+and the row's workers) x seeds, plus the evaluations and the energy pass; trials run side by side as Ray
+would place them, so the wall-clock is the schedule's length and device-hours the sum over trials.
+Energy comes from the measured power where the device has a counter, else from the user's ``--watts``
+(labelled estimated), else "n/a" with the reason.
+
+The plan is logged to the experiment's MLflow parent run of ``sfh plan`` (``plan.json`` and totals), where
+``sfh reproduce`` and the results table find it again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import heapq
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from mlflow.exceptions import MlflowException
+
+from harness import tracking
+from harness.power import NA, meter_for
+from harness.specs import TrialSpec, trial_resources
+from spikingformer.config import TrainConfig, deep_merge
+from spikingformer.step_cost import StepCost, measure, run_steps
+
+PLAN_ARTIFACT = "plan.json"
+PLAN_COMMAND = "plan"
+#: Share of this machine's available memory one CPU measurement may plan to fill.
+CPU_MEMORY_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A row's step cost on this device and the power its device drew meanwhile (None: no counter)."""
+
+    cost: StepCost
+    watts: float | None
+    power_source: str
+
+
+def _measure_in_child(train: dict[str, Any], steps: int, device: str, threads: int, budget_mb: float) -> Measured:
+    """Runs in a fresh process: one worker's threads, its own peak memory, the device's energy counter."""
+    import spikingformer  # noqa: F401  (registers the models in this process)
+
+    torch.set_num_threads(threads)
+    config = TrainConfig.from_dict(train)
+    where = torch.device(device)
+    meter = meter_for(where)
+    began: list[float] = []
+
+    def start() -> None:
+        meter.lap()
+        began.append(time.perf_counter())
+
+    cost = measure(config, steps=steps, device=where, memory_budget_mb=budget_mb, before_timed=start)
+    joules = meter.lap()
+    watts = joules / (time.perf_counter() - began[0]) if joules is not None else None
+    return Measured(cost, watts, meter.source)
+
+
+def measure_rows(specs: list[TrialSpec], *, steps: int, device: str) -> dict[str, Measured]:
+    """Each row's (first seed's) step on ``device``, one fresh process per row, one after the other."""
+    found: dict[str, Measured] = {}
+    for spec in specs:
+        if spec.row in found:
+            continue
+        train = deep_merge(spec.train, {"runtime": {"device": device}})
+        threads = max(1, min(int(spec.resources["cpus_per_worker"]), os.cpu_count() or 1))
+        budget = CPU_MEMORY_SHARE * psutil.virtual_memory().available / 2**20
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+            found[spec.row] = pool.submit(_measure_in_child, train, steps, device, threads, budget).result()
+    return found
+
+
+@dataclass
+class RowPlan:
+    """One row's projection: per trial (one seed) and over all its seeds."""
+
+    row: str
+    seeds: int
+    workers: int
+    cost: dict[str, Any]
+    epochs: int
+    steps_per_epoch: int
+    evaluations: int
+    eval_batches: int
+    #: Training of one trial: epochs x steps x s/step + evaluations (what the epochs' ``epoch_time_s`` add to).
+    train_s: float
+    #: One trial from start to end: fit's start-up, training, the energy pass.
+    trial_s: float
+    #: Training device-hours over all seeds (workers x train_s).
+    device_hours: float
+    watts: float | None
+    energy_kWh: float | None
+    energy_basis: str
+
+
+@dataclass
+class Plan:
+    """The projection of one tracked experiment on the device it was measured on."""
+
+    experiment: str
+    file: str
+    device: str
+    steps: int
+    trials_side_by_side: int
+    capacity: dict[str, float]
+    wall_s: float
+    device_hours: float
+    energy_kWh: float | None
+    energy_basis: str
+    rows: list[RowPlan] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, row_id: str) -> RowPlan | None:
+        return next((r for r in self.rows if r.row == row_id), None)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        data = json.loads(text)
+        data["rows"] = [RowPlan(**r) for r in data["rows"]]
+        return cls(**data)
+
+
+def energy_basis(watts: float | None, source: str, watts_flag: float | None) -> tuple[float | None, str]:
+    """Per-device power to project with and what it rests on: measured, the user's figure, or n/a and why."""
+    if watts is not None:
+        return watts, f"measured ({source})"
+    if watts_flag is not None:
+        return watts_flag, f"estimated from --watts {watts_flag:g} per device"
+    return None, f"{source}; give --watts W per device for an estimate"
+
+
+def schedule(trials: list[tuple[float, dict[str, float]]], capacity: dict[str, float]) -> tuple[float, int]:
+    """Wall-clock of trials ``(seconds, resources)`` started in order as soon as the cluster has room for them,
+    and the most trials that ran at once."""
+    running: list[tuple[float, int]] = []  # (end time, index)
+    free = dict(capacity)
+    clock, most = 0.0, 0
+    for i, (seconds, need) in enumerate(trials):
+        while any(need.get(k, 0.0) > free.get(k, 0.0) + 1e-9 for k in need):
+            clock, j = heapq.heappop(running)
+            for k, v in trials[j][1].items():
+                free[k] += v
+        for k, v in need.items():
+            free[k] -= v
+        heapq.heappush(running, (clock + seconds, i))
+        most = max(most, len(running))
+    return max((end for end, _ in running), default=0.0), most
+
+
+def local_capacity() -> dict[str, float]:
+    """What ``sfh``'s private local Ray offers here: the cores plus one CPU for trial drivers, the GPUs."""
+    from harness.cluster import DRIVER_SLACK_CPUS
+
+    return {"CPU": float((os.cpu_count() or 1) + DRIVER_SLACK_CPUS), "GPU": float(torch.cuda.device_count())}
+
+
+def project(
+    specs: list[TrialSpec],
+    measured: dict[str, Measured],
+    *,
+    experiment: str,
+    file: str,
+    device: str,
+    steps: int,
+    capacity: dict[str, float],
+    max_concurrent: int | None = None,
+    watts: float | None = None,
+) -> Plan:
+    """Scale each row's measured step to all its trials and schedule them on ``capacity``."""
+    gpu = device != "cpu"
+    notes: list[str] = []
+    trials, rows = [], {}
+    for spec in specs:
+        m = measured[spec.row]
+        workers = int(spec.resources["num_workers"])
+        need = trial_resources(dataclasses.replace(spec, resources={**spec.resources, "use_gpu": gpu}))
+        if spec.row not in rows:
+            config = TrainConfig.from_dict(spec.train)
+            counts = run_steps(config, workers)
+            c = m.cost
+            train_s = counts.epochs * counts.steps_per_epoch * c.step_s + counts.evaluations * counts.eval_batches * (
+                c.eval_batch_s)
+            trial_s = c.setup_s + train_s + spec.energy_batches * c.eval_batch_s
+            power, basis = energy_basis(m.watts, m.power_source, watts)
+            rows[spec.row] = RowPlan(
+                row=spec.row, seeds=0, workers=workers, cost=dataclasses.asdict(c), epochs=counts.epochs,
+                steps_per_epoch=counts.steps_per_epoch, evaluations=counts.evaluations,
+                eval_batches=counts.eval_batches, train_s=train_s, trial_s=trial_s, device_hours=0.0, watts=power,
+                energy_kWh=None, energy_basis=basis,
+            )
+        plan = rows[spec.row]
+        plan.seeds += 1
+        plan.device_hours += plan.train_s * workers / 3600
+        if plan.watts is not None:
+            plan.energy_kWh = plan.device_hours * plan.watts / 1000
+        trials.append((plan.trial_s, need))
+    for k in sorted({k for _, need in trials for k in need}):
+        largest = max(need.get(k, 0.0) for _, need in trials)
+        if largest > capacity.get(k, 0.0) + 1e-9:
+            notes.append(f"a trial needs {largest:g} {k}, more than this machine's {capacity.get(k, 0.0):g}: the "
+                         f"wall-clock assumes a cluster of one such trial, each worker as fast as measured here")
+            capacity = {**capacity, k: largest}
+        if max_concurrent is not None:
+            capacity = {**capacity, k: min(capacity[k], max_concurrent * largest)}
+    wall, side = schedule(trials, capacity)
+    energies = [r.energy_kWh for r in rows.values()]
+    bases = sorted({r.energy_basis for r in rows.values()})
+    return Plan(
+        experiment=experiment, file=file, device=next(iter(measured.values())).cost.device, steps=steps,
+        trials_side_by_side=side, capacity=capacity, wall_s=wall,
+        device_hours=sum(r.device_hours for r in rows.values()),
+        energy_kWh=sum(energies) if all(e is not None for e in energies) else None,
+        energy_basis="; ".join(bases), rows=list(rows.values()), notes=notes,
+    )
+
+
+# --- rendering --------------------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """3 s, 4.2 min, 5.1 h, 12.3 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.1f} days"
+
+
+def _kwh(value: float | None) -> str:
+    return NA if value is None else f"{value:.3g}"
+
+
+def render(plan: Plan) -> str:
+    """The plan as markdown: one line per row, then the experiment's totals and the notes."""
+    lines = [
+        f"## plan: {plan.experiment} ({plan.file}) on {plan.device}, {plan.steps} timed step(s) per row",
+        "",
+        "| row | data | precision | batch/worker | s/step | img/s/worker | peak MB/worker | steps/epoch x epochs "
+        "| seeds x workers | train/trial | device-h | kWh |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in plan.rows:
+        c = r.cost
+        batch = str(c["batch"]) if c["micro_batch"] >= c["batch"] else (
+            f"{c['batch']} as {-(-c['batch'] // c['micro_batch'])} x {c['micro_batch']}")
+        lines.append(
+            f"| {r.row} | {c['data']} | {c['precision']} | {batch} | {c['step_s']:.3g} | {c['img_per_s']:.3g} "
+            f"| {c['peak_mem_mb']:,.0f} | {r.steps_per_epoch:,} x {r.epochs} | {r.seeds} x {r.workers} "
+            f"| {format_duration(r.train_s)} | {r.device_hours:.3g} | {_kwh(r.energy_kWh)} |"
+        )
+    lines += [
+        "",
+        f"Total: {format_duration(plan.wall_s)} wall-clock ({plan.trials_side_by_side} trial(s) side by side on "
+        f"{', '.join(f'{v:g} {k}' for k, v in plan.capacity.items() if v)}), {plan.device_hours:.3g} device-hours, "
+        f"{_kwh(plan.energy_kWh)} kWh (energy: {plan.energy_basis}).",
+    ]
+    for r in plan.rows:
+        if r.cost["note"]:
+            lines.append(f"- {r.row}: {r.cost['note']}")
+    lines += [f"- {note}" for note in plan.notes]
+    return "\n".join(lines) + "\n"
+
+
+# --- tracking ---------------------------------------------------------------------------------------------
+
+
+def log_plan(store: tracking.Tracking, plan: Plan, tags: dict[str, str]) -> str:
+    """The plan as a finished parent run of the experiment (``sfh.command=plan``): totals, per-row figures,
+    ``plan.json``. Returns the run id."""
+    run_id = store.start_parent(plan.experiment, {**tags, "sfh.command": PLAN_COMMAND})
+    metrics = {"plan.wall_h": plan.wall_s / 3600, "plan.device_hours": plan.device_hours}
+    if plan.energy_kWh is not None:
+        metrics["plan.energy_kWh"] = plan.energy_kWh
+    for r in plan.rows:
+        metrics.update({f"plan.{r.row}.train_h": r.train_s / 3600, f"plan.{r.row}.step_s": r.cost["step_s"],
+                        f"plan.{r.row}.img_per_s": r.cost["img_per_s"], f"plan.{r.row}.device_hours": r.device_hours})
+    store.log_metrics(run_id, metrics)
+    store.log_text(run_id, plan.to_json(), PLAN_ARTIFACT)
+    store.end(run_id, "FINISHED")
+    return run_id
+
+
+def latest_plan(store: tracking.Tracking, experiment: str) -> Plan | None:
+    """The newest plan logged for the tracked ``experiment``, or None."""
+    experiment_id = store.find_experiment(experiment)
+    if experiment_id is None:
+        return None
+    runs = store.client.search_runs(
+        [experiment_id], filter_string=f"tags.`sfh.command` = '{PLAN_COMMAND}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    if not runs:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = store.client.download_artifacts(runs[0].info.run_id, PLAN_ARTIFACT, tmp)
+            return Plan.from_json(Path(path).read_text())
+        except (MlflowException, OSError, ValueError, TypeError):
+            return None
