@@ -4,9 +4,11 @@ FILE holds a TrainConfig mapping, or ``rows: {NAME: mapping, ...}`` picked with 
 start from a recipe: ``recipe: cifar10`` plus keys deep-merged on top. Under torchrun (WORLD_SIZE > 1) each
 process joins a gloo (CPU) or NCCL (GPU: its LOCAL_RANK GPU) group; this CLI is the only place that reads
 torchrun's environment, the engine gets the device as an argument. Rank 0 prints one line per epoch (with a
-tqdm bar when interactive) and writes OUT/result.json; every rank writes OUT/rank<r>.json (final metrics and
-weight checksum) so a distributed run can be checked for agreement. Checkpoints go to OUT/last.pt and
-OUT/best.pt.
+tqdm bar when interactive), then measures the final figures a Ray trial logs (best/last top-1, SOPs, MACs,
+energy under the family's conventions: :func:`spikingformer.evaluate.evaluate_run`) and writes them to
+OUT/result.json (``final``) with the per-layer report in OUT/energy_layers.json and OUT/energy.md; every rank
+writes OUT/rank<r>.json (final metrics and weight checksum) so a distributed run can be checked for agreement.
+Checkpoints go to OUT/last.pt and OUT/best.pt.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from spikingformer import evaluate
 from spikingformer.config import ConfigError, TrainConfig, deep_merge
 from spikingformer.distributed import rank_and_world
 from spikingformer.engine import Callback, fit
@@ -99,6 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="override schedule.epochs (cooldown epochs come on top)")
     parser.add_argument("--out", help="output folder (default runs/train/<config stem>[-<row>])")
     parser.add_argument("--resume", help="checkpoint file, or a folder holding last.pt")
+    parser.add_argument("--energy-batches", type=int, default=8, metavar="N",
+                        help="evaluation batches of the final energy pass (default 8, as sfh reproduce)")
     return parser.parse_args(argv)
 
 
@@ -123,10 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         record = {"rank": rank, "world_size": world, "weights_sha256": result.weights_sha256, "final": final}
         (out / f"rank{rank}.json").write_text(json.dumps(record, indent=2))
         if rank == 0:
-            (out / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
+            final = evaluate.evaluate_run(config, result, energy_batches=args.energy_batches, device=device)
+            (out / "result.json").write_text(json.dumps({**result.to_dict(), "final": final.metrics}, indent=2))
+            (out / evaluate.ENERGY_ARTIFACT).write_text(final.report.to_json())
+            (out / evaluate.ENERGY_TABLE_ARTIFACT).write_text(final.report.to_table())
             print(f"best top-1 {result.best_top1:.2f} at epoch {result.best_epoch + 1} "
                   f"({result.selection['best_top1']}); last top-1 {result.last_top1:.2f} "
                   f"({result.selection['last_top1']})")
+            print(f"energy {final.metrics[evaluate.ENERGY_MJ]:.4g} mJ/image, SOPs "
+                  f"{final.metrics[evaluate.SOPS_G]:.4g} G, MACs {final.metrics[evaluate.MACS_G]:.4g} G "
+                  f"({final.report.images} images)")
             print(f"results and checkpoints in {out}")
     except (ValueError, FileNotFoundError) as err:
         print(f"spikingformer.train: error: {err}", file=sys.stderr)

@@ -14,10 +14,10 @@ from torch import nn
 from upstream_energy_log import EnergyLog, parse_energy_log
 
 from harness.cli import main
-from harness.commands.energy import load_weights, read_checkpoint
 from spikingformer import build_model
 from spikingformer.config import TrainConfig, deep_merge
 from spikingformer.energy import (
+    COMMON,
     GIGA,
     EnergyReport,
     energy_from_rates,
@@ -30,6 +30,7 @@ from spikingformer.engine import fit
 from spikingformer.models.spikformer import Spikformer
 from spikingformer.models.spikingformer import Spikingformer
 from spikingformer.recipes import load_recipe
+from spikingformer.weights import load_weights, read_checkpoint
 
 TINY = dict(layout="cifar", img_size=16, embed_dim=32, depth=2, num_heads=2, T=2, num_classes=5)
 
@@ -204,7 +205,9 @@ def test_spikformer_under_both_conventions() -> None:
     torch.manual_seed(0)
     x = torch.randn(4, 3, 16, 16)
     model = lively(Spikformer(**TINY), x)
-    strict, counts = (measure_energy(model, [x], max_spike_count=k) for k in (1, 30))
+    declared = model.energy_conventions()
+    assert declared["paper"] == COMMON and declared["spike_counts"].max_spike_count == 30
+    strict, counts = (measure_energy(model, [x], convention=declared[k]) for k in ("paper", "spike_counts"))
     always_mac = ("tokenizer.stages.0.conv_bn.conv", "head")
     moved = [layer.name for layer in strict.layers if layer.mac_ops and layer.name not in always_mac]
     stream_inputs = ("attn.q.conv", "attn.k.conv", "attn.v.conv", "mlp.fc1.conv")
@@ -224,8 +227,8 @@ def test_spikformer_under_both_conventions() -> None:
     print(f"\ntiny Spikingformer saves {ours.saving_vs(strict):.1%} / {ours.saving_vs(counts):.1%} vs Spikformer")
     assert ours.saving_vs(strict) > ours.saving_vs(counts)
     # One pass under both conventions gives exactly the two separate passes.
-    both = measure_conventions(model, [x], (1, 30))
-    assert [r.max_spike_count for r in both] == [1, 30]
+    both = measure_conventions(model, [x], (declared["paper"], declared["spike_counts"]))
+    assert [(r.convention, r.max_spike_count) for r in both] == [("common", 1), ("spike_counts", 30)]
     for one, alone in zip(both, (strict, counts), strict=True):
         assert (one.macs, one.acs, one.neuron_rates) == (alone.macs, alone.acs, alone.neuron_rates)
 
@@ -413,7 +416,7 @@ def test_cli_baseline_saving_under_both_conventions(tmp_path: Path, capsys: pyte
     assert main(["energy", *ours_args, *data[:-2]]) == 0  # table; a baseline with random weights
     table = capsys.readouterr().out
     assert "## Energy of spikingformer_cifar_4_256 vs spikformer_cifar_4_256 (the same 4 images)" in table
-    assert "| non-binary inputs as MACs" in table and "| spike counts up to 30 as ACs" in table
+    assert "| common: Spikingformer's rules" in table and "| spike_counts: upstream's alternative" in table
 
 
 @pytest.mark.parametrize(

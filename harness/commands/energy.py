@@ -19,11 +19,8 @@ import argparse
 import dataclasses
 import itertools
 import json
-import pickle
 import sys
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,82 +31,15 @@ from spikingformer import MODEL_CONFIGS, build_model
 from spikingformer.config import ModelConfig, TrainConfig
 from spikingformer.data import InputSpec, build_eval_loader, input_spec
 from spikingformer.distributed import default_device
-from spikingformer.energy import E_AC_PJ, E_MAC_PJ, GIGA, EnergyReport, measure_conventions
+from spikingformer.energy import E_AC_PJ, E_MAC_PJ, GIGA, EnergyConvention, EnergyReport, measure_conventions
 from spikingformer.recipes import RECIPES, load_recipe
-from spikingformer.train_checkpoint import resolve_checkpoint
-from spikingformer.upstream_checkpoint import load_upstream_state_dict, unwrap
+from spikingformer.weights import load_weights, model_config, read_checkpoint
 
 #: ``--data`` datasets read from a folder (``NAME:ROOT``); each has a recipe of the same name.
 FOLDER_DATASETS = ("imagenet", "cifar10", "cifar100", "cifar10-dvs", "dvs128-gesture")
 DATA_KINDS = (*(f"{name}:ROOT" for name in FOLDER_DATASETS), "digits", "synthetic[:N]")
 #: Samples a ``synthetic`` spec draws when it names no count.
 SYNTHETIC_SAMPLES = 32
-#: Upstream's two countings of Spikformer's spike-sum inputs (SPEC §5), by the spike test's max spike count.
-BASELINE_CONVENTIONS = {
-    1: "non-binary inputs as MACs (max spike count 1, the paper's)",
-    30: "spike counts up to 30 as ACs (upstream's alternative)",
-}
-#: Key prefixes only upstream checkpoints have (ours: ``tokenizer.``, ``blocks.``, ``head.``).
-UPSTREAM_PREFIXES = ("patch_embed.", "block.")
-
-
-class Checkpoint(NamedTuple):
-    path: Path
-    content: Mapping[str, Any]
-
-
-def read_checkpoint(path: str | Path) -> Checkpoint:
-    """A checkpoint file, or a training run's checkpoint folder (its last.pt), read as plain data."""
-    file = resolve_checkpoint(path)
-    try:
-        # timm training checkpoints (upstream's) also pickle the argparse Namespace of their run.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            content = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(f"cannot read checkpoint {file}: {err}") from err
-    if not isinstance(content, Mapping):
-        raise ValueError(f"checkpoint {file} holds a {type(content).__name__}, not a state_dict")
-    return Checkpoint(file, content)
-
-
-def model_config(name: str | None, checkpoint: Checkpoint | None, overrides: dict[str, Any], flag: str) -> ModelConfig:
-    """``name`` with the settings a training checkpoint of ours records (its config), then ``overrides``."""
-    config = checkpoint.content.get("config") if checkpoint else None
-    trained = config.get("model") if isinstance(config, Mapping) else None
-    if trained is None:
-        if name is None:
-            source = f"checkpoint {checkpoint.path} records no model" if checkpoint else "no checkpoint records one"
-            raise ValueError(f"{flag} NAME is required: {source}")
-        return ModelConfig(name, overrides)
-    if name not in (None, trained["name"]):
-        raise ValueError(f"checkpoint {checkpoint.path} holds a {trained['name']} model, not {flag} {name}")
-    return ModelConfig(trained["name"], {**trained["kwargs"], **overrides})
-
-
-def load_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
-    """Load our own state_dict or an upstream checkpoint (told apart by upstream's key names).
-
-    Either may sit in a training-script wrapper. The weights must fit the model exactly, or a
-    ``ValueError`` names what does not.
-    """
-    path, state = checkpoint.path, unwrap(checkpoint.content)
-    if any(key.startswith(UPSTREAM_PREFIXES) for key in state):
-        try:
-            load_upstream_state_dict(model, checkpoint.content)
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise ValueError(f"upstream checkpoint {path} does not fit {type(model).__name__}: {err}") from err
-        return
-    ours = model.state_dict()
-    problems = [f"missing {k}" for k in ours if k not in state] + [f"unexpected {k}" for k in state if k not in ours]
-    problems += [
-        f"{k}: checkpoint {list(v.shape)}, model {list(ours[k].shape)}"
-        for k, v in state.items()
-        if k in ours and tuple(v.shape) != tuple(ours[k].shape)
-    ]
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} problems)" if len(problems) > 5 else "")
-        raise ValueError(f"checkpoint {path} does not fit the model: {shown}")
-    model.load_state_dict(state)
 
 
 def parse_data(spec: str) -> tuple[str, str | None, int | None]:
@@ -171,34 +101,53 @@ def check_fits(model: ModelConfig, dataset: str, given: InputSpec) -> None:
 
 
 def measure(
-    name: str, model: nn.Module, loader: DataLoader, batches: int, counts: tuple[int, ...], **energy: float
+    name: str, model: nn.Module, loader: DataLoader, batches: int, conventions: list[EnergyConvention],
+    **energy: float,
 ) -> list[EnergyReport]:
     """One pass of ``model`` over the first ``batches`` batches, with a progress bar; a report per convention."""
     with tqdm(
         itertools.islice(loader, batches), total=batches, desc=f"energy {name}", unit="batch", file=sys.stderr
     ) as progress:
-        reports = measure_conventions(model, progress, counts, **energy)
+        reports = measure_conventions(model, progress, conventions, **energy)
     note = f"data: {loader.dataset.info}"
     return [dataclasses.replace(r, model=name, notes=[*r.notes, note]) for r in reports]
 
 
-def comparison(report: EnergyReport, baselines: list[EnergyReport]) -> dict[str, Any]:
+def baseline_conventions(model: nn.Module) -> list[EnergyConvention]:
+    """The distinct countings the baseline's family declares (for Spikformer: its spike sums as MACs, the
+    paper's, and as ACs up to 30 spikes, upstream's alternative), in declaration order."""
+    distinct: dict[tuple[int, bool], EnergyConvention] = {}
+    for convention in model.energy_conventions().values():
+        distinct.setdefault((convention.max_spike_count, convention.first_layer_once), convention)
+    return list(distinct.values())
+
+
+def counting(convention: EnergyConvention) -> str:
+    return f"{convention.name}: {convention.description}" if convention.description else convention.name
+
+
+def comparison(
+    report: EnergyReport, baselines: list[EnergyReport], conventions: list[EnergyConvention]
+) -> dict[str, Any]:
     """The saving of ``report`` against each counting of the baseline, with the baseline's reports."""
     return {
         "model": baselines[0].model,
         "conventions": [
             {
+                "convention": c.name,
                 "max_spike_count": b.max_spike_count,
-                "counting": BASELINE_CONVENTIONS[b.max_spike_count],
+                "counting": counting(c),
                 "saving": report.saving_vs(b),
                 "report": b.to_dict(),
             }
-            for b in baselines
+            for b, c in zip(baselines, conventions, strict=True)
         ],
     }
 
 
-def comparison_table(report: EnergyReport, baselines: list[EnergyReport]) -> str:
+def comparison_table(
+    report: EnergyReport, baselines: list[EnergyReport], conventions: list[EnergyConvention]
+) -> str:
     lines = [
         f"## Energy of {report.model} vs {baselines[0].model} (the same {report.images} images)",
         "",
@@ -207,13 +156,25 @@ def comparison_table(report: EnergyReport, baselines: list[EnergyReport]) -> str
         "|---|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {BASELINE_CONVENTIONS[b.max_spike_count]} | {b.energy_mj:.4f} | {b.macs / GIGA:.4f} | {b.acs / GIGA:.4f} | "
+        f"| {counting(c)} | {b.energy_mj:.4f} | {b.macs / GIGA:.4f} | {b.acs / GIGA:.4f} | "
         f"{report.energy_mj:.4f} | {report.saving_vs(b):.2%} |"
-        for b in baselines
+        for b, c in zip(baselines, conventions, strict=True)
     ]
     if baselines[0].top1 is not None:
         lines += ["", f"- {baselines[0].model} top-1 on these images: {baselines[0].top1:.2%}"]
     return "\n".join(lines) + "\n"
+
+
+def chosen_convention(model: nn.Module, label: str, max_spike_count: int | None) -> EnergyConvention:
+    """The family's convention ``label`` (paper, common or one of its extras), its spike test overridable."""
+    declared = model.energy_conventions()
+    if label not in declared:
+        raise ValueError(f"--convention {label!r} is not one {type(model).__name__} declares: {', '.join(declared)}")
+    convention = declared[label]
+    if max_spike_count is not None and max_spike_count != convention.max_spike_count:
+        return dataclasses.replace(convention, name=f"{convention.name}, spike test {max_spike_count}",
+                                   max_spike_count=max_spike_count)
+    return convention
 
 
 def _device(requested: str) -> torch.device:
@@ -253,16 +214,17 @@ def run(args: argparse.Namespace) -> int:
     loader = build_eval_loader(config)
     batches = min(len(loader), args.max_batches or len(loader))
     energy = {"e_mac_pj": args.e_mac, "e_ac_pj": args.e_ac}
-    (report,) = measure(main_cfg.name, main.to(device), loader, batches, (args.max_spike_count,), **energy)
+    convention = chosen_convention(main, args.convention, args.max_spike_count)
+    (report,) = measure(main_cfg.name, main.to(device), loader, batches, [convention], **energy)
     if baseline is None:
         print(report.to_json() if args.format == "json" else report.to_table())
         return 0
-    counts = tuple(BASELINE_CONVENTIONS)
-    baselines = measure(baseline[0].name, baseline[1].to(device), loader, batches, counts, **energy)
+    conventions = baseline_conventions(baseline[1])
+    baselines = measure(baseline[0].name, baseline[1].to(device), loader, batches, conventions, **energy)
     if args.format == "json":
-        print(json.dumps({**report.to_dict(), "baseline": comparison(report, baselines)}, indent=2))
+        print(json.dumps({**report.to_dict(), "baseline": comparison(report, baselines, conventions)}, indent=2))
     else:
-        print(report.to_table() + "\n" + comparison_table(report, baselines))
+        print(report.to_table() + "\n" + comparison_table(report, baselines, conventions))
     return 0
 
 
@@ -302,11 +264,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--T", type=_positive, help="override the time steps (both models)")
     parser.add_argument("--num-heads", type=_positive, help="override the head count (both models)")
     parser.add_argument(
+        "--convention",
+        default="paper",
+        metavar="LABEL",
+        help="energy convention: paper (the model's own paper's counting, default), common (Spikingformer's "
+        "rules for every family, one ruler), or another the family declares (Spikformer: spike_counts)",
+    )
+    parser.add_argument(
         "--max-spike-count",
         type=_positive,
-        default=1,
-        help="spike counts up to this value count as AC (1: upstream; 30: upstream's "
-        "alternative convention for Spikformer's spike sums)",
+        metavar="N",
+        help="override the convention's spike test: integer spike counts up to N count as ACs (1: upstream "
+        "Spikingformer; 30: upstream's alternative for Spikformer's spike sums)",
     )
     parser.add_argument("--baseline", choices=models, metavar="NAME", help="second model, e.g. spikformer_8_768")
     parser.add_argument("--baseline-checkpoint", metavar="PATH", help="the baseline's checkpoint, as --checkpoint")

@@ -1,43 +1,44 @@
-"""SNN energy accounting with the upstream Spikingformer rules (SPEC §5).
-
-Only Conv1d/Conv2d/Linear layers and the spiking self-attention (SSA) matmuls enter the energy:
-
-- a layer whose input is a spike tensor costs ACs = dense ops x input firing rate;
-- any other layer (the analog first conv, the real-valued head) costs MACs = all its dense ops;
-- each SSA adds ``T * heads * N * d^2 * (min(rate_k, rate_v) + rate_q)`` ACs, with the output rates of
-  its q/k/v LIFs (the K.V product charged at the sparser of K and V, the Q.(KV) product at Q's rate);
-- energy = E_MAC * MACs + E_AC * ACs (4.6 pJ and 0.9 pJ, 45 nm, Horowitz 2014), in mJ.
+"""Measuring ops, firing rates and energy with forward hooks on the model itself (SPEC §5 rules).
 
 Dense ops follow the upstream counter (syops): every weight MAC plus one op per output for a bias, with
-T folded into the batch, all per image. Two entry points share this arithmetic: :func:`measure_energy`
-runs a model over a loader with forward hooks (:func:`measure_conventions`: under several spike-test
-conventions in one pass), :func:`energy_from_rates` costs a model at given firing rates (to replay an
-upstream log). :func:`profile_ops` gives the dense ops from a meta-device forward.
+T folded into the batch, all per image. Two entry points share the arithmetic of
+:mod:`spikingformer.energy.report`: :func:`measure_conventions` runs a model over a loader under several
+energy conventions in one pass (:func:`measure_energy`: one), :func:`energy_from_rates` costs a model at
+given firing rates (to replay an upstream log). :func:`profile_ops` gives the dense ops from a meta-device
+forward. Attentions are found by what they declare (``energy_attention``, a registered kind) and their
+q/k(/v) LIFs, never by class, so a new family's attention is counted without changes here.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from spikingformer.energy.conventions import COMMON, EnergyConvention
+from spikingformer.energy.report import (
+    E_AC_PJ,
+    E_MAC_PJ,
+    AttentionOps,
+    AttentionShape,
+    EnergyReport,
+    LayerOps,
+    LayerShape,
+    OpsProfile,
+    attention_cost,
+    split_ops,
+)
 from spikingformer.neurons import MultiStepLIF
 
-#: Energy of one 32-bit multiply-accumulate / accumulate at 45 nm, in pJ.
-E_MAC_PJ = 4.6
-E_AC_PJ = 0.9
 #: The layer types whose ops enter the energy (upstream: modules named "conv*" or "head").
 COUNTED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
-#: One G: op counts are reported in G per image, so G ops x pJ = mJ.
-GIGA = 1e9
 
 
 def dense_ops(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> int:
@@ -65,227 +66,15 @@ def spike_flags(x: torch.Tensor, max_spike_counts: Sequence[int]) -> torch.Tenso
     return torch.stack(flags).double()
 
 
-def split_ops(dense: Any, rate: Any, spiking: Any) -> tuple[Any, Any]:
-    """(ACs, MACs) of ``dense`` ops at input ``rate``; ``spiking`` is 1 for a spike input, else 0.
-
-    Works on floats and on tensors alike, so the measured and the given-rates paths share it.
-    """
-    return dense * rate * spiking, dense * (1 - spiking)
-
-
-@dataclass(frozen=True)
-class LayerShape:
-    """A counted Conv/Linear layer and its dense ops per image (T included)."""
-
-    name: str
-    kind: str
-    dense_ops: float
-
-
-@dataclass(frozen=True)
-class LayerOps(LayerShape):
-    """A counted layer's ACs and MACs per image."""
-
-    ac_ops: float
-    mac_ops: float
-
-    @property
-    def input_rate(self) -> float:
-        """Mean input firing rate over its spike inputs; 1.0 for a non-spike (MAC) input, as upstream."""
-        spiking_dense = self.dense_ops - self.mac_ops
-        return self.ac_ops / spiking_dense if spiking_dense > 0 else 1.0
-
-    @classmethod
-    def at_rate(cls, shape: LayerShape, rate: float | None) -> LayerOps:
-        """Cost ``shape`` at a given input firing rate; ``None`` marks a non-spike input (MACs)."""
-        ac, mac = split_ops(shape.dense_ops, 1.0 if rate is None else rate, float(rate is not None))
-        return cls(shape.name, shape.kind, shape.dense_ops, ac, mac)
-
-
-@dataclass(frozen=True)
-class AttentionShape:
-    """Geometry of one spiking self-attention, read at runtime: T, heads, tokens N, head size d."""
-
-    name: str
-    time_steps: int
-    heads: int
-    tokens: int
-    head_dim: int
-
-    @property
-    def dense_ops(self) -> float:
-        """Dense MACs of the two matmuls per image: K^T.V and Q.(K^T V)."""
-        return 2.0 * self.time_steps * self.heads * self.tokens * self.head_dim**2
-
-
-@dataclass(frozen=True)
-class AttentionOps(AttentionShape):
-    """One SSA's matmul ACs per image at the output rates of its q/k/v LIFs."""
-
-    rate_q: float
-    rate_k: float
-    rate_v: float
-
-    @property
-    def ac_ops(self) -> float:
-        return self.dense_ops / 2 * (min(self.rate_k, self.rate_v) + self.rate_q)
-
-
-@dataclass(frozen=True)
-class OpsProfile:
-    """Rate-free structure of a model: counted layers, attentions, parameter count."""
-
-    model: str
-    layers: list[LayerShape]
-    attention: list[AttentionShape]
-    params: int
-
-    @property
-    def dense_flops(self) -> float:
-        """ANN-equivalent conv + linear MACs per image (SPEC §4's table)."""
-        return sum(layer.dense_ops for layer in self.layers)
-
-
-@dataclass(frozen=True)
-class EnergyReport:
-    """Per-layer ops and firing rates of one model, with totals per image.
-
-    ``images`` is None and ``neuron_rates`` empty for a report costed at given rates (no forward pass).
-    """
-
-    model: str
-    layers: list[LayerOps]
-    attention: list[AttentionOps]
-    neuron_rates: dict[str, float]
-    params: int
-    images: int | None
-    max_spike_count: int = 1
-    e_mac_pj: float = E_MAC_PJ
-    e_ac_pj: float = E_AC_PJ
-    top1: float | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def macs(self) -> float:
-        return sum(layer.mac_ops for layer in self.layers)
-
-    @property
-    def acs(self) -> float:
-        """Spike-driven ACs (the paper's "SOPs" / README "FLOPs" column), SSA matmuls included."""
-        return sum(layer.ac_ops for layer in self.layers) + sum(a.ac_ops for a in self.attention)
-
-    @property
-    def dense_flops(self) -> float:
-        """ANN-equivalent conv + linear MACs per image, T included (SPEC §4)."""
-        return sum(layer.dense_ops for layer in self.layers)
-
-    @property
-    def energy_mj(self) -> float:
-        return self.energy_of(self.macs, self.acs)
-
-    def energy_of(self, macs: float, acs: float) -> float:
-        """mJ of ``macs`` MACs plus ``acs`` ACs at this report's energy constants."""
-        return (self.e_mac_pj * macs + self.e_ac_pj * acs) / GIGA
-
-    @property
-    def firing_rate_mean(self) -> float | None:
-        """Mean over LIF layers of each layer's output firing rate (every layer weighs the same); None if unmeasured."""
-        rates = list(self.neuron_rates.values())
-        return sum(rates) / len(rates) if rates else None
-
-    def saving_vs(self, baseline: EnergyReport) -> float:
-        """Fraction of ``baseline``'s energy this model saves (the paper's "x % less energy")."""
-        return 1.0 - self.energy_mj / baseline.energy_mj
-
-    def totals(self) -> dict[str, float]:
-        """Whole-model figures; the measured-only ones (images, mean rate, top-1) only when measured."""
-        totals = {
-            "energy_mJ": self.energy_mj,
-            "acs_G": self.acs / GIGA,
-            "macs_G": self.macs / GIGA,
-            "dense_flops_G": self.dense_flops / GIGA,
-            "params": float(self.params),
-        }
-        measured = {"firing_rate_mean": self.firing_rate_mean, "images": self.images, "top1": self.top1}
-        return totals | {key: float(value) for key, value in measured.items() if value is not None}
-
-    def to_metrics(self) -> dict[str, float]:
-        """Flat metrics for MLflow: the totals, then per-layer rates and op counts."""
-        metrics = self.totals()
-        for layer in self.layers:
-            metrics[f"input_rate/{layer.name}"] = layer.input_rate
-            metrics[f"acs_G/{layer.name}"] = layer.ac_ops / GIGA
-            metrics[f"macs_G/{layer.name}"] = layer.mac_ops / GIGA
-        for attn in self.attention:
-            metrics[f"acs_G/{attn.name}"] = attn.ac_ops / GIGA
-        for name, rate in self.neuron_rates.items():
-            metrics[f"firing_rate/{name}"] = rate
-        return metrics
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything, with each row's derived rate, ops and energy spelled out (for a JSON artifact)."""
-        return {
-            **asdict(self),
-            "layers": [
-                {**asdict(x), "input_rate": x.input_rate, "energy_mJ": self.energy_of(x.mac_ops, x.ac_ops)}
-                for x in self.layers
-            ],
-            "attention": [
-                {**asdict(a), "dense_ops": a.dense_ops, "ac_ops": a.ac_ops, "energy_mJ": self.energy_of(0.0, a.ac_ops)}
-                for a in self.attention
-            ],
-            "totals": self.totals(),
-        }
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def to_table(self) -> str:
-        """Markdown: one row per counted layer and SSA (ops in G per image), totals, LIF firing rates."""
-        source = "given firing rates" if self.images is None else f"{self.images} images"
-        lines = [
-            f"## Energy of {self.model} ({source}, per image)",
-            "",
-            "| layer | type | dense ops (G) | input rate | ACs (G) | MACs (G) |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {x.name} | {x.kind} | {x.dense_ops / GIGA:.4f} | {x.input_rate:.4f} | "
-            f"{x.ac_ops / GIGA:.4f} | {x.mac_ops / GIGA:.4f} |"
-            for x in self.layers
-        ]
-        lines += [
-            f"| {a.name} | SSA matmuls h={a.heads} N={a.tokens} d={a.head_dim} | {a.dense_ops / GIGA:.4f} | "
-            f"q {a.rate_q:.4f} k {a.rate_k:.4f} v {a.rate_v:.4f} | {a.ac_ops / GIGA:.4f} | 0.0000 |"
-            for a in self.attention
-        ]
-        lines += [
-            "",
-            f"- energy: **{self.energy_mj:.4f} mJ** (E_MAC {self.e_mac_pj} pJ, E_AC {self.e_ac_pj} pJ)",
-            f"- ACs (SOPs): {self.acs / GIGA:.4f} G; MACs: {self.macs / GIGA:.4f} G",
-            f"- dense conv+linear MACs (ANN equivalent): {self.dense_flops / GIGA:.4f} G",
-            f"- spike test: up to {self.max_spike_count} spike(s) per input element",
-            f"- params: {self.params:,}",
-        ]
-        if self.firing_rate_mean is not None:
-            lines.append(f"- mean LIF firing rate: {self.firing_rate_mean:.4f}")
-        if self.top1 is not None:
-            lines.append(f"- top-1 on these images: {self.top1:.2%}")
-        lines += [f"- {note}" for note in self.notes]
-        if self.neuron_rates:
-            lines += ["", "| LIF | firing rate |", "|---|---:|"]
-            lines += [f"| {name} | {rate:.4f} |" for name, rate in self.neuron_rates.items()]
-        return "\n".join(lines) + "\n"
-
-
 def _attention_modules(model: nn.Module) -> dict[nn.Module, str]:
-    """SSA modules, recognised by their q/k/v LIFs and head count rather than by name."""
-    return {
-        module: name
-        for name, module in model.named_modules()
-        if isinstance(getattr(module, "num_heads", None), int)
-        and all(isinstance(getattr(module, f"{p}_lif", None), MultiStepLIF) for p in "qkv")
-    }
+    """Spiking attentions: modules that name their kind (``energy_attention``) and own q and k LIFs."""
+    found = {}
+    for name, module in model.named_modules():
+        kind = getattr(module, "energy_attention", None)
+        if isinstance(kind, str) and all(isinstance(getattr(module, f"{p}_lif", None), MultiStepLIF) for p in "qk"):
+            attention_cost(kind)  # an unknown kind fails here, naming the registered ones
+            found[module] = name
+    return found
 
 
 class _TensorStats:
@@ -339,7 +128,7 @@ class _Recorder:
         self.layers = {m: names[m] for m in model.modules() if isinstance(m, COUNTED_LAYERS)}
         self.neurons = {m: names[m] for m in model.modules() if isinstance(m, MultiStepLIF)}
         self.attention = _attention_modules(model)
-        self.qkv_owner = {getattr(a, f"{p}_lif"): a for a in self.attention for p in "qkv"}
+        self.qkv_owner = {getattr(a, f"{p}_lif"): a for a in self.attention for p in "qk"}
         self.dense: dict[nn.Module, int] = dict.fromkeys(self.layers, 0)
         self.ac: dict[nn.Module, torch.Tensor | float] = dict.fromkeys(self.layers, 0.0)
         self.mac: dict[nn.Module, torch.Tensor | float] = dict.fromkeys(self.layers, 0.0)
@@ -378,10 +167,13 @@ class _Recorder:
             self.spikes[module] = self.spikes[module] + self.stats(output)["sum"].double()
         owner = self.qkv_owner.get(module)
         if owner is not None and owner not in self.geometry:
-            # q/k/v LIF outputs are [T, B, D, N]; heads come from the attention module.
-            t, _, dim, tokens = output.shape
-            heads = owner.num_heads
-            self.geometry[owner] = AttentionShape(self.attention[owner], t, heads, tokens, dim // heads)
+            # q/k LIF outputs are [T, B, D, *tokens]; heads come from the attention module (1 if it has none).
+            t, _, dim = output.shape[:3]
+            heads = getattr(owner, "num_heads", 1)
+            self.geometry[owner] = AttentionShape(
+                self.attention[owner], t, heads, math.prod(output.shape[3:]), dim // heads,
+                kind=owner.energy_attention,
+            )
 
     def layer_shapes(self, images: int) -> list[LayerShape]:
         return [LayerShape(name, type(m).__name__, self.dense[m] / images) for m, name in self.layers.items()]
@@ -411,10 +203,14 @@ class _Recorder:
 
     def attention_ops(self) -> list[AttentionOps]:
         return [
-            AttentionOps(**asdict(self.geometry[a]), **_qkv(*(self.rate(getattr(a, f"{p}_lif")) for p in "qkv")))
+            AttentionOps(**asdict(self.geometry[a]), **_qkv(*(self._rate_of(a, p) for p in "qkv")))
             for a in self.attention
             if a in self.geometry
         ]
+
+    def _rate_of(self, attention: nn.Module, which: str) -> float | None:
+        neuron = getattr(attention, f"{which}_lif", None)
+        return self.rate(neuron) if isinstance(neuron, MultiStepLIF) else None
 
 
 def _params(model: nn.Module) -> int:
@@ -468,7 +264,7 @@ def energy_from_rates(
     )
 
 
-def _qkv(q: float, k: float, v: float) -> dict[str, float]:
+def _qkv(q: float, k: float, v: float | None = None) -> dict[str, float | None]:
     return {"rate_q": q, "rate_k": k, "rate_v": v}
 
 
@@ -485,8 +281,8 @@ def measure_energy(
     model: nn.Module,
     loader: Iterable[Any],
     *,
+    convention: EnergyConvention = COMMON,
     max_batches: int | None = None,
-    max_spike_count: int = 1,
     e_mac_pj: float = E_MAC_PJ,
     e_ac_pj: float = E_AC_PJ,
 ) -> EnergyReport:
@@ -498,7 +294,7 @@ def measure_energy(
     no report comes back; the hooks are removed and the model's train/eval mode restored either way.
     """
     (report,) = measure_conventions(
-        model, loader, (max_spike_count,), max_batches=max_batches, e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj
+        model, loader, (convention,), max_batches=max_batches, e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj
     )
     return report
 
@@ -506,20 +302,21 @@ def measure_energy(
 def measure_conventions(
     model: nn.Module,
     loader: Iterable[Any],
-    max_spike_counts: Sequence[int],
+    conventions: Sequence[EnergyConvention],
     *,
     max_batches: int | None = None,
     e_mac_pj: float = E_MAC_PJ,
     e_ac_pj: float = E_AC_PJ,
 ) -> list[EnergyReport]:
-    """:func:`measure_energy` under several spike-test conventions at once: one pass, one report each.
+    """:func:`measure_energy` under several conventions at once: one pass, one report each, in order.
 
-    For Spikformer, whose residual stream of spike sums is MACs under ``max_spike_count=1`` and ACs
-    under upstream's alternative 30, ``(1, 30)`` gives both of the paper's baselines.
+    E.g. a family's paper convention and :data:`COMMON`; for Spikingformer's baseline Spikformer, whose
+    residual stream of spike sums is MACs under a spike test of 1 and ACs under upstream's alternative 30,
+    both of the paper's baselines.
     """
-    counts = tuple(max_spike_counts)
-    if not counts or min(counts) < 1:
-        raise ValueError(f"max_spike_count must be >= 1, got {list(counts)}")
+    conventions = tuple(conventions)
+    if not conventions:
+        raise ValueError("measure_conventions needs at least one convention")
     param = next(model.parameters())
     if param.dtype != torch.float32:
         raise ValueError(f"energy accounting runs in fp32; the model's parameters are {param.dtype}")
@@ -530,7 +327,7 @@ def measure_conventions(
     correct = torch.zeros((), dtype=torch.int64, device=param.device)
     try:
         with (
-            _Recorder(model, counts) as rec,
+            _Recorder(model, tuple(c.max_spike_count for c in conventions)) as rec,
             torch.no_grad(),
             torch.autocast(param.device.type, enabled=False),
         ):
@@ -560,7 +357,25 @@ def measure_conventions(
         e_ac_pj=e_ac_pj,
         top1=int(correct) / labelled if labelled else None,
     )
+    time_steps = getattr(model, "T", 1)
     return [
-        EnergyReport(layers=layers, max_spike_count=count, **common)
-        for count, layers in zip(counts, rec.layer_ops(images), strict=True)
+        EnergyReport(
+            layers=_first_layer_once(layers, time_steps) if convention.first_layer_once else layers,
+            max_spike_count=convention.max_spike_count,
+            convention=convention.name,
+            **common,
+        )
+        for convention, layers in zip(conventions, rec.layer_ops(images), strict=True)
     ]
+
+
+def _first_layer_once(layers: list[LayerOps], time_steps: int) -> list[LayerOps]:
+    """The first counted layer charged once per image instead of once per time step."""
+    if not layers:
+        return layers
+    first = layers[0]
+    once = replace(
+        first, dense_ops=first.dense_ops / time_steps, ac_ops=first.ac_ops / time_steps,
+        mac_ops=first.mac_ops / time_steps,
+    )
+    return [once, *layers[1:]]
