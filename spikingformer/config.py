@@ -254,6 +254,11 @@ class RuntimeConfig(_Section):
     eval_every: int = 1
     #: Write last.pt every N epochs (the final epoch and every new best are always written).
     checkpoint_every: int = 1
+    #: LIF implementation (same spikes): spikingjelly's LIFNode, the fused one (spikingformer.fused_lif), or
+    #: 'auto' = fused where its exactness check passes on the run's device.
+    lif_backend: Literal["auto", "spikingjelly", "fused"] = "auto"
+    #: Run the model under torch.compile (the compiler fuses BN, elementwise work and the neuron where it can).
+    compile: bool = False
 
     def validate(self, where: str) -> None:
         ema_ok = self.ema_decay is None or 0.0 < self.ema_decay < 1.0
