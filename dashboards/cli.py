@@ -23,7 +23,10 @@ def run(args: argparse.Namespace) -> int:
     from dashboards.report import write_index, write_report  # matplotlib only when a report is made
 
     reader = results.RunReader(args.tracking_uri)
-    experiments = [results.load_experiment(p) for p in args.experiments] or results.discover(EXPERIMENTS_DIR)
+    # A grid's impossible points never ran: the report shows the others.
+    experiments = [results.load_experiment(p, skip_invalid=True) for p in args.experiments] or results.discover(
+        EXPERIMENTS_DIR
+    )
     if args.name and len(experiments) != 1:
         raise ValueError("--name selects the tracked name of one experiment file; give exactly one")
     jobs = []

@@ -90,9 +90,15 @@ class Row(_Section):
     train: dict[str, Any] = field(default_factory=dict)
     #: Overrides of the experiment's resources for this row only.
     resources: dict[str, Any] = field(default_factory=dict)
+    #: A grid point's value on each axis (``harness.grid``); empty for a paper row.
+    point: dict[str, Any] = field(default_factory=dict)
+    #: The paper row a grid point equals (its numbers are in ``paper``), or null.
+    reference: str | None = None
 
     def validate(self, where: str) -> None:
-        _require(bool(self.id) and "/" not in self.id, where, "id", self.id, "a non-empty name without '/'")
+        # '/' and '=' are allowed (grid points: 4-384/T=2); ',' separates ids in --rows.
+        _require(bool(self.id) and "," not in self.id and self.id == self.id.strip(), where, "id", self.id,
+                 "a non-empty name without ',' or surrounding spaces")
 
 
 @dataclass
@@ -115,8 +121,16 @@ class Experiment(_Section):
     source = ""
 
     @classmethod
-    def from_dict(cls, data: Any, where: str) -> Experiment:
-        """Validate a parsed experiment file: every row's TrainConfig, model and resources included."""
+    def from_dict(cls, data: Any, where: str, *, skip_invalid: bool = False) -> Experiment:
+        """Validate a parsed experiment file: every row's TrainConfig, model and resources included.
+
+        A ``grid`` section is expanded into rows first (``harness.grid``); ``skip_invalid`` drops its
+        impossible points instead of refusing the file.
+        """
+        if isinstance(data, dict) and "grid" in data:
+            from harness.grid import expand
+
+            data = expand(data, where, skip_invalid=skip_invalid)
         experiment = _from_dict(cls, data, where)
         experiment.source = where
         for row in experiment.rows:
@@ -205,9 +219,12 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment file; any error names the file, the row and the key."""
-    return Experiment.from_dict(read_yaml(path, "experiment file"), where=str(path))
+def load_experiment(path: str | Path, *, skip_invalid: bool = False) -> Experiment:
+    """Read and validate an experiment file; any error names the file, the row and the key.
+
+    A grid file comes back expanded, one row per point (``skip_invalid``: without its impossible points).
+    """
+    return Experiment.from_dict(read_yaml(path, "experiment file"), where=str(path), skip_invalid=skip_invalid)
 
 
 #: ``--smoke``: any row becomes a seconds-long CPU run on synthetic data of the row's input shape.

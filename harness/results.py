@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 
 from harness import tracking
 from harness.config import Experiment, PaperNumbers, Tolerance, discover, load_experiment
+from harness.grid import NO_REFERENCE, axes, format_value
 from harness.tracking import default_tracking_uri
 from spikingformer.models import MODEL_CONFIGS
 
@@ -71,6 +72,9 @@ class RowResult:
     #: Mean best top-1 minus the paper's, in percentage points.
     delta: float | None = None
     verdict: str = "NOT RUN"
+    #: A grid point's axis values and the paper row it equals (``harness.grid``); empty / None otherwise.
+    point: dict[str, Any] = field(default_factory=dict)
+    reference: str | None = None
 
     @property
     def finished(self) -> list[SeedRun]:
@@ -132,7 +136,14 @@ def collect(experiment: Experiment, tracking_uri: str, *, name: str | None = Non
         by_key.setdefault(tags[tracking.ROW], []).append(
             SeedRun(run.info.run_id, seed, run.info.status, dict(run.data.metrics))
         )
-    return [summarize(name, row.id, row.paper, experiment.tolerance, by_key.get(row.id, [])) for row in experiment.rows]
+    out = []
+    for row in experiment.rows:
+        result = summarize(name, row.id, row.paper, experiment.tolerance, by_key.get(row.id, []))
+        result.point, result.reference = row.point, row.reference
+        if row.point and row.reference is None and result.verdict == NA:
+            result.verdict = NO_REFERENCE  # a grid point no paper row equals
+        out.append(result)
+    return out
 
 
 # --- what each row trains ---------------------------------------------------------------------------------
@@ -220,16 +231,32 @@ def format_delta(delta: float | None) -> str:
     return NA if delta is None else f"{delta:+.2f}"
 
 
+def grid_cells(rows: Sequence[RowResult]) -> tuple[list[str], list[list[str]]]:
+    """A grid's extra columns (its axes, then the paper row each point equals) and each row's cells in them;
+    none for a plain table."""
+    names = axes(rows)
+    if not names:
+        return [], [[] for _ in rows]
+    cells = [[format_value(r.point[a]) if a in r.point else NA for a in names] + [r.reference or NO_REFERENCE]
+             for r in rows]
+    return [*names, "paper row"], cells
+
+
 def render_markdown(rows: Sequence[RowResult]) -> str:
-    """The paper-vs-reproduced table (best = best test epoch, as the paper reports; last = final epoch)."""
+    """The paper-vs-reproduced table (best = best test epoch, as the paper reports; last = final epoch).
+
+    A grid gets one column per axis and the paper row each point equals, after the row id.
+    """
+    extra, cells = grid_cells(rows)
     lines = [
-        "| row | paper top-1 | best top-1 | last top-1 | Δ best (pp) | params M (ours / paper) "
-        "| SOPs G (ours / paper) | energy mJ (ours / paper) | seeds | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| row | " + "".join(f"{name} | " for name in extra) + "paper top-1 | best top-1 | last top-1 | Δ best (pp) "
+        "| params M (ours / paper) | SOPs G (ours / paper) | energy mJ (ours / paper) | seeds | verdict |",
+        "|---|" + "---:|" * (len(extra) - 1) + "---|" * bool(extra) + "---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in rows:
+    for r, grid in zip(rows, cells, strict=True):
         lines.append(
-            f"| {r.row_id} | {format_number(r.paper.top1)} | {format_spread(r.best_top1_mean, r.best_top1_sd)} "
+            f"| {r.row_id} | " + "".join(f"{c} | " for c in grid)
+            + f"{format_number(r.paper.top1)} | {format_spread(r.best_top1_mean, r.best_top1_sd)} "
             f"| {format_spread(r.last_top1_mean, r.last_top1_sd)} | {format_delta(r.delta)} "
             f"| {format_pair(r.params_M, r.paper.params_M)} | {format_pair(r.sops_G, r.paper.sops_G)} "
             f"| {format_pair(r.energy_mJ, r.paper.energy_mJ)} | {len(r.finished)}/{len(r.runs)} | {r.verdict} |"
@@ -240,7 +267,7 @@ def render_markdown(rows: Sequence[RowResult]) -> str:
 CSV_COLUMNS = (
     "experiment", "row", "paper_top1", "best_top1_mean", "best_top1_sd", "last_top1_mean", "last_top1_sd", "delta",
     "params", "paper_params_M", "sops_G", "paper_sops_G", "energy_mJ", "paper_energy_mJ", "seeds_finished",
-    "seeds", "verdict", "paper_source",
+    "seeds", "verdict", "paper_source", "point", "reference",
 )
 
 
@@ -254,5 +281,6 @@ def render_csv(rows: Sequence[RowResult]) -> str:
             r.experiment, r.row_id, r.paper.top1, r.best_top1_mean, r.best_top1_sd, r.last_top1_mean, r.last_top1_sd,
             r.delta, r.params, r.paper.params_M, r.sops_G, r.paper.sops_G, r.energy_mJ, r.paper.energy_mJ,
             len(r.finished), len(r.runs), r.verdict, r.paper.source,
+            ";".join(f"{k}={format_value(v)}" for k, v in r.point.items()), r.reference or "",
         ])
     return out.getvalue()

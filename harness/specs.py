@@ -8,6 +8,7 @@ says what a trial will occupy in it. Nothing here runs inside Ray: that is :mod:
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -134,6 +135,11 @@ def check_tracked(store: tracking.Tracking, specs: list[TrialSpec], source: str)
             f"those runs (`mlflow runs delete --run-id ID` with MLFLOW_TRACKING_URI={store.uri}) and run again."
         )
     return found
+
+
+def path_name(text: str) -> str:
+    """``text`` as one folder name (Tune trial folders, Train run names): grid point ids hold '/' and '='."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
 
 
 def sampled_run_key(run_key: str, trial_id: str) -> str:

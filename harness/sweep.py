@@ -18,7 +18,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from harness import cluster, tracking
-from harness.specs import TrialSpec, bind, trial_resources
+from harness.specs import TrialSpec, bind, path_name, trial_resources
 from harness.trial import trainable
 
 #: What the sweep was started with, beside Tune's own state: the resume command reads it back.
@@ -40,7 +40,7 @@ def trial_name(trial: Trial) -> str:
 
 
 def trial_dirname(trial: Trial) -> str:
-    return f"{trial_name(trial)}-{trial.trial_id}"
+    return f"{path_name(trial_name(trial))}-{trial.trial_id}"
 
 
 def start(

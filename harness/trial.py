@@ -32,7 +32,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from harness import results, tracking
 from harness.config import Resources
-from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, sampled_run_key
+from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, sampled_run_key
 from spikingformer.config import TrainConfig, deep_merge
 from spikingformer.data import build_eval_loader
 from spikingformer.energy import GIGA, measure_conventions
@@ -92,7 +92,7 @@ def run_trial(config: dict[str, Any]) -> None:
     if run.info.status == "FINISHED":
         tune.report(dict(run.data.metrics))
         return
-    train_run = f"{key.replace('/', '-')}-{tracking.config_hash(train)[:8]}"
+    train_run = f"{path_name(key)}-{tracking.config_hash(train)[:8]}"
     scratch = f"{train_run}-{hashlib.sha256(spec.train_storage.encode()).hexdigest()[:8]}"
     store.log_text(run_id, yaml.safe_dump(json.loads(json.dumps(train)), sort_keys=False), "config.yaml")
     res = Resources(**spec.resources)

@@ -71,7 +71,7 @@ def finish(results: tune.ResultGrid, experiment: Experiment, tracking_uri: str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    experiment = load_experiment(args.experiment)
+    experiment = load_experiment(args.experiment, skip_invalid=args.skip_invalid)
     name = tracked_name(experiment, smoke=args.smoke, epochs=args.epochs)
     storage = sweep.storage_root(args.storage)
     uri = args.tracking_uri or tracking.default_tracking_uri()
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                                       tags=tags)
         sweep.write_invocation(storage, name, {
             "experiment_file": str(args.experiment), "experiment_yaml": Path(args.experiment).read_text(),
-            "name": name, "tracking_uri": uri, "parent_run_id": parent,
+            "name": name, "tracking_uri": uri, "parent_run_id": parent, "skip_invalid": args.skip_invalid,
         })
         print(f"{name}: {len(pending)} trial(s); Tune state in {sweep.join(storage, name)}; MLflow {uri}", flush=True)
         grid = {"trial": tune.grid_search([dataclasses.asdict(s) for s in pending])}
@@ -117,6 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("experiment", type=Path, help="experiment file, e.g. experiments/cifar10.yaml")
     parser.add_argument("--rows", type=row_ids, help="comma-separated row ids, each once (default: all rows)")
     parser.add_argument("--seeds", type=at_least(1), help="seeds per row (default: the file's `seeds`)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="a grid's impossible points are dropped (named on stderr) instead of refusing the file")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds-long CPU run of each row on synthetic data (tracked as <name>-smoke)")
     parser.add_argument("--epochs", type=at_least(1), help="total epochs of every row (tracked as <name>-e<N>)")

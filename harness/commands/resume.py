@@ -18,7 +18,8 @@ from harness.config import Experiment
 def run(args: argparse.Namespace) -> int:
     storage = sweep.storage_root(args.storage)
     record = sweep.read_invocation(storage, args.name)
-    experiment = Experiment.from_dict(yaml.safe_load(record["experiment_yaml"]), where=record["experiment_file"])
+    experiment = Experiment.from_dict(yaml.safe_load(record["experiment_yaml"]), where=record["experiment_file"],
+                                      skip_invalid=record.get("skip_invalid", False))
     store = tracking.Tracking(record["tracking_uri"])
     try:
         print(cluster.connect(args.address, log_to_driver=args.verbose), flush=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness import results
 from harness.config import Experiment, discover, load_experiment
+from harness.grid import NO_REFERENCE, axes
 from harness.tracking import Tracking, default_tracking_uri
 
 EXPERIMENTS_DIR = Path("experiments")
@@ -20,12 +21,17 @@ def format_table(experiment: Experiment, tracking_uri: str, *, name: str | None 
         f"## {name or experiment.name}: {experiment.paper.table} (arXiv {experiment.paper.arxiv})\n\n"
         f"PASS within ±{tol.pass_pp:g} pp of the paper's top-1, WARN within ±{tol.warn_pp:g} pp, else FAIL.\n\n"
     )
+    grid = axes(experiment.rows)
+    if grid:
+        title += (f"Grid over {' x '.join(grid)}: {len(experiment.rows)} points; a point equal to a paper row carries "
+                  f"its numbers (paper row column), the others have {NO_REFERENCE}.\n\n")
     return title + results.render_markdown(rows)
 
 
 def run(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_tracking_uri()
-    experiments = [load_experiment(p) for p in args.experiments] or discover(EXPERIMENTS_DIR)
+    # A grid's impossible points never ran: its table shows the others (and names those on stderr).
+    experiments = [load_experiment(p, skip_invalid=True) for p in args.experiments] or discover(EXPERIMENTS_DIR)
     if not args.experiments:  # all files: only those with runs
         store = Tracking(uri)
         experiments = [e for e in experiments if store.find_experiment(e.name) is not None]
