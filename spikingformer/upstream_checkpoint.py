@@ -1,9 +1,13 @@
-"""Import of checkpoints written by the upstream Spikingformer and Spikformer code.
+"""Import of checkpoints written by the upstream code of each model family.
 
 Upstream names its modules per file (``patch_embed.proj1_conv``, ``block.0.mlp.mlp1_bn``, Spikformer
-CIFAR's ``q_linear``...), so each (family, layout) gets a small table of regex rules that rewrite an
-upstream key prefix into ours. Loading is strict: apart from the LayerNorms upstream builds but never
-uses, every key must map onto exactly one of ours with the same shape, or a ``ValueError`` names it.
+CIFAR's ``q_linear``...), so each family declares, for its own layout, a short list of regex ``Rule``s
+that rewrite an upstream key prefix into ours (``model.upstream_key_rules()``) and the upstream keys it
+drops (``model.UPSTREAM_UNUSED``): a new family brings its own mapping and nothing here changes.
+Loading is strict: apart from the dropped keys, every key must map onto exactly one of ours with the same
+shape, or a ``ValueError`` names it. ``checkpoint_filter_fn`` is the same mapping as timm's
+``pretrained_filter_fn``, so ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``
+loads an upstream checkpoint through timm's own pretrained path.
 """
 
 from __future__ import annotations
@@ -15,10 +19,6 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from spikingformer.models.base import SpikingTransformer
-from spikingformer.models.spikformer import Spikformer
-from spikingformer.models.spikingformer import Spikingformer
-
 
 class Rule(NamedTuple):
     """Rewrite an upstream key prefix matching ``pattern`` into ``target`` (``re`` expand syntax)."""
@@ -29,56 +29,14 @@ class Rule(NamedTuple):
     from_linear: bool = False
 
 
-#: Upstream keys that are dropped: the per-block LayerNorms, built but never called in forward.
-UNUSED = re.compile(r"block\.\d+\.norm[12]\.(weight|bias)")
+#: Upstream keys both papers' code builds but never calls in forward: the per-block LayerNorms.
+UNUSED_BLOCK_NORMS = re.compile(r"block\.\d+\.norm[12]\.(weight|bias)")
 
 #: Where the checkpoint sits inside a training-script dict, in order of preference (timm, others).
 WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema")
 
-HEAD = [Rule(r"head\.", "head.")]
-
-SPIKINGFORMER_BLOCKS = [
-    Rule(r"block\.(\d+)\.attn\.(q|k|v|proj)_(conv|bn)\.", r"blocks.\1.attn.\2.\3."),
-    Rule(r"block\.(\d+)\.mlp\.mlp([12])_(conv|bn)\.", r"blocks.\1.mlp.fc\2.\3."),
-]
-
-SPIKFORMER_SPS = [
-    Rule(r"patch_embed\.proj_(conv|bn)\.", r"tokenizer.stages.0.conv_bn.\1."),
-    Rule(r"patch_embed\.proj_(conv|bn)([123])\.", r"tokenizer.stages.\2.conv_bn.\1."),
-    Rule(r"patch_embed\.rpe_(conv|bn)\.", r"tokenizer.rpe.\1."),
-]
-
-
-def _spikformer_blocks(conv: str) -> list[Rule]:
-    """Spikformer block rules; ``conv`` is upstream's projection module suffix ("conv" or "linear")."""
-    linear = conv == "linear"
-    return [
-        Rule(rf"block\.(\d+)\.attn\.(q|k|v|proj)_{conv}\.", r"blocks.\1.attn.\2.conv.", linear),
-        Rule(r"block\.(\d+)\.attn\.(q|k|v|proj)_bn\.", r"blocks.\1.attn.\2.bn."),
-        Rule(rf"block\.(\d+)\.mlp\.(fc[12])_{conv}\.", r"blocks.\1.mlp.\2.conv.", linear),
-        Rule(r"block\.(\d+)\.mlp\.(fc[12])_bn\.", r"blocks.\1.mlp.\2.bn."),
-    ]
-
-
-#: (family, layout) -> rules. The CIFAR Spikingformer tokenizer is ``block{i}_*``, the others ``proj{i}_*``.
-RULES: dict[tuple[type[SpikingTransformer], str], list[Rule]] = {
-    (Spikingformer, "cifar"): [
-        Rule(r"patch_embed\.block([0-4])_(conv|bn)\.", r"tokenizer.\1.conv_bn.\2."),
-        *SPIKINGFORMER_BLOCKS,
-        *HEAD,
-    ],
-    **{
-        (Spikingformer, layout): [
-            Rule(r"patch_embed\.proj_(conv|bn)\.", r"tokenizer.0.conv_bn.\1."),
-            Rule(r"patch_embed\.proj([1-4])_(conv|bn)\.", r"tokenizer.\1.conv_bn.\2."),
-            *SPIKINGFORMER_BLOCKS,
-            *HEAD,
-        ]
-        for layout in ("imagenet", "dvs")
-    },
-    (Spikformer, "cifar"): [*SPIKFORMER_SPS, *_spikformer_blocks("linear"), *HEAD],
-    (Spikformer, "imagenet"): [*SPIKFORMER_SPS, *_spikformer_blocks("conv"), *HEAD],
-}
+#: Every family's classifier is upstream's ``head`` under the same name.
+HEAD_RULES = [Rule(r"head\.", "head.")]
 
 
 def unwrap(checkpoint: Mapping[str, object]) -> dict[str, torch.Tensor]:
@@ -95,13 +53,10 @@ def unwrap(checkpoint: Mapping[str, object]) -> dict[str, torch.Tensor]:
 
 
 def _rules_for(model: nn.Module) -> list[Rule]:
-    for (family, layout), rules in RULES.items():
-        if isinstance(model, family) and getattr(model, "layout", None) == layout:
-            return rules
-    raise ValueError(
-        f"no upstream key mapping for {type(model).__name__} (layout {getattr(model, 'layout', None)!r}); "
-        f"known: {[(family.__name__, layout) for family, layout in RULES]}"
-    )
+    key_rules = getattr(model, "upstream_key_rules", None)
+    if key_rules is None:
+        raise ValueError(f"{type(model).__name__} declares no upstream key mapping (upstream_key_rules)")
+    return key_rules()
 
 
 def _rename(key: str, rules: list[Rule]) -> tuple[str, Rule] | None:
@@ -112,18 +67,28 @@ def _rename(key: str, rules: list[Rule]) -> tuple[str, Rule] | None:
     return None
 
 
-def convert_upstream_state_dict(model: nn.Module, checkpoint: Mapping[str, object]) -> dict[str, torch.Tensor]:
-    """Translate an upstream checkpoint into ``model``'s key names and shapes, checking every key."""
+def convert_upstream_state_dict(
+    model: nn.Module, checkpoint: Mapping[str, object], unchecked: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """Translate an upstream checkpoint into ``model``'s key names and shapes, checking every key.
+
+    Keys whose new name is in ``unchecked`` are renamed but neither required nor shape-checked: timm's
+    loader drops the classifier itself when the model's ``num_classes`` differs from the checkpoint's.
+    """
     rules = _rules_for(model)
+    unused = getattr(model, "UPSTREAM_UNUSED", None)
     ours = model.state_dict()
     converted: dict[str, torch.Tensor] = {}
     source: dict[str, str] = {}
     for key, value in unwrap(checkpoint).items():
-        if UNUSED.fullmatch(key):
+        if unused is not None and unused.fullmatch(key):
             continue
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"upstream key {key!r} holds a {type(value).__name__}, not a tensor")
         renamed = _rename(key, rules)
+        if renamed is not None and renamed[0] in unchecked:
+            converted[renamed[0]] = value
+            continue
         if renamed is None or renamed[0] not in ours:
             where = "no mapping rule" if renamed is None else f"maps to {renamed[0]!r}, which the model lacks"
             raise ValueError(f"unexpected key {key!r} in the upstream checkpoint ({where})")
@@ -139,7 +104,7 @@ def convert_upstream_state_dict(model: nn.Module, checkpoint: Mapping[str, objec
             )
         converted[name] = value
         source[name] = key
-    missing = [name for name in ours if name not in converted]
+    missing = [name for name in ours if name not in converted and name not in unchecked]
     if missing:
         raise ValueError(f"missing from the upstream checkpoint ({len(missing)} keys, our names): {missing}")
     return converted
@@ -149,6 +114,20 @@ def load_upstream_state_dict(model: nn.Module, state_dict: Mapping[str, object])
     """Load weights saved by the upstream code into one of our models, in place and strictly.
 
     Accepts a raw state_dict, a training checkpoint holding one under ``state_dict`` (or ``model``,
-    ``state_dict_ema``), and DDP's ``module.`` prefix. The unused upstream LayerNorms are dropped.
+    ``state_dict_ema``), and DDP's ``module.`` prefix. The family's unused upstream keys are dropped.
     """
     model.load_state_dict(convert_upstream_state_dict(model, state_dict), strict=True)
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, object], model: nn.Module) -> dict[str, torch.Tensor]:
+    """timm's ``pretrained_filter_fn``: an upstream checkpoint in our names; one of ours passes through.
+
+    The classifier named by the model's ``pretrained_cfg`` is left for timm's loader, which discards it
+    when the model was built with another class count (fine-tuning an ImageNet checkpoint on CIFAR).
+    """
+    state_dict = unwrap(state_dict)
+    if set(state_dict) <= set(model.state_dict()):
+        return state_dict
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
+    unchecked = (f"{classifier}.weight", f"{classifier}.bias") if classifier else ()
+    return convert_upstream_state_dict(model, state_dict, unchecked)

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 
 import pytest
 import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 import harness.cli
 import spikingformer
 from spikingformer import MODEL_CONFIGS, Spikformer, Spikingformer, build_model
+from spikingformer.pixel_stats import CIFAR_MEAN, CIFAR_STD
 from spikingformer.models.layers import SeqDropPath
 
 #: SPEC §4, "w/o unused LN" column: what our models (which omit the never-called LayerNorms) must have.
@@ -155,6 +158,35 @@ def test_conv_and_bn_see_time_folded_into_batch(family: type) -> None:
 def test_registered_through_timm() -> None:
     assert set(MODEL_CONFIGS) <= set(timm.list_models("spik*former*"))
     assert "load_upstream_state_dict" in spikingformer.__all__
+
+
+#: layout -> what timm.data.resolve_data_config must give a registered model of that layout
+DATA_CONFIGS = {
+    "cifar": dict(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, crop_pct=1.0, interpolation="bicubic"),
+    "imagenet": dict(input_size=(3, 224, 224), mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, crop_pct=1.0,
+                     interpolation="bicubic"),
+    "dvs": dict(input_size=(2, 128, 128), mean=(0.0, 0.0), std=(1.0, 1.0), crop_pct=1.0, interpolation="nearest"),
+}
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+def test_resolve_data_config_gives_the_dataset_settings(name: str) -> None:
+    """timm's data config of each model is its own dataset's (CIFAR: 32x32 and the CIFAR mean/std)."""
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    config = timm.data.resolve_data_config({}, model=model)
+    assert {k: config[k] for k in DATA_CONFIGS[model.layout]} == DATA_CONFIGS[model.layout]
+    assert model.pretrained_cfg["num_classes"] == model.num_classes
+    assert model.pretrained_cfg["input_size"] == (model.in_chans, model.img_size, model.img_size)
+
+
+def test_every_registration_is_a_register_model_function() -> None:
+    """timm's convention: one greppable ``@register_model`` function per name in its family's file."""
+    for name in MODEL_CONFIGS:
+        entrypoint = timm.models.model_entrypoint(name)
+        assert entrypoint.__name__ == name
+        assert getattr(sys.modules[entrypoint.__module__], name) is entrypoint
+        assert name in sys.modules[entrypoint.__module__].default_cfgs
 
 
 def test_params_command_markdown(capsys) -> None:

@@ -14,13 +14,13 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+import timm
 import torch
 import upstream_reference as ref
 from spikingjelly.activation_based import neuron
 from torch import nn
 
 from spikingformer import Spikformer, Spikingformer, build_model, load_upstream_state_dict
-from spikingformer.upstream_checkpoint import UNUSED
 
 #: upstream family in the JSON -> our registered model with the same shapes
 FAMILIES = {
@@ -66,7 +66,7 @@ def test_upstream_checkpoint_loads(upstream_keys, family: str) -> None:
     load_upstream_state_dict(model, upstream)
     ours = model.state_dict()
     # every used upstream value landed somewhere, and nothing else is in the model
-    used = [v for k, v in upstream.items() if not UNUSED.fullmatch(k)]
+    used = [v for k, v in upstream.items() if not model.UPSTREAM_UNUSED.fullmatch(k)]
     assert len(used) == len(ours) and len(used) < len(upstream)
     assert fingerprints(used) == fingerprints(ours.values())
     assert torch.equal(ours["head.weight"], upstream["head.weight"])
@@ -259,3 +259,41 @@ def test_reference_transcription_has_the_upstream_key_layout(upstream_keys, fami
     reference = EQUIVALENCE[TRANSCRIBED[family]][0]()
     ours = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     assert layout(ours) == layout(upstream_keys[family])
+
+
+# ---------------------------------------------------------------- through timm's own pretrained path
+
+#: equivalence case -> the registered model with its layout (built at the case's small width)
+THROUGH_TIMM = {"spikingformer_cifar": "spikingformer_cifar_4_256", "spikformer_cifar": "spikformer_cifar_4_256"}
+
+
+@pytest.mark.parametrize("case", THROUGH_TIMM)
+def test_timm_pretrained_path_loads_an_upstream_file(case: str, tmp_path) -> None:
+    """``pretrained=True`` with ``pretrained_cfg_overlay=dict(file=...)`` runs the family's checkpoint filter."""
+    upstream, reference, x = equivalent_pair(case)
+    path = tmp_path / "upstream.pth.tar"
+    torch.save({"epoch": 299, "state_dict": upstream.state_dict()}, path)  # as upstream's timm train.py writes
+    small = dict(embed_dim=D, depth=DEPTH, num_heads=HEADS)
+    model = timm.create_model(
+        THROUGH_TIMM[case], pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **small
+    ).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), upstream(x), rtol=0, atol=1e-5)
+        assert torch.equal(model(x), reference(x))
+
+    # fine-tuning: another class count keeps every weight but the classifier, which timm drops
+    transfer = timm.create_model(
+        THROUGH_TIMM[case], pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), num_classes=3, **small
+    )
+    assert transfer.head.out_features == 3
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    assert all(torch.equal(transfer.state_dict()[k], v) for k, v in kept.items())
+
+
+def test_timm_pretrained_path_rejects_another_family(tmp_path) -> None:
+    upstream, _, _ = equivalent_pair("spikformer_cifar")
+    path = tmp_path / "spikformer.pth"
+    torch.save(upstream.state_dict(), path)
+    with pytest.raises(ValueError, match="patch_embed"):
+        timm.create_model("spikingformer_cifar_4_256", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                          embed_dim=D, depth=DEPTH, num_heads=HEADS)

@@ -19,9 +19,8 @@ from torchvision.datasets import ImageFolder
 
 from spikingformer.config import AugmentConfig
 from spikingformer.data.splits import split_fingerprint
+from spikingformer.pixel_stats import CIFAR_MEAN, CIFAR_STD
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 #: Pixel mean/std of all 1797 digits after the 8x8 -> 32x32 bilinear upsampling below.
 DIGITS_MEAN = (0.306, 0.306, 0.306)
 DIGITS_STD = (0.324, 0.324, 0.324)

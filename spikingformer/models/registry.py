@@ -1,68 +1,112 @@
-"""timm registrations of every paper configuration (names fixed by DESIGN.md).
+"""The timm glue every family file shares: dataset cfgs, constructor presets, the build helper, the name index.
 
-``import spikingformer`` then ``timm.create_model("spikingformer_8_768")``; any constructor argument
-(``num_classes``, ``num_heads``, ``T``, ``drop_path_rate``, ...) can be overridden as a keyword.
+A family file registers its paper configurations exactly as timm's own model files do (see
+``spikingformer.py``): ``default_cfgs = generate_default_cfgs({...})`` from the dataset cfgs below, then
+one ``@register_model`` function per configuration that calls :func:`create_model_with_cfg`. Then
+``import spikingformer`` and ``timm.create_model("spikingformer_8_768")``; any constructor argument
+(``num_classes``, ``num_heads``, ``T``, ``drop_path_rate``, ...) can be overridden as a keyword, and
+``timm.data.resolve_data_config({}, model=m)`` gives the model's dataset settings.
+
+:data:`MODEL_CONFIGS` (name -> (family class, default constructor arguments)) and :func:`build_model`
+are the library's own view of that timm registry: every model registered from ``spikingformer.models``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeVar
 
-from timm.models import register_model
+import timm
+import torch
+from timm.models import build_model_with_cfg, model_entrypoint
 
-from spikingformer.models.base import SpikingTransformer
-from spikingformer.models.spikformer import Spikformer
-from spikingformer.models.spikingformer import Spikingformer
 from spikingformer.neurons import TAU_DVS
+from spikingformer.pixel_stats import CIFAR_MEAN, CIFAR_STD, DVS_MEAN, DVS_STD, IMAGENET_MEAN, IMAGENET_STD
+from spikingformer.upstream_checkpoint import checkpoint_filter_fn
 
-IMAGENET = dict(layout="imagenet", img_size=224, in_chans=3, num_classes=1000, num_heads=8, depth=8, T=4)
-CIFAR = dict(layout="cifar", img_size=32, in_chans=3, num_classes=10, T=4)
-DVS = dict(layout="dvs", img_size=128, in_chans=2, num_classes=11, num_heads=16, T=16, tau=TAU_DVS)
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
-#: name -> (family class, default constructor arguments)
-MODEL_CONFIGS: dict[str, tuple[type[SpikingTransformer], dict[str, Any]]] = {
-    "spikingformer_8_384": (Spikingformer, {**IMAGENET, "embed_dim": 384}),
-    "spikingformer_8_512": (Spikingformer, {**IMAGENET, "embed_dim": 512}),
-    "spikingformer_8_768": (Spikingformer, {**IMAGENET, "embed_dim": 768}),
-    "spikingformer_cifar_4_256": (Spikingformer, {**CIFAR, "embed_dim": 256, "depth": 4, "num_heads": 8}),
-    "spikingformer_cifar_2_384": (Spikingformer, {**CIFAR, "embed_dim": 384, "depth": 2, "num_heads": 12}),
-    "spikingformer_cifar_4_384": (Spikingformer, {**CIFAR, "embed_dim": 384, "depth": 4, "num_heads": 12}),
-    "spikingformer_dvs_2_256": (Spikingformer, {**DVS, "embed_dim": 256, "depth": 2}),
-    "spikformer_8_384": (Spikformer, {**IMAGENET, "embed_dim": 384}),
-    "spikformer_8_512": (Spikformer, {**IMAGENET, "embed_dim": 512}),
-    "spikformer_8_768": (Spikformer, {**IMAGENET, "embed_dim": 768}),
-    "spikformer_cifar_4_256": (Spikformer, {**CIFAR, "embed_dim": 256, "depth": 4, "num_heads": 8}),
-    "spikformer_cifar_2_384": (Spikformer, {**CIFAR, "embed_dim": 384, "depth": 2, "num_heads": 12}),
-    "spikformer_cifar_4_384": (Spikformer, {**CIFAR, "embed_dim": 384, "depth": 4, "num_heads": 12}),
-}
+# timm pretrained cfgs per dataset: what timm.data.resolve_data_config returns for a model. pool_size is
+# the token grid a 224 / 32 / 128 input leaves (a family with another downsampling overrides it).
+IMAGENET_CFG: dict[str, Any] = dict(
+    input_size=(3, 224, 224), pool_size=(14, 14), num_classes=1000,
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bicubic", crop_pct=1.0,
+)
+CIFAR10_CFG: dict[str, Any] = dict(
+    input_size=(3, 32, 32), pool_size=(8, 8), num_classes=10,
+    mean=CIFAR_MEAN, std=CIFAR_STD, interpolation="bicubic", crop_pct=1.0,
+)
+#: DVS128 Gesture: one event frame is 2 polarities x 128 x 128 (the model takes T of them).
+DVS128_CFG: dict[str, Any] = dict(
+    input_size=(2, 128, 128), pool_size=(8, 8), num_classes=11,
+    mean=DVS_MEAN, std=DVS_STD, interpolation="nearest", crop_pct=1.0,
+)
 
-_TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+# Constructor presets per dataset, matching the cfgs above; each registered function adds its width/depth.
+IMAGENET_ARGS: dict[str, Any] = dict(layout="imagenet", img_size=224, in_chans=3, num_classes=1000, depth=8,
+                                     num_heads=8, T=4)
+CIFAR_ARGS: dict[str, Any] = dict(layout="cifar", img_size=32, in_chans=3, num_classes=10, T=4)
+DVS_ARGS: dict[str, Any] = dict(layout="dvs", img_size=128, in_chans=2, num_classes=11, num_heads=16, T=16,
+                                tau=TAU_DVS)
 
 
-def build_model(name: str, **overrides: Any) -> SpikingTransformer:
-    """Build a registered configuration without going through timm."""
+#: Keywords timm's factory passes to an entrypoint that are not constructor arguments of the model.
+FACTORY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "device", "dtype", "features_only",
+                  "out_indices", "feature_cls")
+
+
+def pretrained_cfg(data_cfg: dict[str, Any], first_conv: str, **kwargs: Any) -> dict[str, Any]:
+    """A family's timm pretrained cfg for one dataset: no hub weights, a fixed input size, ``head``."""
+    return {**data_cfg, "first_conv": first_conv, "classifier": "head", "fixed_input_size": True, **kwargs}
+
+
+def create_model_with_cfg(model_cls: type[ModelT], variant: str, pretrained: bool, **kwargs: Any) -> ModelT:
+    """timm's ``build_model_with_cfg`` with the upstream checkpoint filter as ``pretrained_filter_fn``.
+
+    The full constructor arguments are kept as timm's reconstruction arguments (``get_model_args``).
+    """
+    model = build_model_with_cfg(
+        model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs
+    )
+    model._model_args = {k: v for k, v in kwargs.items() if k not in FACTORY_KWARGS}
+    return model
+
+
+def model_names() -> list[str]:
+    """Every model registered with timm from ``spikingformer.models`` (all families), in timm's order."""
+    return [name for name in timm.list_models() if model_entrypoint(name).__module__.startswith(__package__)]
+
+
+class _RegisteredConfigs(Mapping[str, tuple[type[torch.nn.Module], dict[str, Any]]]):
+    """name -> (family class, default constructor arguments), read off a meta-device build on first use."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[type[torch.nn.Module], dict[str, Any]]] = {}
+
+    def __getitem__(self, name: str) -> tuple[type[torch.nn.Module], dict[str, Any]]:
+        if name not in self._cache:
+            if name not in model_names():
+                raise KeyError(name)
+            with torch.device("meta"):
+                model = timm.create_model(name)
+            self._cache[name] = (type(model), dict(model._model_args))
+        return self._cache[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(model_names())
+
+    def __len__(self) -> int:
+        return len(model_names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in model_names()
+
+
+MODEL_CONFIGS = _RegisteredConfigs()
+
+
+def build_model(name: str, **overrides: Any) -> torch.nn.Module:
+    """Build a registered configuration through timm (so it carries its ``pretrained_cfg``)."""
     if name not in MODEL_CONFIGS:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(MODEL_CONFIGS)}")
-    cls, defaults = MODEL_CONFIGS[name]
-    return cls(**{**defaults, **overrides})
-
-
-def _entrypoint(name: str):
-    def create(pretrained: bool = False, **kwargs: Any) -> SpikingTransformer:
-        if pretrained:
-            raise ValueError(
-                f"{name}: no hub weights are published; build the model and call "
-                "spikingformer.load_upstream_state_dict(model, torch.load(path)) for upstream checkpoints"
-            )
-        for key in _TIMM_ONLY_KWARGS:
-            kwargs.pop(key, None)
-        return build_model(name, **kwargs)
-
-    create.__name__ = name
-    create.__qualname__ = name
-    create.__doc__ = f"{name}: {MODEL_CONFIGS[name][0].__name__} with {MODEL_CONFIGS[name][1]}"
-    return create
-
-
-for _name in MODEL_CONFIGS:
-    globals()[_name] = register_model(_entrypoint(_name))
+    return timm.create_model(name, **overrides)

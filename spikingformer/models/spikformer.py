@@ -6,7 +6,10 @@ q/k/v, MLP and head inputs are not binary: that is what costs Spikformer MACs in
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
 from spikingformer.models.base import SpikingTransformer
@@ -17,7 +20,16 @@ from spikingformer.models.layers import (
     conv_bn_2d,
     spike_attention,
 )
+from spikingformer.models.registry import (
+    CIFAR10_CFG,
+    CIFAR_ARGS,
+    IMAGENET_ARGS,
+    IMAGENET_CFG,
+    create_model_with_cfg,
+    pretrained_cfg,
+)
 from spikingformer.neurons import V_THRESHOLD_ATTN, MultiStepLIF
+from spikingformer.upstream_checkpoint import HEAD_RULES, UNUSED_BLOCK_NORMS, Rule
 
 #: Which of the four SPS conv stages max-pool their output, per input layout.
 POOLED_STAGES = {
@@ -88,10 +100,19 @@ class SpikformerMLP(nn.Module):
         return self.fc2_lif(self.fc2(self.fc1_lif(self.fc1(x))))
 
 
+#: Upstream's SPS names (``patch_embed.proj_conv``, ``proj{i}_bn``, ``rpe_conv``), the same in both layouts.
+UPSTREAM_SPS_RULES = [
+    Rule(r"patch_embed\.proj_(conv|bn)\.", r"tokenizer.stages.0.conv_bn.\1."),
+    Rule(r"patch_embed\.proj_(conv|bn)([123])\.", r"tokenizer.stages.\2.conv_bn.\1."),
+    Rule(r"patch_embed\.rpe_(conv|bn)\.", r"tokenizer.rpe.\1."),
+]
+
+
 class Spikformer(SpikingTransformer):
     """Spikformer-L-D. The CIFAR layout's q/k/v projections carry a bias (upstream ``nn.Linear``)."""
 
     LAYOUTS = tuple(POOLED_STAGES)
+    UPSTREAM_UNUSED = UNUSED_BLOCK_NORMS
 
     def build_tokenizer(self, in_chans: int, embed_dim: int, tau: float, layout: str) -> nn.Module:
         return SpikingPatchSplitting(in_chans, embed_dim, tau, layout)
@@ -108,3 +129,77 @@ class Spikformer(SpikingTransformer):
                     nn.init.trunc_normal_(module.weight, std=0.02)
                     nn.init.zeros_(module.bias)
         return block
+
+    def upstream_key_rules(self) -> list[Rule]:
+        """Upstream key prefixes -> ours; CIFAR's projections are ``nn.Linear`` (``q_linear``), ImageNet's convs."""
+        conv = "linear" if self.layout == "cifar" else "conv"
+        linear = conv == "linear"
+        return [
+            *UPSTREAM_SPS_RULES,
+            Rule(rf"block\.(\d+)\.attn\.(q|k|v|proj)_{conv}\.", r"blocks.\1.attn.\2.conv.", linear),
+            Rule(r"block\.(\d+)\.attn\.(q|k|v|proj)_bn\.", r"blocks.\1.attn.\2.bn."),
+            Rule(rf"block\.(\d+)\.mlp\.(fc[12])_{conv}\.", r"blocks.\1.mlp.\2.conv.", linear),
+            Rule(r"block\.(\d+)\.mlp\.(fc[12])_bn\.", r"blocks.\1.mlp.\2.bn."),
+            *HEAD_RULES,
+        ]
+
+
+def _cfg(data_cfg: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    return pretrained_cfg(data_cfg, first_conv="tokenizer.stages.0.conv_bn.conv", paper_ids="arXiv:2209.15425",
+                          **kwargs)
+
+
+default_cfgs = generate_default_cfgs({
+    "spikformer_8_384": _cfg(IMAGENET_CFG),
+    "spikformer_8_512": _cfg(IMAGENET_CFG),
+    "spikformer_8_768": _cfg(IMAGENET_CFG),
+    "spikformer_cifar_4_256": _cfg(CIFAR10_CFG),
+    "spikformer_cifar_2_384": _cfg(CIFAR10_CFG),
+    "spikformer_cifar_4_384": _cfg(CIFAR10_CFG),
+})
+
+
+def _create_spikformer(variant: str, pretrained: bool = False, **kwargs: Any) -> Spikformer:
+    return create_model_with_cfg(Spikformer, variant, pretrained, **kwargs)
+
+
+@register_model
+def spikformer_8_384(pretrained: bool = False, **kwargs: Any) -> Spikformer:
+    """Spikformer-8-384, ImageNet 224x224, T=4."""
+    model_args = dict(IMAGENET_ARGS, embed_dim=384)
+    return _create_spikformer("spikformer_8_384", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def spikformer_8_512(pretrained: bool = False, **kwargs: Any) -> Spikformer:
+    """Spikformer-8-512, ImageNet 224x224, T=4."""
+    model_args = dict(IMAGENET_ARGS, embed_dim=512)
+    return _create_spikformer("spikformer_8_512", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def spikformer_8_768(pretrained: bool = False, **kwargs: Any) -> Spikformer:
+    """Spikformer-8-768, ImageNet 224x224, T=4."""
+    model_args = dict(IMAGENET_ARGS, embed_dim=768)
+    return _create_spikformer("spikformer_8_768", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def spikformer_cifar_4_256(pretrained: bool = False, **kwargs: Any) -> Spikformer:
+    """Spikformer-4-256, CIFAR 32x32, T=4."""
+    model_args = dict(CIFAR_ARGS, embed_dim=256, depth=4, num_heads=8)
+    return _create_spikformer("spikformer_cifar_4_256", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def spikformer_cifar_2_384(pretrained: bool = False, **kwargs: Any) -> Spikformer:
+    """Spikformer-2-384, CIFAR 32x32, T=4."""
+    model_args = dict(CIFAR_ARGS, embed_dim=384, depth=2, num_heads=12)
+    return _create_spikformer("spikformer_cifar_2_384", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def spikformer_cifar_4_384(pretrained: bool = False, **kwargs: Any) -> Spikformer:
+    """Spikformer-4-384, CIFAR 32x32, T=4."""
+    model_args = dict(CIFAR_ARGS, embed_dim=384, depth=4, num_heads=12)
+    return _create_spikformer("spikformer_cifar_4_384", pretrained, **dict(model_args, **kwargs))

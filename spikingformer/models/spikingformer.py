@@ -6,7 +6,10 @@ values and every Conv/Linear input but the first conv and the head is a binary s
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
 from spikingformer.models.base import SpikingTransformer
@@ -17,7 +20,18 @@ from spikingformer.models.layers import (
     conv_bn_2d,
     spike_attention,
 )
+from spikingformer.models.registry import (
+    CIFAR10_CFG,
+    CIFAR_ARGS,
+    DVS128_CFG,
+    DVS_ARGS,
+    IMAGENET_ARGS,
+    IMAGENET_CFG,
+    create_model_with_cfg,
+    pretrained_cfg,
+)
 from spikingformer.neurons import V_THRESHOLD_ATTN, MultiStepLIF
+from spikingformer.upstream_checkpoint import HEAD_RULES, UNUSED_BLOCK_NORMS, Rule
 
 #: Which of the five tokenizer stages max-pool their input, per input layout.
 POOLED_STAGES = {
@@ -84,10 +98,18 @@ class SpikingMLP(nn.Module):
         return self.fc2(self.hidden_lif(self.fc1(self.pre_lif(x))))
 
 
+#: Upstream's block names (``block.{i}.attn.q_conv``, ``block.{i}.mlp.mlp1_bn``...), the same in every layout.
+UPSTREAM_BLOCK_RULES = [
+    Rule(r"block\.(\d+)\.attn\.(q|k|v|proj)_(conv|bn)\.", r"blocks.\1.attn.\2.\3."),
+    Rule(r"block\.(\d+)\.mlp\.mlp([12])_(conv|bn)\.", r"blocks.\1.mlp.fc\2.\3."),
+]
+
+
 class Spikingformer(SpikingTransformer):
     """Spikingformer-L-D: ``depth`` blocks of width ``embed_dim`` over a spiking conv tokenizer."""
 
     LAYOUTS = tuple(POOLED_STAGES)
+    UPSTREAM_UNUSED = UNUSED_BLOCK_NORMS
 
     def build_tokenizer(self, in_chans: int, embed_dim: int, tau: float, layout: str) -> nn.Module:
         return SpikingTokenizer(in_chans, embed_dim, tau, layout)
@@ -98,3 +120,82 @@ class Spikingformer(SpikingTransformer):
         """Spike-driven residual block: both branches start with a LIF, the stream stays real-valued."""
         attn = SpikingSelfAttention(dim, num_heads, tau)
         return ResidualBlock(attn, SpikingMLP(dim, int(dim * mlp_ratio), tau), drop_path)
+
+    def upstream_key_rules(self) -> list[Rule]:
+        """Upstream key prefixes -> ours; the CIFAR tokenizer is ``block{i}_*``, the others ``proj_*, proj{i}_*``."""
+        if self.layout == "cifar":
+            tokenizer = [Rule(r"patch_embed\.block([0-4])_(conv|bn)\.", r"tokenizer.\1.conv_bn.\2.")]
+        else:
+            tokenizer = [
+                Rule(r"patch_embed\.proj_(conv|bn)\.", r"tokenizer.0.conv_bn.\1."),
+                Rule(r"patch_embed\.proj([1-4])_(conv|bn)\.", r"tokenizer.\1.conv_bn.\2."),
+            ]
+        return [*tokenizer, *UPSTREAM_BLOCK_RULES, *HEAD_RULES]
+
+
+def _cfg(data_cfg: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    return pretrained_cfg(data_cfg, first_conv="tokenizer.0.conv_bn.conv", paper_ids="arXiv:2304.11954", **kwargs)
+
+
+default_cfgs = generate_default_cfgs({
+    "spikingformer_8_384": _cfg(IMAGENET_CFG),
+    "spikingformer_8_512": _cfg(IMAGENET_CFG),
+    "spikingformer_8_768": _cfg(IMAGENET_CFG),
+    "spikingformer_cifar_4_256": _cfg(CIFAR10_CFG),
+    "spikingformer_cifar_2_384": _cfg(CIFAR10_CFG),
+    "spikingformer_cifar_4_384": _cfg(CIFAR10_CFG),
+    "spikingformer_dvs_2_256": _cfg(DVS128_CFG),
+})
+
+
+def _create_spikingformer(variant: str, pretrained: bool = False, **kwargs: Any) -> Spikingformer:
+    return create_model_with_cfg(Spikingformer, variant, pretrained, **kwargs)
+
+
+@register_model
+def spikingformer_8_384(pretrained: bool = False, **kwargs: Any) -> Spikingformer:
+    """Spikingformer-8-384, ImageNet 224x224, T=4."""
+    model_args = dict(IMAGENET_ARGS, embed_dim=384)
+    return _create_spikingformer("spikingformer_8_384", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def spikingformer_8_512(pretrained: bool = False, **kwargs: Any) -> Spikingformer:
+    """Spikingformer-8-512, ImageNet 224x224, T=4."""
+    model_args = dict(IMAGENET_ARGS, embed_dim=512)
+    return _create_spikingformer("spikingformer_8_512", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def spikingformer_8_768(pretrained: bool = False, **kwargs: Any) -> Spikingformer:
+    """Spikingformer-8-768, ImageNet 224x224, T=4."""
+    model_args = dict(IMAGENET_ARGS, embed_dim=768)
+    return _create_spikingformer("spikingformer_8_768", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def spikingformer_cifar_4_256(pretrained: bool = False, **kwargs: Any) -> Spikingformer:
+    """Spikingformer-4-256, CIFAR 32x32, T=4."""
+    model_args = dict(CIFAR_ARGS, embed_dim=256, depth=4, num_heads=8)
+    return _create_spikingformer("spikingformer_cifar_4_256", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def spikingformer_cifar_2_384(pretrained: bool = False, **kwargs: Any) -> Spikingformer:
+    """Spikingformer-2-384, CIFAR 32x32, T=4."""
+    model_args = dict(CIFAR_ARGS, embed_dim=384, depth=2, num_heads=12)
+    return _create_spikingformer("spikingformer_cifar_2_384", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def spikingformer_cifar_4_384(pretrained: bool = False, **kwargs: Any) -> Spikingformer:
+    """Spikingformer-4-384, CIFAR 32x32, T=4."""
+    model_args = dict(CIFAR_ARGS, embed_dim=384, depth=4, num_heads=12)
+    return _create_spikingformer("spikingformer_cifar_4_384", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def spikingformer_dvs_2_256(pretrained: bool = False, **kwargs: Any) -> Spikingformer:
+    """Spikingformer-2-256, DVS128 Gesture event frames 16 x 2 x 128 x 128 (T=16, tau 1.5)."""
+    model_args = dict(DVS_ARGS, embed_dim=256, depth=2)
+    return _create_spikingformer("spikingformer_dvs_2_256", pretrained, **dict(model_args, **kwargs))
