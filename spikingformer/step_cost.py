@@ -197,8 +197,11 @@ def measure(
         fit(_timed_config(config, micro, 1, min(micro, eval_full), 1), device=device)
         return peak_memory_mb(device)
 
+    unit = 2 if config.augment.mixup_active else 1  # timm's mixup pairs each sample with its mirror
     if device.type == "cuda":
         def fits(micro: int) -> bool:
+            if micro % unit:
+                return False
             try:
                 warm_up(micro)
                 return True
@@ -210,19 +213,20 @@ def measure(
 
         micro = largest_fitting_batch(batch, fits)
         if micro is None:
-            raise MemoryError(f"{config.model.name}: one sample does not fit on {device}")
+            raise MemoryError(f"{config.model.name}: {unit} sample(s) do not fit on {device}")
         if micro < batch:
             note = f"batch {batch} runs out of memory on {device}; {micro} fits"
     else:
         before = peak_memory_mb(device)
-        one = warm_up(1) - before
-        per_image = max(warm_up(2) - before - one, 0.0) if batch > 1 else one
-        fixed = max(one - per_image, 0.0)
+        first = warm_up(unit) - before
+        per_image = max(warm_up(2 * unit) - before - first, 0.0) / unit if batch > unit else first / unit
+        fixed = max(first - unit * per_image, 0.0)
 
         def fits(micro: int) -> bool:
-            return memory_budget_mb is None or fixed + micro * per_image <= memory_budget_mb
+            within = memory_budget_mb is None or fixed + micro * per_image <= memory_budget_mb
+            return micro % unit == 0 and within
 
-        micro = largest_fitting_batch(batch, fits) or 1
+        micro = largest_fitting_batch(batch, fits) or unit
         if micro < batch:
             note = (f"batch {batch} would need ~{fixed + batch * per_image:,.0f} MB here (budget "
                     f"{memory_budget_mb:,.0f} MB); run as {accumulation(batch, micro)} x {micro}")
