@@ -91,13 +91,19 @@ def _grid(n: int) -> tuple[int]:
     return (triton.cdiv(n, BLOCK),)
 
 
-def forward(x: torch.Tensor, v0: torch.Tensor, tau: float, v_threshold: float) -> tuple[torch.Tensor, ...]:
-    """Spikes and H (``[T, ...]``, ``x``'s dtype) and the final membrane, from ``x`` and the initial membrane."""
+def forward(
+    x: torch.Tensor, v0: torch.Tensor, tau: float, v_threshold: float, reciprocal: bool | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Spikes and H (``[T, ...]``, ``x``'s dtype) and the final membrane, from ``x`` and the initial membrane.
+
+    ``reciprocal``: divide by tau as a multiply by its fp32 reciprocal (None: as torch does on ``x``'s device).
+    """
     x = x.contiguous()
     v0 = v0.to(x.dtype).contiguous()
     spikes, h, v_last = torch.empty_like(x), torch.empty_like(x), torch.empty_like(v0)
     n = v0.numel()
-    reciprocal = x.is_cuda and x.dtype != torch.float32
+    if reciprocal is None:
+        reciprocal = x.is_cuda and x.dtype != torch.float32
     _forward_kernel[_grid(n)](
         x, v0, spikes, h, v_last, x.shape[0], n, float(tau), float(v_threshold), reciprocal, BLOCK,
         enable_fp_fusion=False,
