@@ -2,7 +2,15 @@
 
 from spikingformer.models.base import SpikingTransformer
 from spikingformer.models.registry import MODEL_CONFIGS, build_model
+from spikingformer.models.spike_driven import SpikeDrivenTransformer
 from spikingformer.models.spikformer import Spikformer
 from spikingformer.models.spikingformer import Spikingformer
 
-__all__ = ["MODEL_CONFIGS", "Spikformer", "Spikingformer", "SpikingTransformer", "build_model"]
+__all__ = [
+    "MODEL_CONFIGS",
+    "SpikeDrivenTransformer",
+    "Spikformer",
+    "Spikingformer",
+    "SpikingTransformer",
+    "build_model",
+]
