@@ -46,6 +46,7 @@ from spikingformer.distributed import (
 )
 from spikingformer.models import build_model
 from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
+from spikingformer.tet import TETLoss
 from spikingformer.train_checkpoint import (
     BEST,
     LAST,
@@ -128,7 +129,15 @@ def amp_dtype(runtime: RuntimeConfig, device: torch.device) -> torch.dtype | Non
 
 
 def build_criterion(aug: AugmentConfig, num_classes: int) -> tuple[nn.Module, Mixup | None]:
-    """Mixup/CutMix emit smoothed soft targets (SoftTargetCE); without them, label-smoothing CE."""
+    """Mixup/CutMix emit smoothed soft targets (SoftTargetCE); without them, label-smoothing CE.
+
+    With ``aug.tet_lamb`` set, that criterion is applied per time step inside the TET loss.
+    """
+    criterion, mixup = _criterion(aug, num_classes)
+    return (criterion if aug.tet_lamb is None else TETLoss(criterion, aug.tet_means, aug.tet_lamb)), mixup
+
+
+def _criterion(aug: AugmentConfig, num_classes: int) -> tuple[nn.Module, Mixup | None]:
     if aug.mixup_active:
         mixup = Mixup(
             mixup_alpha=aug.mixup_alpha,
@@ -154,7 +163,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 @dataclass
 class _Run:
-    """What one training run holds between epochs."""
+    """What one training run holds between epochs: its parts, where it stands, and what it has seen."""
 
     config: TrainConfig
     model: nn.Module
@@ -167,7 +176,16 @@ class _Run:
     mixup: Mixup | None
     device: torch.device
     dtype: torch.dtype | None
+    train_loader: DataLoader
+    eval_loader: DataLoader
+    rank: int
+    world: int
+    global_batch: int
     num_updates: int = 0
+    start_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    #: (best top-1, its epoch) so far.
+    best: tuple[float, int] = (-math.inf, -1)
 
     def autocast(self, enabled: bool = True) -> contextlib.AbstractContextManager:
         on = enabled and self.dtype is not None
@@ -220,9 +238,32 @@ def train_one_epoch(run: _Run, loader: DataLoader, epoch: int, progress: bool) -
     return float(loss_sum), float(seen)
 
 
+@dataclass(frozen=True)
+class EvalSums:
+    """Evaluation totals on one rank (or, after :meth:`reduced`, over all ranks); NaN when not evaluated."""
+
+    loss: float
+    top1: float
+    top5: float
+    samples: float
+
+    @classmethod
+    def skipped(cls) -> EvalSums:
+        return cls(math.nan, math.nan, math.nan, math.nan)
+
+    def reduced(self, device: torch.device) -> EvalSums:
+        """Summed over every rank (a collective: every rank calls it)."""
+        return EvalSums(*all_reduce([self.loss, self.top1, self.top5, self.samples], device))
+
+    def metrics(self, prefix: str = "") -> dict[str, float]:
+        """Mean loss and top-1/top-5 in %; with a ``prefix`` (the EMA's), the accuracies only."""
+        top = {f"{prefix}top1": 100 * self.top1 / self.samples, f"{prefix}top5": 100 * self.top5 / self.samples}
+        return top if prefix else {"eval_loss": self.loss / self.samples, **top}
+
+
 @torch.no_grad()
-def evaluate(run: _Run, model: nn.Module, loader: DataLoader) -> list[float]:
-    """[sum of CE losses, top-1 hits, top-5 hits, samples] on this rank's shard."""
+def evaluate(run: _Run, model: nn.Module, loader: DataLoader) -> EvalSums:
+    """Summed CE loss, top-1 and top-5 hits and samples on this rank's shard."""
     model.eval()
     batches = run.config.data.max_eval_batches
     totals = torch.zeros(4, dtype=torch.float64, device=run.device)
@@ -239,19 +280,10 @@ def evaluate(run: _Run, model: nn.Module, loader: DataLoader) -> list[float]:
         totals[1] += hits[:, 0].sum()
         totals[2] += hits.any(1).sum()
         totals[3] += len(y)
-    return totals.tolist()
+    return EvalSums(*totals.tolist())
 
 
-def _eval_metrics(sums: list[float], prefix: str = "") -> dict[str, float]:
-    loss, top1, top5, n = sums
-    if prefix:
-        return {f"{prefix}top1": 100 * top1 / n, f"{prefix}top5": 100 * top5 / n}
-    return {"eval_loss": loss / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n}
-
-
-def _checkpoint_state(
-    run: _Run, epoch: int, best: tuple[float, int], history: list[dict], rng: list[dict[str, Any]]
-) -> dict[str, Any]:
+def _checkpoint_state(run: _Run, epoch: int, rng: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything a resumed run needs; ``rng`` holds each rank's generator states, in rank order."""
     return {
         "format": CHECKPOINT_FORMAT,
@@ -262,9 +294,9 @@ def _checkpoint_state(
         "scaler": run.scaler.state_dict(),
         "ema": run.ema.module.state_dict() if run.ema is not None else None,
         "num_updates": run.num_updates,
-        "best_top1": best[0],
-        "best_epoch": best[1],
-        "history": history,
+        "best_top1": run.best[0],
+        "best_epoch": run.best[1],
+        "history": run.history,
         "config": run.config.to_dict(),
         "seed": run.config.runtime.seed,
         "world_size": len(rng),
@@ -292,6 +324,10 @@ def _restore(run: _Run, ckpt: dict[str, Any], rank: int) -> None:
     states = ckpt.get("rng") or []  # absent in checkpoints written before generator states were stored
     if rank < len(states):
         set_rng_state(states[rank], run.device)
+    run.history, run.best = ckpt["history"], (ckpt["best_top1"], ckpt["best_epoch"])
+    run.start_epoch = ckpt["epoch"] + 1
+    if ckpt["world_size"] != run.world:
+        log.warning("resuming a %d-rank run on %d ranks: batches will differ", ckpt["world_size"], run.world)
 
 
 def _on_disk(folder: Path | None, name: str, rank: int) -> Path | None:
@@ -299,21 +335,8 @@ def _on_disk(folder: Path | None, name: str, rank: int) -> Path | None:
     return folder / name if folder is not None and rank == 0 and (folder / name).is_file() else None
 
 
-def fit(
-    config: TrainConfig,
-    *,
-    callbacks: Sequence[Callback] = (),
-    checkpoint_dir: str | Path | None = None,
-    resume_from: str | Path | None = None,
-    device: torch.device | None = None,
-    progress: bool = False,
-) -> FitResult:
-    """Train ``config`` for ``schedule.total_epochs`` epochs, evaluating and checkpointing as configured.
-
-    ``device`` is this rank's device (a launcher that knows the local GPU passes it); by default
-    ``runtime.device`` decides, rank r taking GPU r mod count. ``progress`` shows a per-epoch tqdm bar on rank 0
-    when stderr is a terminal.
-    """
+def set_up(config: TrainConfig, device: torch.device | None = None) -> _Run:
+    """Model, data, optimizer, schedule, scaler, EMA and loss of one run on this rank, nothing trained yet."""
     rank, world = rank_and_world()
     device = device or default_device(config.runtime.device, rank)
     if device.type == "cuda":
@@ -327,7 +350,7 @@ def fit(
     optimizer = build_optimizer(model, config.optim, scaled_lr(config.optim, global_batch))
     dtype = amp_dtype(config.runtime, device)
     criterion, mixup = build_criterion(config.augment, model.num_classes)
-    run = _Run(
+    return _Run(
         config=config,
         model=model,
         net=model,
@@ -339,98 +362,141 @@ def fit(
         mixup=mixup,
         device=device,
         dtype=dtype,
+        train_loader=train_loader,
+        eval_loader=eval_loader,
+        rank=rank,
+        world=world,
+        global_batch=global_batch,
     )
-    history: list[dict[str, float]] = []
-    best = (-math.inf, -1)
-    start = 0
-    if resume_from is not None:
-        ckpt = load_checkpoint(resume_from)
-        _restore(run, ckpt, rank)
-        history, best, start = ckpt["history"], (ckpt["best_top1"], ckpt["best_epoch"]), ckpt["epoch"] + 1
-        if ckpt["world_size"] != world:
-            log.warning("resuming a %d-rank run on %d ranks: batches will differ", ckpt["world_size"], world)
-    if is_distributed():
-        run.net = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
-        )
-    recipe_batch = config.data.recipe_global_batch
-    data_info = {"train": train_loader.dataset.info, "eval": eval_loader.dataset.info}
-    if rank == 0:
-        log.info(
-            "%s on %s: %d rank(s) on %s, global batch %d (recipe %s, lr rule %r, lr %.3g), amp %s, epochs %d..%d",
-            config.model.name, config.data.dataset, world, device, global_batch, recipe_batch,
-            config.optim.lr_scaling, run.optimizer.param_groups[0]["initial_lr"], dtype, start,
-            config.schedule.total_epochs - 1,
-        )
-        if recipe_batch is not None and recipe_batch != global_batch:
-            log.warning("global batch %d differs from the recipe's %d", global_batch, recipe_batch)
-        log.info("data: %s", data_info)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    total = config.schedule.total_epochs
-    for epoch in range(start, total):
-        seed_epoch(config.runtime.seed, rank, epoch)
-        train_loader.sampler.set_epoch(epoch)
-        run.scheduler.step(epoch)
-        lr = run.optimizer.param_groups[0]["lr"]
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        began = time.perf_counter()
-        loss_sum, seen = train_one_epoch(run, train_loader, epoch, progress and rank == 0)
-        train_time = time.perf_counter() - began
-        last_epoch = epoch == total - 1
-        sums = [math.nan] * 8
-        if (epoch + 1) % config.runtime.eval_every == 0 or last_epoch:
-            broadcast_buffers(model)
-            sums = evaluate(run, model, eval_loader)
-            if run.ema is not None:
-                broadcast_buffers(run.ema.module)
-                sums += evaluate(run, run.ema.module, eval_loader)
-            else:
-                sums += [math.nan] * 4
-        epoch_time = time.perf_counter() - began
-        loss_sum, seen, *sums = all_reduce([loss_sum, seen, *sums], device)
-        train_time, epoch_time, peak = all_reduce([train_time, epoch_time, peak_memory_mb(device)], device, op="max")
-        metrics: dict[str, float] = {
-            "epoch": epoch,
-            "train_loss": loss_sum / seen,
-            **_eval_metrics(sums[:4]),
-            "lr": lr,
-            "epoch_time_s": epoch_time,
-            "img_per_s": seen / train_time,
-            "peak_mem_mb": peak,
-            "global_batch": global_batch,
-        }
+
+
+def _log_start(run: _Run) -> None:
+    config, recipe_batch = run.config, run.config.data.recipe_global_batch
+    log.info(
+        "%s on %s: %d rank(s) on %s, global batch %d (recipe %s, lr rule %r, lr %.3g), amp %s, epochs %d..%d",
+        config.model.name, config.data.dataset, run.world, run.device, run.global_batch, recipe_batch,
+        config.optim.lr_scaling, run.optimizer.param_groups[0]["initial_lr"], run.dtype, run.start_epoch,
+        config.schedule.total_epochs - 1,
+    )
+    if recipe_batch is not None and recipe_batch != run.global_batch:
+        log.warning("global batch %d differs from the recipe's %d", run.global_batch, recipe_batch)
+    log.info("data: %s", _data_info(run))
+
+
+def _data_info(run: _Run) -> dict[str, dict[str, Any]]:
+    return {"train": run.train_loader.dataset.info, "eval": run.eval_loader.dataset.info}
+
+
+def run_epoch(run: _Run, epoch: int, progress: bool = False) -> dict[str, float]:
+    """Train one epoch, evaluate when due (the model and its EMA) and return the epoch's metrics, reduced
+    over ranks (identical on every rank). A non-finite training loss stops the run here."""
+    config, device = run.config, run.device
+    seed_epoch(config.runtime.seed, run.rank, epoch)
+    run.train_loader.sampler.set_epoch(epoch)
+    run.scheduler.step(epoch)
+    lr = run.optimizer.param_groups[0]["lr"]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    began = time.perf_counter()
+    loss_sum, seen = train_one_epoch(run, run.train_loader, epoch, progress and run.rank == 0)
+    train_time = time.perf_counter() - began
+    sums = ema_sums = EvalSums.skipped()
+    if (epoch + 1) % config.runtime.eval_every == 0 or epoch == config.schedule.total_epochs - 1:
+        broadcast_buffers(run.model)
+        sums = evaluate(run, run.model, run.eval_loader)
         if run.ema is not None:
-            metrics.update(_eval_metrics(sums[4:], prefix="ema_"))
-        if not math.isfinite(metrics["train_loss"]):
-            raise FloatingPointError(f"epoch {epoch}: training loss is {metrics['train_loss']}")
-        history.append(metrics)
-        improved = metrics["top1"] > best[0]  # False for NaN: epochs without evaluation
-        if improved:
-            best = (metrics["top1"], epoch)
-        written = None
-        due = (epoch + 1) % config.runtime.checkpoint_every == 0 or last_epoch or improved
-        rng = all_gather(rng_state(device)) if due else []  # collective: ``due`` is the same on every rank
-        if checkpoint_dir is not None and rank == 0 and due:
-            written = save_checkpoint(_checkpoint_state(run, epoch, best, history, rng), checkpoint_dir / LAST)
-            if improved:
-                copy_checkpoint(written, checkpoint_dir / BEST)
-        for callback in callbacks:
-            callback.on_epoch_end(dict(metrics), written)
-    evaluated = [h for h in history if not math.isnan(h["top1"])]
-    result = FitResult(
-        best_top1=best[0],
-        best_epoch=best[1],
+            broadcast_buffers(run.ema.module)
+            ema_sums = evaluate(run, run.ema.module, run.eval_loader)
+    epoch_time = time.perf_counter() - began
+    loss_sum, seen = all_reduce([loss_sum, seen], device)
+    sums, ema_sums = sums.reduced(device), ema_sums.reduced(device)
+    train_time, epoch_time, peak = all_reduce([train_time, epoch_time, peak_memory_mb(device)], device, op="max")
+    metrics: dict[str, float] = {
+        "epoch": epoch,
+        "train_loss": loss_sum / seen,
+        **sums.metrics(),
+        "lr": lr,
+        "epoch_time_s": epoch_time,
+        "img_per_s": seen / train_time,
+        "peak_mem_mb": peak,
+        "global_batch": run.global_batch,
+    }
+    if run.ema is not None:
+        metrics.update(ema_sums.metrics(prefix="ema_"))
+    if not math.isfinite(metrics["train_loss"]):
+        raise FloatingPointError(f"epoch {epoch}: training loss is {metrics['train_loss']}")
+    return metrics
+
+
+def checkpoint_when_due(run: _Run, epoch: int, improved: bool, folder: Path | None) -> Path | None:
+    """Write ``last`` (and ``best`` when ``improved``) on rank 0 every ``checkpoint_every`` epochs, on the last
+    epoch and on every improvement; returns the file written, if any. Every rank joins the gathering of
+    generator states, so every rank calls this."""
+    last_epoch = epoch == run.config.schedule.total_epochs - 1
+    due = (epoch + 1) % run.config.runtime.checkpoint_every == 0 or last_epoch or improved
+    rng = all_gather(rng_state(run.device)) if due else []  # collective: ``due`` is the same on every rank
+    if folder is None or run.rank != 0 or not due:
+        return None
+    written = save_checkpoint(_checkpoint_state(run, epoch, rng), folder / LAST)
+    if improved:
+        copy_checkpoint(written, folder / BEST)
+    return written
+
+
+def _result(run: _Run, folder: Path | None) -> FitResult:
+    evaluated = [h for h in run.history if not math.isnan(h["top1"])]
+    return FitResult(
+        best_top1=run.best[0],
+        best_epoch=run.best[1],
         last_top1=evaluated[-1]["top1"] if evaluated else math.nan,
         ema_top1=evaluated[-1]["ema_top1"] if evaluated and run.ema is not None else None,
-        history=history,
-        global_batch=global_batch,
-        recipe_global_batch=recipe_batch,
-        last_checkpoint=_on_disk(checkpoint_dir, LAST, rank),
-        best_checkpoint=_on_disk(checkpoint_dir, BEST, rank),
-        data_info=data_info,
-        weights_sha256=state_sha256(model.state_dict()),
+        history=run.history,
+        global_batch=run.global_batch,
+        recipe_global_batch=run.config.data.recipe_global_batch,
+        last_checkpoint=_on_disk(folder, LAST, run.rank),
+        best_checkpoint=_on_disk(folder, BEST, run.rank),
+        data_info=_data_info(run),
+        weights_sha256=state_sha256(run.model.state_dict()),
     )
+
+
+def fit(
+    config: TrainConfig,
+    *,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    device: torch.device | None = None,
+    progress: bool = False,
+) -> FitResult:
+    """Train ``config`` for ``schedule.total_epochs`` epochs, evaluating and checkpointing as configured.
+
+    The steps: :func:`set_up` (and resume from ``resume_from``), then per epoch :func:`run_epoch` (train,
+    evaluate when due) and :func:`checkpoint_when_due`, then the result. ``device`` is this rank's device (a
+    launcher that knows the local GPU passes it); by default ``runtime.device`` decides, rank r taking GPU r
+    mod count. ``progress`` shows a per-epoch tqdm bar on rank 0 when stderr is a terminal.
+    """
+    run = set_up(config, device)
+    if resume_from is not None:
+        _restore(run, load_checkpoint(resume_from), run.rank)
+    if is_distributed():
+        run.net = DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None,
+            find_unused_parameters=False,
+        )
+    if run.rank == 0:
+        _log_start(run)
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    for epoch in range(run.start_epoch, config.schedule.total_epochs):
+        metrics = run_epoch(run, epoch, progress)
+        run.history.append(metrics)
+        improved = metrics["top1"] > run.best[0]  # False for NaN: epochs without evaluation
+        if improved:
+            run.best = (metrics["top1"], epoch)
+        written = checkpoint_when_due(run, epoch, improved, folder)
+        for callback in callbacks:
+            callback.on_epoch_end(dict(metrics), written)
+    result = _result(run, folder)
     for callback in callbacks:
         callback.on_fit_end(result)
     return result

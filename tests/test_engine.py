@@ -174,7 +174,7 @@ def linear_run(optim: dict) -> _Run:
         config=TrainConfig.from_dict({"optim": optim}), model=model, net=model,
         optimizer=torch.optim.SGD(model.parameters(), lr=1.0), scheduler=None,
         scaler=torch.amp.GradScaler("cpu", enabled=False), ema=None, criterion=nn.CrossEntropyLoss(), mixup=None,
-        device=torch.device("cpu"), dtype=None,
+        device=torch.device("cpu"), dtype=None, train_loader=None, eval_loader=None, rank=0, world=1, global_batch=4,
     )
 
 
