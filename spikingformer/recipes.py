@@ -18,60 +18,56 @@ from spikingformer.data.images import CIFAR_MEAN, CIFAR_STD
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
-#: SPEC §6.1: timm train.py + imagenet.yml, 8 GPUs x 36 (the 8-512 log: 4448 iter/epoch).
-IMAGENET: dict[str, Any] = {
-    "model": {"name": "spikingformer_8_512", "kwargs": {"num_classes": 1000, "num_heads": 8, "T": 4,
-                                                        "drop_path_rate": 0.0}},
-    "data": {"dataset": "imagenet", "batch_size": 36, "eval_batch_size": 36, "num_workers": 8,
-             "recipe_global_batch": 288},
-    "optim": {"opt": "adamw", "lr": 5e-4, "weight_decay": 0.05, "eps": 1e-8, "lr_scaling": "none"},
-    "schedule": {"sched": "cosine", "epochs": 300, "warmup_epochs": 20, "warmup_lr": 1e-6, "min_lr": 1e-5,
-                 "cooldown_epochs": 10},
-    "augment": {"auto_augment": "rand-m9-mstd0.5-inc1", "hflip": 0.5, "color_jitter": 0.4,
-                "re_prob": 0.25, "re_mode": "const", "re_count": 1, "interpolation": "bicubic",
-                "scale": [1.0, 1.0], "ratio": [1.0, 1.0], "crop_pct": 1.0,
-                "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
-                "mixup_alpha": 0.8, "cutmix_alpha": 1.0, "mixup_prob": 1.0, "mixup_switch_prob": 0.5,
-                "mixup_mode": "batch", "mixup_off_epoch": None, "smoothing": 0.1, "dvs_augment": False},
+#: What every paper recipe shares: timm's train.py as upstream ran it (AdamW, cosine with 10 cooldown epochs,
+#: fp16 AMP, no DropPath, no EMA), the square full-image crop, and mixup's batch mode with label smoothing.
+BASE: dict[str, Any] = {
+    "model": {"kwargs": {"T": 4, "drop_path_rate": 0.0}},
+    "data": {"num_workers": 8},
+    "optim": {"opt": "adamw", "eps": 1e-8, "lr_scaling": "none"},
+    "schedule": {"sched": "cosine", "warmup_epochs": 20, "warmup_lr": 1e-5, "min_lr": 1e-5, "cooldown_epochs": 10},
+    "augment": {"hflip": 0.5, "re_prob": 0.25, "re_mode": "const", "re_count": 1, "interpolation": "bicubic",
+                "scale": [1.0, 1.0], "ratio": [1.0, 1.0], "crop_pct": 1.0, "mixup_prob": 1.0,
+                "mixup_switch_prob": 0.5, "mixup_mode": "batch", "smoothing": 0.1, "dvs_augment": False},
     "runtime": {"seed": 42, "amp": "fp16", "amp_eval": True, "ema_decay": None, "channels_last": False},
 }
 
+#: SPEC §6.1: timm train.py + imagenet.yml, 8 GPUs x 36 (the 8-512 log: 4448 iter/epoch).
+IMAGENET = deep_merge(BASE, {
+    "model": {"name": "spikingformer_8_512", "kwargs": {"num_classes": 1000, "num_heads": 8}},
+    "data": {"dataset": "imagenet", "batch_size": 36, "eval_batch_size": 36, "recipe_global_batch": 288},
+    "optim": {"lr": 5e-4, "weight_decay": 0.05},
+    "schedule": {"epochs": 300, "warmup_lr": 1e-6},
+    "augment": {"auto_augment": "rand-m9-mstd0.5-inc1", "color_jitter": 0.4, "mean": IMAGENET_MEAN,
+                "std": IMAGENET_STD, "mixup_alpha": 0.8, "cutmix_alpha": 1.0, "mixup_off_epoch": None},
+})
+
 #: SPEC §6.2: cifar10.yml, one GPU x 64. 300 epochs: the main-table 4-384 rows (issue #3); the yml says 400.
-CIFAR10: dict[str, Any] = {
-    "model": {"name": "spikingformer_cifar_4_384", "kwargs": {"num_classes": 10, "num_heads": 12, "T": 4,
-                                                              "drop_path_rate": 0.0}},
-    "data": {"dataset": "cifar10", "batch_size": 64, "eval_batch_size": 64, "num_workers": 8,
-             "recipe_global_batch": 64},
-    "optim": {"opt": "adamw", "lr": 5e-4, "weight_decay": 0.06, "eps": 1e-8, "lr_scaling": "none"},
-    "schedule": {"sched": "cosine", "epochs": 300, "warmup_epochs": 20, "warmup_lr": 1e-5, "min_lr": 1e-5,
-                 "cooldown_epochs": 10},
-    "augment": {"auto_augment": "rand-m9-n1-mstd0.4-inc1", "hflip": 0.5, "color_jitter": 0.0,
-                "re_prob": 0.25, "re_mode": "const", "re_count": 1, "interpolation": "bicubic",
-                "scale": [1.0, 1.0], "ratio": [1.0, 1.0], "crop_pct": 1.0,
-                "mean": list(CIFAR_MEAN), "std": list(CIFAR_STD),
-                "mixup_alpha": 0.5, "cutmix_alpha": 0.0, "mixup_prob": 1.0, "mixup_switch_prob": 0.5,
-                "mixup_mode": "batch", "mixup_off_epoch": 200, "smoothing": 0.1, "dvs_augment": False},
-    "runtime": {"seed": 42, "amp": "fp16", "amp_eval": True, "ema_decay": None, "channels_last": False},
-}
+CIFAR10 = deep_merge(BASE, {
+    "model": {"name": "spikingformer_cifar_4_384", "kwargs": {"num_classes": 10, "num_heads": 12}},
+    "data": {"dataset": "cifar10", "batch_size": 64, "eval_batch_size": 64, "recipe_global_batch": 64},
+    "optim": {"lr": 5e-4, "weight_decay": 0.06},
+    "schedule": {"epochs": 300},
+    "augment": {"auto_augment": "rand-m9-n1-mstd0.4-inc1", "color_jitter": 0.0, "mean": list(CIFAR_MEAN),
+                "std": list(CIFAR_STD), "mixup_alpha": 0.5, "cutmix_alpha": 0.0, "mixup_off_epoch": 200},
+})
 
 #: SPEC §6.2: cifar100.yml differs from CIFAR-10's only in the classes and 8 heads.
 CIFAR100 = deep_merge(CIFAR10, {"model": {"kwargs": {"num_classes": 100, "num_heads": 8}},
                                 "data": {"dataset": "cifar100"}})
 
-#: SPEC §6.3: the SEW-style DVS script, one GPU x 16, T = 16 frames, model from the factory defaults.
-CIFAR10_DVS: dict[str, Any] = {
+#: SPEC §6.3: the SEW-style DVS script, one GPU x 16, T = 16 frames, model from the factory defaults; no
+#: RandAugment or erasing (its own DVS augmentation instead), mixup on half the batches.
+CIFAR10_DVS = deep_merge(BASE, {
     "model": {"name": "spikingformer_dvs_2_256", "kwargs": {"num_classes": 10, "num_heads": 16, "T": 16,
-                                                            "tau": 1.5, "drop_path_rate": 0.0}},
+                                                            "tau": 1.5}},
     "data": {"dataset": "cifar10-dvs", "frames": 16, "batch_size": 16, "eval_batch_size": 16, "num_workers": 4,
              "recipe_global_batch": 16},
-    "optim": {"opt": "adamw", "lr": 1e-3, "weight_decay": 0.06, "eps": 1e-8, "lr_scaling": "none"},
-    "schedule": {"sched": "cosine", "epochs": 96, "warmup_epochs": 10, "warmup_lr": 1e-5, "min_lr": 1e-5,
-                 "cooldown_epochs": 10},
-    "augment": {"auto_augment": None, "hflip": 0.5, "re_prob": 0.0, "dvs_augment": True,
-                "mixup_alpha": 0.5, "cutmix_alpha": 0.0, "mixup_prob": 0.5, "mixup_switch_prob": 0.5,
-                "mixup_mode": "batch", "mixup_off_epoch": 75, "smoothing": 0.1},
-    "runtime": {"seed": 2021, "amp": "fp16", "amp_eval": False, "ema_decay": None, "channels_last": False},
-}
+    "optim": {"lr": 1e-3, "weight_decay": 0.06},
+    "schedule": {"epochs": 96, "warmup_epochs": 10},
+    "augment": {"auto_augment": None, "re_prob": 0.0, "dvs_augment": True, "mixup_alpha": 0.5, "cutmix_alpha": 0.0,
+                "mixup_prob": 0.5, "mixup_off_epoch": 75},
+    "runtime": {"seed": 2021, "amp_eval": False},
+})
 
 #: SPEC §6.3: as CIFAR10-DVS with 11 classes and 192 cosine epochs.
 DVS128_GESTURE = deep_merge(CIFAR10_DVS, {"model": {"kwargs": {"num_classes": 11}},
@@ -87,6 +83,91 @@ DIGITS: dict[str, Any] = {
     "augment": {"hflip": 0.0, "smoothing": 0.1},
     "runtime": {"seed": 0, "device": "auto"},
 }
+
+# ---- Peers, each as its own upstream trained it (PEERS.md; the repositories' confs)
+
+#: SDT ImageNet (``conf/imagenet/8_384_300E_t4.yml``; timm 0.6.12 train.py): LAMB, mixup 0.2 / cutmix 1.0 switching,
+#: crop_pct 0.95, no erasing. ``batch_size`` is per process; upstream states no GPU count (README: one process),
+#: so the global batch is not recorded. DropPath 0.2 in the confs is never applied by the model (0 here).
+SDT_IMAGENET: dict[str, Any] = {
+    "model": {"name": "sdt_8_384", "kwargs": {"num_classes": 1000, "T": 4, "drop_path_rate": 0.0}},
+    "data": {"dataset": "imagenet", "batch_size": 48, "eval_batch_size": 48, "num_workers": 8,
+             "recipe_global_batch": None},
+    "optim": {"opt": "lamb", "lr": 1.5e-3, "weight_decay": 0.01, "eps": 1e-6, "lr_scaling": "none"},
+    "schedule": {"sched": "cosine", "epochs": 300, "warmup_epochs": 20, "warmup_lr": 1e-5, "min_lr": 1.5e-5,
+                 "cooldown_epochs": 10},
+    "augment": {"auto_augment": "rand-m5-mstd0.5-inc1", "hflip": 0.5, "color_jitter": 0.4,
+                "re_prob": 0.0, "re_mode": "const", "re_count": 1, "interpolation": "bicubic",
+                "scale": [0.2, 1.0], "ratio": [0.75, 4 / 3], "crop_pct": 0.95,
+                "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+                "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mixup_prob": 0.6, "mixup_switch_prob": 0.5,
+                "mixup_mode": "batch", "mixup_off_epoch": None, "smoothing": 0.1, "dvs_augment": False},
+    "runtime": {"seed": 42, "amp": "fp16", "amp_eval": True, "ema_decay": None, "channels_last": False},
+}
+#: What the other ImageNet confs change (8-512's conf equals 8-384's but for the width).
+_SDT_M7 = {"optim": {"lr": 1e-3}, "schedule": {"min_lr": 2e-5}, "augment": {"auto_augment": "rand-m7-mstd0.5-inc1"}}
+_SDT_B36 = {"data": {"batch_size": 36, "eval_batch_size": 36}}
+SDT_IMAGENET_ROWS = {
+    "sdt-imagenet-8-384": SDT_IMAGENET,
+    "sdt-imagenet-8-512": deep_merge(SDT_IMAGENET, {"model": {"name": "sdt_8_512"}}),
+    "sdt-imagenet-6-512": deep_merge(SDT_IMAGENET, deep_merge(_SDT_M7, {
+        "model": {"name": "sdt_6_512"}, "augment": {"scale": [0.08, 1.0]}})),
+    "sdt-imagenet-10-512": deep_merge(SDT_IMAGENET, deep_merge(deep_merge(_SDT_M7, _SDT_B36), {
+        "model": {"name": "sdt_10_512"}, "augment": {"mixup_prob": 0.75}})),
+    "sdt-imagenet-8-768": deep_merge(SDT_IMAGENET, deep_merge(deep_merge(_SDT_M7, _SDT_B36), {
+        "model": {"name": "sdt_8_768"}, "augment": {"scale": [0.08, 1.0], "mixup_prob": 1.0}})),
+}
+
+#: SDT CIFAR (``conf/cifar10/2_512_300E_t4.yml``): AdamW 3e-4, mixup 0.5 until epoch 200, no erasing, fp32.
+SDT_CIFAR10: dict[str, Any] = deep_merge(CIFAR10, {
+    "model": {"name": "sdt_cifar_2_512", "kwargs": {"num_classes": 10, "num_heads": 8, "T": 4}},
+    "optim": {"lr": 3e-4},
+    "schedule": {"warmup_lr": 1e-6},
+    "augment": {"color_jitter": 0.5, "re_prob": 0.0},
+    "runtime": {"amp": "none", "amp_eval": False},
+})
+#: ``conf/cifar100/2_512_300E_t4.yml``: the CIFAR-100 pixel statistics, otherwise CIFAR-10's conf.
+SDT_CIFAR100 = deep_merge(SDT_CIFAR10, {
+    "model": {"kwargs": {"num_classes": 100}}, "data": {"dataset": "cifar100"},
+    "augment": {"mean": [0.5071, 0.4867, 0.4408], "std": [0.2675, 0.2565, 0.2761]},
+})
+
+#: SDT DVS128 Gesture (``conf/gesture/2_256_200E_t16.yml``): LAMB, no augmentation and no mixup, AMP.
+SDT_DVS128: dict[str, Any] = {
+    "model": {"name": "sdt_dvs_2_256", "kwargs": {"num_classes": 11, "T": 16, "drop_path_rate": 0.0}},
+    "data": {"dataset": "dvs128-gesture", "frames": 16, "batch_size": 16, "eval_batch_size": 16, "num_workers": 4,
+             "recipe_global_batch": 16},
+    "optim": {"opt": "lamb", "lr": 3e-4, "weight_decay": 0.06, "eps": 1e-6, "lr_scaling": "none"},
+    "schedule": {"sched": "cosine", "epochs": 200, "warmup_epochs": 10, "warmup_lr": 1e-6, "min_lr": 1e-5,
+                 "cooldown_epochs": 10},
+    "augment": {"auto_augment": None, "hflip": 0.0, "re_prob": 0.0, "dvs_augment": False, "mixup_alpha": 0.0,
+                "cutmix_alpha": 0.0, "smoothing": 0.1},
+    "runtime": {"seed": 42, "amp": "fp16", "amp_eval": True, "ema_decay": None, "channels_last": False},
+}
+#: SDT CIFAR10-DVS (``conf/cifar10-dvs/2_256_200E_t10_TET.yml``, the repo's only one: T=10): AdamW 7.5e-3, TET.
+SDT_CIFAR10_DVS = deep_merge(SDT_DVS128, {
+    "model": {"name": "sdt_cifar10dvs_2_256", "kwargs": {"num_classes": 10, "T": 10, "tet": True}},
+    "data": {"dataset": "cifar10-dvs", "frames": 10, "batch_size": 32, "eval_batch_size": 32,
+             "recipe_global_batch": 32},
+    "optim": {"opt": "adamw", "lr": 7.5e-3, "weight_decay": 1e-4, "eps": 1e-8},
+    "schedule": {"warmup_lr": 1e-3, "min_lr": 3e-4},
+    "augment": {"tet_lamb": 0.001, "tet_means": 1.0},
+})
+
+#: Spikformer (ZK-Zhou/spikformer ``imagenet/imagenet.yml``, ``cifar10/cifar10.yml``): Spikingformer's recipes
+#: (the same timm script and settings) but 24 images per GPU on ImageNet (8 V100s, Spikformer #12) and 128 on CIFAR;
+#: its imagenet.yml sets no ``ratio``, so the script's default (3/4, 4/3) applies.
+SPIKFORMER_IMAGENET = deep_merge(IMAGENET, {
+    "model": {"name": "spikformer_8_384"},
+    "data": {"batch_size": 24, "eval_batch_size": 24, "recipe_global_batch": 192},
+    "augment": {"ratio": [0.75, 4 / 3]},
+})
+SPIKFORMER_CIFAR10 = deep_merge(CIFAR10, {
+    "model": {"name": "spikformer_cifar_4_384"},
+    "data": {"batch_size": 128, "eval_batch_size": 128, "recipe_global_batch": 128},
+})
+SPIKFORMER_CIFAR100 = deep_merge(SPIKFORMER_CIFAR10, {"model": {"kwargs": {"num_classes": 100}},
+                                                     "data": {"dataset": "cifar100"}})
 
 _T10 = {"model": {"kwargs": {"T": 10}}, "data": {"frames": 10}}
 
@@ -104,6 +185,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     "dvs128-gesture": DVS128_GESTURE,
     "dvs128-gesture-t10": deep_merge(DVS128_GESTURE, _T10),
     "digits": DIGITS,
+    **SDT_IMAGENET_ROWS,
+    "sdt-cifar10": SDT_CIFAR10,
+    "sdt-cifar100": SDT_CIFAR100,
+    "sdt-dvs128-gesture": SDT_DVS128,
+    # conf/gesture/2_256_200E_t10.yml: LAMB 2e-3, weight decay 1e-4, warmup from 1e-5
+    "sdt-dvs128-gesture-t10": deep_merge(SDT_DVS128, deep_merge(_T10, {
+        "optim": {"lr": 2e-3, "weight_decay": 1e-4}, "schedule": {"warmup_lr": 1e-5}})),
+    "sdt-cifar10-dvs": SDT_CIFAR10_DVS,
+    "spikformer-imagenet": SPIKFORMER_IMAGENET,
+    "spikformer-cifar10": SPIKFORMER_CIFAR10,
+    "spikformer-cifar100": SPIKFORMER_CIFAR100,
 }
 
 
