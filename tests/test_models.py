@@ -36,6 +36,13 @@ EXPECTED_PARAMS = {
     "spikformer_cifar_4_256": 4_155_178,
     "spikformer_cifar_2_384": 5_765_050,
     "spikformer_cifar_4_384": 9_324_730,
+    # QKFormer (PEERS.md c): the upstream code's counts (it builds nothing unused)
+    "qkformer_10_384": 16_473_688,
+    "qkformer_10_512": 29_079_336,
+    "qkformer_10_768": 64_962_760,
+    "qkformer_cifar_4_384": 6_706_234,
+    "qkformer_cifar10dvs_2_256": 1_504_138,
+    "qkformer_dvs_2_256": 1_999_371,
 }
 
 #: Other class counts of the same configs (CIFAR100, CIFAR10-DVS).
@@ -44,6 +51,7 @@ EXPECTED_PARAMS_OTHER_HEADS = [
     ("spikingformer_cifar_2_384", 100, 5_797_396),
     ("spikingformer_cifar_4_384", 100, 9_354_772),
     ("spikingformer_dvs_2_256", 10, 2_566_666),
+    ("qkformer_cifar_4_384", 100, 6_740_884),
 ]
 
 SMALL = [name for name, (_, cfg) in MODEL_CONFIGS.items() if cfg["layout"] != "imagenet"]

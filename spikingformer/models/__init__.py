@@ -1,6 +1,7 @@
 """Model families and their timm registrations."""
 
 from spikingformer.models.base import SpikingTransformer
+from spikingformer.models.qkformer import QKFormer
 from spikingformer.models.registry import MODEL_CONFIGS, build_model
 from spikingformer.models.spike_driven import SpikeDrivenTransformer
 from spikingformer.models.spikformer import Spikformer
@@ -8,6 +9,7 @@ from spikingformer.models.spikingformer import Spikingformer
 
 __all__ = [
     "MODEL_CONFIGS",
+    "QKFormer",
     "SpikeDrivenTransformer",
     "Spikformer",
     "Spikingformer",

@@ -13,12 +13,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
+from spikingformer.energy.conventions import EnergyConvention
+from spikingformer.energy.report import AttentionShape, register_attention_cost
 from spikingformer.models.base import SpikingTransformer
 from spikingformer.models.layers import ResidualBlock, SeqConvBN, SeqMaxPool, conv_bn_1d, drop_path_rates
+from spikingformer.models.registry import (
+    CIFAR10_CFG,
+    DVS128_CFG,
+    IMAGENET_CFG,
+    create_model_with_cfg,
+    pretrained_cfg,
+)
 from spikingformer.models.spikformer import SpikformerMLP, SpikformerSelfAttention
 from spikingformer.neurons import V_THRESHOLD_ATTN, MultiStepLIF
+from spikingformer.upstream_checkpoint import HEAD_RULES, Rule
 
 
 @dataclass(frozen=True)
@@ -94,12 +105,31 @@ class ShortcutConvStage(nn.Module):
         return x + self.shortcut(branch)
 
 
+class TokenQKAttentionCost:
+    """Q-K token attention's spike operations, linear in the tokens N: ``T * N * D`` dense ops for each of
+    the per-head sum of Q over its channels and the masking of K. The sum accumulates Q's spikes (ACs at
+    Q's rate), the masking passes K's spikes (ACs at K's rate); the mask LIF's own count is not an op.
+    """
+
+    def dense_ops(self, shape: AttentionShape) -> float:
+        return 2.0 * shape.time_steps * shape.heads * shape.tokens * shape.head_dim
+
+    def ac_ops(self, shape: AttentionShape, rate_q: float, rate_k: float, rate_v: float | None) -> float:
+        return self.dense_ops(shape) / 2 * (rate_q + rate_k)
+
+
+register_attention_cost("qk_token", TokenQKAttentionCost())
+
+
 class TokenQKAttention(nn.Module):
     """Q, K (1x1 conv, BN, LIF) -> per-head token mask LIF(sum of Q over the head's channels) applied to K.
 
     The mask LIF has threshold 0.5, so a token is kept in a head when any of its Q channels fired; there is
     no V and no scale, and the cost is linear in the number of tokens. Then 1x1 conv (bias), BN, LIF.
     """
+
+    #: How the energy accounting costs its spike products (:class:`TokenQKAttentionCost`).
+    energy_attention = "qk_token"
 
     def __init__(self, dim: int, num_heads: int, tau: float) -> None:
         super().__init__()
@@ -128,6 +158,17 @@ class QKFormer(SpikingTransformer):
     """
 
     LAYOUTS = tuple(LAYOUTS)
+    #: The paper's appendix: E = E_MAC x FLOPs(first conv) + E_AC x all other SOPs, with SOP = rate x T x FLOPs.
+    #: The first conv appears without T, and the convs reading the integer spike counts of the residual stream
+    #: and shortcut sums are SOPs, i.e. ACs weighted by the mean value. The stream can hold at most
+    #: 2 + 2 x (blocks in a stage) (16 in HST-10), so a bound of 30 admits every count it can carry.
+    PAPER_ENERGY = EnergyConvention(
+        "paper",
+        max_spike_count=30,
+        first_layer_once=True,
+        description="QKFormer's appendix: the first conv's MACs once per image (no T), integer spike counts "
+        "as ACs weighted by value (up to 30)",
+    )
 
     def __init__(
         self,
@@ -189,6 +230,36 @@ class QKFormer(SpikingTransformer):
     def depth(self) -> int:
         return sum(isinstance(m, ResidualBlock) for m in self.blocks.modules())
 
+    def upstream_key_rules(self) -> list[Rule]:
+        """Upstream's ``patch_embed{n}`` / ``stage{n}`` names -> ours (``tokenizer``, ``blocks.{n-1}``).
+
+        The names differ per upstream file, so a checkpoint of another layout is refused: ImageNet's MLP
+        is ``fc{1,2}`` and its last-stage attention ``attn``, CIFAR's and DVS's ``mlp{1,2}`` and ``ssa``; a
+        downsampling stage's first conv is ``proj3`` (``proj`` in the DVS file), its second ``proj4``.
+        """
+        imagenet = self.layout == "imagenet"
+        mlp, ssa = ("fc", "attn") if imagenet else ("mlp", "ssa")
+        first = "proj" if self.layout == "dvs" else "proj3"
+        rules = [
+            Rule(r"patch_embed1\.proj_(conv|bn)\.", r"tokenizer.units.0.conv_bn.\1."),
+            Rule(r"patch_embed1\.proj([1-3])_(conv|bn)\.", r"tokenizer.units.\1.conv_bn.\2."),
+            Rule(r"patch_embed1\.proj_res_(conv|bn)\.", r"tokenizer.shortcut.conv_bn.\1."),
+        ]
+        for n in range(1, len(self.blocks) + 1):
+            stage = f"blocks.{n - 1}"
+            attn = ssa if n == len(self.blocks) else "tssa"
+            if n > 1:
+                rules += [
+                    Rule(rf"patch_embed{n}\.{first}_(conv|bn)\.", rf"{stage}.downsample.units.0.conv_bn.\1."),
+                    Rule(rf"patch_embed{n}\.proj4_(conv|bn)\.", rf"{stage}.downsample.units.1.conv_bn.\1."),
+                    Rule(rf"patch_embed{n}\.proj_res_(conv|bn)\.", rf"{stage}.downsample.shortcut.conv_bn.\1."),
+                ]
+            rules += [
+                Rule(rf"stage{n}\.(\d+)\.{attn}\.(q|k|v|proj)_(conv|bn)\.", rf"{stage}.\1.attn.\2.\3."),
+                Rule(rf"stage{n}\.(\d+)\.mlp\.{mlp}([12])_(conv|bn)\.", rf"{stage}.\1.mlp.fc\2.\3."),
+            ]
+        return [*rules, *HEAD_RULES]
+
 
 def check_stages(spec: Layout, embed_dim: int, depth: int, num_heads: int, img_size: int) -> None:
     """Fail at construction, naming the value, on a width, depth or input size the stages cannot take."""
@@ -210,3 +281,75 @@ def check_stages(spec: Layout, embed_dim: int, depth: int, num_heads: int, img_s
         )
     if img_size % spec.downsample:
         raise ValueError(f"img_size={img_size} must be divisible by {spec.downsample} (the stages' downsampling)")
+
+
+def _cfg(data_cfg: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    return pretrained_cfg(data_cfg, first_conv="tokenizer.units.0.conv_bn.conv", paper_ids="arXiv:2403.16552", **kwargs)
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "qkformer_10_384": _cfg(IMAGENET_CFG),
+        "qkformer_10_512": _cfg(IMAGENET_CFG),
+        "qkformer_10_768": _cfg(IMAGENET_CFG),
+        "qkformer_cifar_4_384": _cfg(CIFAR10_CFG),
+        "qkformer_cifar10dvs_2_256": _cfg(DVS128_CFG, num_classes=10),
+        "qkformer_dvs_2_256": _cfg(DVS128_CFG),
+    }
+)
+
+IMAGENET_ARGS: dict[str, Any] = dict(layout="imagenet", img_size=224, in_chans=3, num_classes=1000, depth=10, T=4)
+#: Upstream's CIFAR files hard-code 8 heads in every stage.
+CIFAR_ARGS: dict[str, Any] = dict(
+    layout="cifar", img_size=32, in_chans=3, num_classes=10, embed_dim=384, depth=4, num_heads=8, T=4
+)
+#: Upstream's DVS files hard-code 16 heads and use tau 2.0 (Spikingformer's DVS model uses 1.5).
+DVS_ARGS: dict[str, Any] = dict(
+    layout="dvs", img_size=128, in_chans=2, embed_dim=256, depth=2, num_heads=16, T=16, tau=2.0
+)
+
+
+def _create_qkformer(variant: str, pretrained: bool, **kwargs: Any) -> QKFormer:
+    return create_model_with_cfg(QKFormer, variant, pretrained, **kwargs)
+
+
+@register_model
+def qkformer_10_384(pretrained: bool = False, **kwargs: Any) -> QKFormer:
+    """HST-10-384 (``QKFormer_10_384``), ImageNet 224x224, T=4, 6 heads: 16,473,688 parameters."""
+    model_args = dict(IMAGENET_ARGS, embed_dim=384, num_heads=6)
+    return _create_qkformer("qkformer_10_384", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def qkformer_10_512(pretrained: bool = False, **kwargs: Any) -> QKFormer:
+    """HST-10-512 (``QKFormer_10_512``), ImageNet 224x224, T=4, 8 heads: 29,079,336 parameters."""
+    model_args = dict(IMAGENET_ARGS, embed_dim=512, num_heads=8)
+    return _create_qkformer("qkformer_10_512", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def qkformer_10_768(pretrained: bool = False, **kwargs: Any) -> QKFormer:
+    """HST-10-768 (``QKFormer_10_768``), ImageNet 224x224, T=4, 12 heads: 64,962,760 parameters."""
+    model_args = dict(IMAGENET_ARGS, embed_dim=768, num_heads=12)
+    return _create_qkformer("qkformer_10_768", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def qkformer_cifar_4_384(pretrained: bool = False, **kwargs: Any) -> QKFormer:
+    """HST-4-384, CIFAR 32x32, T=4: 6,706,234 parameters; ``num_classes=100`` for CIFAR-100 (6,740,884)."""
+    return _create_qkformer("qkformer_cifar_4_384", pretrained, **dict(CIFAR_ARGS, **kwargs))
+
+
+@register_model
+def qkformer_cifar10dvs_2_256(pretrained: bool = False, **kwargs: Any) -> QKFormer:
+    """HST-2-256, CIFAR10-DVS event frames 16 x 2 x 128 x 128, MLP ratio 1: 1,504,138 parameters."""
+    model_args = dict(DVS_ARGS, num_classes=10, mlp_ratio=1.0)
+    return _create_qkformer("qkformer_cifar10dvs_2_256", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def qkformer_dvs_2_256(pretrained: bool = False, **kwargs: Any) -> QKFormer:
+    """HST-2-256, DVS128 Gesture event frames 16 x 2 x 128 x 128, MLP ratio 4 as ``dvs128-gesture/model.py``
+    trains it: 1,999,371 parameters (the paper's 1.50M is the MLP-ratio-1 CIFAR10-DVS model)."""
+    model_args = dict(DVS_ARGS, num_classes=11, mlp_ratio=4.0)
+    return _create_qkformer("qkformer_dvs_2_256", pretrained, **dict(model_args, **kwargs))
