@@ -21,7 +21,7 @@ SFH_FLAGS := $(CLUSTER_FLAGS) $(TRACKING_FLAGS) $(if $(DATA),--data-root $(DATA)
              $(if $(ROWS),--rows $(ROWS)) $(if $(SEEDS),--seeds $(SEEDS))
 TABLES := imagenet cifar10 cifar100 cifar10-dvs dvs128-gesture
 
-.PHONY: install test lint demo bench params
+.PHONY: install test test-fast lint demo bench params
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ $(STAMP): pyproject.toml
 
 test: install test-deps
 	$(BIN)/python -m pytest -q tests
+
+# The edit loop: everything but the end-to-end tests marked slow (Ray/MLflow runs through the CLI, real training).
+test-fast: install test-deps
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: install
 	$(BIN)/ruff check spikingformer harness dashboards tests bench
