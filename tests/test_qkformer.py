@@ -17,6 +17,7 @@ from torch import nn
 from upstream_reference import randomize_
 
 from spikingformer import build_model
+from spikingformer.energy import measure_conventions
 from spikingformer.models.qkformer import QKFormer
 from spikingformer.upstream_checkpoint import convert_upstream_state_dict, load_upstream_state_dict
 from spikingformer.weights import load_weights, read_checkpoint
@@ -238,3 +239,29 @@ def test_wrong_layout_checkpoint_is_refused() -> None:
 def test_impossible_configurations_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         QKFormer(**kwargs)
+
+
+# ---------------------------------------------------------------- energy under the paper's and the common convention
+
+
+def test_energy_paper_and_common_conventions() -> None:
+    """Paper: first conv once per image, integer spike counts as ACs by value; common: per step, counts as MACs."""
+    _, ours, x = small_pair("cifar")
+    conventions = type(ours).energy_conventions()
+    paper, common = measure_conventions(ours, [x], [conventions["paper"], conventions["common"]])
+    first_paper, first_common = paper.layers[0], common.layers[0]
+    assert first_paper.name == first_common.name == "tokenizer.units.0.conv_bn.conv"
+    assert first_paper.mac_ops == pytest.approx(first_common.mac_ops / ours.T) and first_common.mac_ops > 0
+    # the downsampling shortcut reads the residual stream: integer spike counts (values up to 2 + 2 x blocks)
+    shortcut = "blocks.1.downsample.shortcut.conv_bn.conv"
+    on_paper, on_common = (next(layer for layer in r.layers if layer.name == shortcut) for r in (paper, common))
+    assert on_common.mac_ops == on_common.dense_ops and on_common.ac_ops == 0
+    assert on_paper.mac_ops == 0 and 0 < on_paper.ac_ops
+    # Q-K token attention in the first two stages, SSA in the last, each costed by its own kind
+    kinds = [(a.name, a.kind) for a in paper.attention]
+    assert kinds == [("blocks.0.0.attn", "qk_token"), ("blocks.1.0.attn", "qk_token"), ("blocks.2.0.attn", "ssa")]
+    token = paper.attention[0]
+    assert (token.time_steps, token.tokens, token.heads * token.head_dim) == (4, 32 * 32, D // 4)
+    assert token.dense_ops == 2 * 4 * 32 * 32 * (D // 4)
+    assert token.ac_ops == pytest.approx(token.dense_ops / 2 * (token.rate_q + token.rate_k)) and token.ac_ops > 0
+    assert paper.energy_mj < common.energy_mj
