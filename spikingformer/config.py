@@ -145,9 +145,9 @@ class DataConfig(_Section):
 
 @dataclass
 class OptimConfig(_Section):
-    """timm AdamW; 1-D parameters (biases, BN) get no weight decay, as timm does."""
+    """timm AdamW, SGD or LAMB (SDT); 1-D parameters (biases, BN) get no weight decay, as timm does."""
 
-    opt: Literal["adamw", "sgd"] = "adamw"
+    opt: Literal["adamw", "sgd", "lamb"] = "adamw"
     lr: float = 5e-4
     weight_decay: float = 0.05
     eps: float = 1e-8
@@ -222,6 +222,11 @@ class AugmentConfig(_Section):
     smoothing: float = 0.1
     #: DVS: SNNAugmentWide + flip on event frames.
     dvs_augment: bool = False
+    #: TET loss (SDT's CIFAR10-DVS): the criterion on each time step's logits, averaged, mixed with weight
+    #: ``tet_lamb`` with the MSE of the logits to ``tet_means``; null = the criterion on the time-averaged logits.
+    #: Needs a model that returns per-step logits in training (``model.kwargs.tet: true``).
+    tet_lamb: float | None = None
+    tet_means: float = 1.0
 
     @property
     def mixup_active(self) -> bool:
@@ -236,6 +241,8 @@ class AugmentConfig(_Section):
         _require(self.re_count >= 1, where, "re_count", self.re_count, ">= 1")
         off = self.mixup_off_epoch
         _require(off is None or off >= 1, where, "mixup_off_epoch", off, "null (never) or an epoch >= 1")
+        lamb = self.tet_lamb
+        _require(lamb is None or 0.0 <= lamb <= 1.0, where, "tet_lamb", lamb, "null (no TET) or in [0, 1]")
 
 
 @dataclass
@@ -291,6 +298,12 @@ class TrainConfig(_Section):
         model_t = self.model.kwargs.get("T")
         if frames is not None and model_t is not None and frames != model_t:
             raise ConfigError(f"{where + '.' if where else ''}data.frames={frames} must equal model.kwargs.T={model_t}")
+        tet_model = self.model.kwargs.get("tet", False)
+        if (self.augment.tet_lamb is not None) != (tet_model is True):
+            raise ConfigError(
+                f"{where + '.' if where else ''}augment.tet_lamb={self.augment.tet_lamb} and model.kwargs.tet="
+                f"{tet_model} disagree: the TET loss needs per-step logits (tet: true) and per-step logits need it"
+            )
         if self.augment.mixup_active and self.data.batch_size % 2:
             raise ConfigError(
                 f"{where + '.' if where else ''}data.batch_size={self.data.batch_size} must be even with mixup/cutmix "

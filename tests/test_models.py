@@ -36,6 +36,15 @@ EXPECTED_PARAMS = {
     "spikformer_cifar_4_256": 4_155_178,
     "spikformer_cifar_2_384": 5_765_050,
     "spikformer_cifar_4_384": 9_324_730,
+    # SDT (PEERS.md a): the upstream code's count less talking_heads (8 x 8 per block)
+    "sdt_8_384": 16_816_024,
+    "sdt_6_512": 23_373_352,
+    "sdt_8_512": 29_689_384,
+    "sdt_10_512": 36_005_416,
+    "sdt_8_768": 66_338_632,
+    "sdt_cifar_2_512": 10_233_418,
+    "sdt_dvs_2_256": 2_566_923,
+    "sdt_cifar10dvs_2_256": 2_566_666,
     # QKFormer (PEERS.md c): the upstream code's counts (it builds nothing unused)
     "qkformer_10_384": 16_473_688,
     "qkformer_10_512": 29_079_336,
@@ -51,6 +60,7 @@ EXPECTED_PARAMS_OTHER_HEADS = [
     ("spikingformer_cifar_2_384", 100, 5_797_396),
     ("spikingformer_cifar_4_384", 100, 9_354_772),
     ("spikingformer_dvs_2_256", 10, 2_566_666),
+    ("sdt_cifar_2_512", 100, 10_279_588),
     ("qkformer_cifar_4_384", 100, 6_740_884),
 ]
 
@@ -164,7 +174,7 @@ def test_conv_and_bn_see_time_folded_into_batch(family: type) -> None:
 
 
 def test_registered_through_timm() -> None:
-    assert set(MODEL_CONFIGS) <= set(timm.list_models("spik*former*"))
+    assert set(MODEL_CONFIGS) <= set(timm.list_models())
     assert "load_upstream_state_dict" in spikingformer.__all__
 
 
@@ -175,6 +185,10 @@ DATA_CONFIGS = {
                      interpolation="bicubic"),
     "dvs": dict(input_size=(2, 128, 128), mean=(0.0, 0.0), std=(1.0, 1.0), crop_pct=1.0, interpolation="nearest"),
 }
+DATA_CONFIGS["cifar10-dvs"] = {**DATA_CONFIGS["dvs"], "input_size": (2, 64, 64)}  # SDT resizes the frames to 64
+#: Models whose own upstream data settings differ from their layout's: SDT evaluates ImageNet at crop_pct 0.95.
+DATA_CONFIG_OVERRIDES = {name: {"crop_pct": 0.95} for name in ("sdt_8_384", "sdt_6_512", "sdt_8_512", "sdt_10_512",
+                                                                "sdt_8_768")}
 
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
@@ -183,7 +197,8 @@ def test_resolve_data_config_gives_the_dataset_settings(name: str) -> None:
     with torch.device("meta"):
         model = timm.create_model(name)
     config = timm.data.resolve_data_config({}, model=model)
-    assert {k: config[k] for k in DATA_CONFIGS[model.layout]} == DATA_CONFIGS[model.layout]
+    expected = {**DATA_CONFIGS[model.layout], **DATA_CONFIG_OVERRIDES.get(name, {})}
+    assert {k: config[k] for k in expected} == expected
     assert model.pretrained_cfg["num_classes"] == model.num_classes
     assert model.pretrained_cfg["input_size"] == (model.in_chans, model.img_size, model.img_size)
 

@@ -1,19 +1,28 @@
-"""The Spike-driven Transformer v1 family: exact parameter counts, upstream checkpoint import, and equality
+"""The Spike-driven Transformer v1 family: exact parameter counts, upstream checkpoint import, equality
 with an independent transcription of the upstream forward (``upstream_sdt_reference.py``), logits and
-every parameter gradient, with every LIF layer firing on the test input.
+every parameter gradient, with every LIF layer firing on the test input; and what its recipes need
+(LAMB, TET loss, CIFAR10-DVS frames at 64x64).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import upstream_sdt_reference as sdt_ref
 from spikingjelly.activation_based import neuron
+from timm.loss import LabelSmoothingCrossEntropy
 from torch import nn
 from upstream_reference import randomize_
 
 from spikingformer import build_model, load_upstream_state_dict
+from spikingformer.config import AugmentConfig, ConfigError, TrainConfig
+from spikingformer.data.dvs_augment import ResizedFrames, frames_to_tensor
+from spikingformer.engine import build_criterion
 from spikingformer.models.spike_driven import SpikeDrivenTransformer
+from spikingformer.optim import build_optimizer
+from spikingformer.recipes import load_recipe
 from spikingformer.upstream_checkpoint import convert_upstream_state_dict
 
 #: The upstream code's count less ``talking_heads`` (8 x 8 per block), per registered configuration.
@@ -58,6 +67,7 @@ def test_full_size_upstream_state_dict_loads_and_drops_talking_heads() -> None:
     model = build_model("sdt_8_384")
     load_upstream_state_dict(model, {"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 299})
     ours = model.state_dict()
+    assert sum(p.numel() for p in model.parameters()) + model.upstream_unused_params() == 16_816_536
     dropped = [k for k in state if "talking_heads" in k]
     assert len(dropped) == 8 and len(ours) == len(state) - len(dropped)
     assert torch.equal(ours["tokenizer.feat.bn.running_mean"], state["patch_embed.proj_bn3.running_mean"])
@@ -163,3 +173,54 @@ def test_tet_returns_per_step_logits_in_training_and_their_mean_in_eval() -> Non
     with torch.no_grad():
         torch.testing.assert_close(ours.eval()(x), upstream(x), rtol=0, atol=1e-5)
         assert ours.train()(x).shape == (4, 2, 10)  # [T, B, classes]
+
+
+# ---------------------------------------------------------------- the recipes SDT trained with
+
+
+def test_tet_loss_is_upstreams_formula() -> None:
+    """``(1 - lamb) * mean_t CE_smooth(logits[t]) + lamb * MSE(logits, means)`` (upstream criterion.py)."""
+    aug = AugmentConfig(smoothing=0.1, tet_lamb=0.001, tet_means=1.0)
+    criterion, mixup = build_criterion(aug, num_classes=10)
+    logits, target = torch.randn(4, 3, 10), torch.tensor([1, 7, 3])
+    smooth = LabelSmoothingCrossEntropy(0.1)
+    expected = 0.999 * sum(smooth(logits[t], target) for t in range(4)) / 4 + 0.001 * ((logits - 1) ** 2).mean()
+    assert mixup is None
+    torch.testing.assert_close(criterion(logits, target), expected)
+    with pytest.raises(ValueError, match="tet=True"):
+        criterion(logits.mean(0), target)
+
+
+def test_tet_needs_a_per_step_model_and_the_other_way_round() -> None:
+    recipe = load_recipe("sdt-cifar10-dvs")
+    assert TrainConfig.from_dict(recipe).augment.tet_lamb == 0.001
+    recipe["model"]["kwargs"]["tet"] = False
+    with pytest.raises(ConfigError, match="augment.tet_lamb=0.001 and model.kwargs.tet=False"):
+        TrainConfig.from_dict(recipe)
+
+
+def test_imagenet_recipes_are_the_per_config_upstream_settings() -> None:
+    """conf/imagenet/*.yml: LAMB through timm's factory, cutmix/mixup switching, per-config batch/lr/aug."""
+    rows = {name: TrainConfig.from_dict(load_recipe(f"sdt-imagenet-{name}")) for name in
+            ("8-384", "6-512", "8-512", "10-512", "8-768")}
+    table = {name: (c.data.batch_size, c.optim.lr, c.schedule.min_lr, c.augment.auto_augment, c.augment.scale,
+                    c.augment.mixup_prob) for name, c in rows.items()}
+    assert table == {
+        "8-384": (48, 1.5e-3, 1.5e-5, "rand-m5-mstd0.5-inc1", (0.2, 1.0), 0.6),
+        "8-512": (48, 1.5e-3, 1.5e-5, "rand-m5-mstd0.5-inc1", (0.2, 1.0), 0.6),
+        "6-512": (48, 1e-3, 2e-5, "rand-m7-mstd0.5-inc1", (0.08, 1.0), 0.6),
+        "10-512": (36, 1e-3, 2e-5, "rand-m7-mstd0.5-inc1", (0.2, 1.0), 0.75),
+        "8-768": (36, 1e-3, 2e-5, "rand-m7-mstd0.5-inc1", (0.08, 1.0), 1.0),
+    }
+    config = rows["8-384"]
+    assert (config.augment.mixup_alpha, config.augment.cutmix_alpha, config.augment.mixup_switch_prob) == (0.2, 1, 0.5)
+    optimizer = build_optimizer(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), config.optim, config.optim.lr)
+    assert type(optimizer).__name__ == "Lamb" and optimizer.defaults["eps"] == 1e-6
+    assert sorted(group["weight_decay"] for group in optimizer.param_groups) == [0.0, 0.01]  # 1-D params: none
+
+
+def test_cifar10_dvs_frames_are_resized_to_64_as_upstream() -> None:
+    """torchvision's bilinear Resize without antialiasing, 128 -> 64: the mean of each 2x2 block."""
+    frames = np.random.default_rng(0).integers(0, 5, (3, 2, 128, 128)).astype(np.float32)
+    resized = ResizedFrames(64, frames_to_tensor)(frames)
+    torch.testing.assert_close(resized, F.avg_pool2d(torch.from_numpy(frames), 2), rtol=0, atol=0)

@@ -30,12 +30,28 @@ PAPER_PARAMS_M = {
     "spikformer_cifar_4_256": 4.15,
     "spikformer_cifar_2_384": 5.76,
     "spikformer_cifar_4_384": 9.32,
+    # SDT README / paper (PEERS.md a): no figure for 6-512 and 10-512; 10.28M is the 100-class CIFAR count
+    "sdt_8_384": 16.81,
+    "sdt_8_512": 29.68,
+    "sdt_8_768": 66.34,
+    "sdt_cifar_2_512": 10.28,
+    "sdt_dvs_2_256": 2.57,
+    "sdt_cifar10dvs_2_256": 2.57,
 }
 
 #: Parameters of the two unused LayerNorms (weight + bias) in each upstream block, per channel.
 UNUSED_LN_PER_BLOCK_AND_CHANNEL = 4
 
-COLUMNS = ("model", "params", "paper", "difference", "upstream total (incl. unused LN)")
+COLUMNS = ("model", "params", "paper", "difference", "upstream total (incl. unused LN / talking_heads)")
+
+
+def upstream_unused(model: torch.nn.Module) -> int:
+    """Parameters upstream builds but never calls: a family declares its own (``upstream_unused_params``),
+    else the two per-block LayerNorms of the Spikingformer/Spikformer code."""
+    declared = getattr(model, "upstream_unused_params", None)
+    if declared is not None:
+        return declared()
+    return UNUSED_LN_PER_BLOCK_AND_CHANNEL * model.embed_dim * model.depth
 
 
 def count_rows() -> list[dict[str, object]]:
@@ -52,7 +68,7 @@ def count_rows() -> list[dict[str, object]]:
                 "params": params,
                 "paper": None if paper is None else round(paper * 1e6),
                 "difference": None if paper is None else params - round(paper * 1e6),
-                "upstream_total": params + UNUSED_LN_PER_BLOCK_AND_CHANNEL * model.embed_dim * model.depth,
+                "upstream_total": params + upstream_unused(model),
             }
         )
     return rows

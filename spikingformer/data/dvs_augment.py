@@ -9,6 +9,7 @@ transform applies to every frame of a sample, so the event stream stays coherent
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -79,3 +80,22 @@ class DVSTrainTransform:
         if torch.rand(()) < self.hflip:
             x = x.flip(-1)
         return self.augment(x)
+
+
+class ResizedFrames:
+    """Frames resized to ``size`` x ``size`` before ``transform``: SDT's CIFAR10-DVS ``Resize(64)``.
+
+    Upstream resizes each time step with torchvision's bilinear ``Resize`` on a tensor, which did not
+    antialias before torchvision 0.17: at 128 -> 64 that is the mean of each 2x2 block.
+    """
+
+    def __init__(self, size: int, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.size = size
+        self.transform = transform
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(
+            frames_to_tensor(frames), size=(self.size, self.size), mode="bilinear", align_corners=False,
+            antialias=False,
+        )
+        return self.transform(x)

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from spikingformer.config import ModelConfig, TrainConfig
-from spikingformer.data.dvs_augment import DVSTrainTransform, frames_to_tensor
+from spikingformer.data.dvs_augment import DVSTrainTransform, ResizedFrames, frames_to_tensor
 from spikingformer.data.events import event_frames
 from spikingformer.data.images import DEFAULT_STATS, cifar_batches, digits, image_transform, imagenet_folder
 from spikingformer.data.splits import SUBSET_SEED, stratified_subset
@@ -25,6 +25,8 @@ from spikingformer.models import build_model
 
 Split = Literal["train", "eval"]
 EVENT_DATASETS = ("cifar10-dvs", "dvs128-gesture")
+#: Frame side of both event datasets' sensors (DVS128).
+EVENT_SENSOR_SIDE = 128
 #: Synthetic set sizes when data.train_size / data.eval_size are not given.
 SYNTHETIC_SIZES = {"train": 256, "eval": 64}
 
@@ -102,6 +104,9 @@ def build_dataset(config: TrainConfig, split: Split) -> LabelledSplit:
         info.update(extra, root=str(data.root), frames=frames)
         num_classes = len(base.classes)
         transform = DVSTrainTransform(aug.hflip) if train and aug.dvs_augment else frames_to_tensor
+        side = spec.input_shape[-1]
+        if side != EVENT_SENSOR_SIDE:  # SDT's CIFAR10-DVS model takes the 128x128 frames at 64x64
+            transform, info["resize"] = ResizedFrames(side, transform), f"bilinear to {side}x{side}, no antialias"
     else:
         if name == "imagenet":
             base = imagenet_folder(data.root, train)

@@ -133,6 +133,10 @@ class SpikeDrivenTransformer(SpikingTransformer):
                     nn.init.zeros_(module.bias)
         self.head.reset_parameters()
 
+    def upstream_unused_params(self) -> int:
+        """What upstream's count adds to ours: ``talking_heads``, h x h per block."""
+        return self.num_heads**2 * self.depth
+
     def upstream_key_rules(self) -> list[Rule]:
         """Upstream (``model/spikeformer.py``, every layout alike) -> our key prefixes."""
         return [
