@@ -1,8 +1,9 @@
 """The report's PNG figures (matplotlib, Agg): plain data in, one file out, no MLflow here.
 
-Three kinds: accuracy against a cost (energy or parameters) with our runs among the paper's and the
-peers' points; training curves of a row over the upstream run's; and a per-layer firing-rate and
-energy breakdown. Unverified values (evidence mark M) are drawn hollow and say so in the legend.
+Four kinds: accuracy against a cost (energy or parameters) with our runs among the paper's and the
+peers' points; training curves of a row over the upstream run's; a per-layer firing-rate and
+energy breakdown; and a grid's metric against one of its axes. Unverified values (evidence mark M) are
+drawn hollow and say so in the legend.
 """
 
 from __future__ import annotations
@@ -254,6 +255,61 @@ def energy_breakdown(path: Path, title: str, layers: Sequence[LayerBar], referen
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class AxisLine:
+    """A grid's points along one axis at fixed values of the other axes (``label`` names those values).
+
+    ``y`` is ours (None where the point has no finished run); ``paper`` is the paper's value where the
+    point equals a paper row, else None.
+    """
+
+    label: str
+    x: Sequence[object]
+    y: Sequence[float | None]
+    yerr: Sequence[float | None]
+    paper: Sequence[float | None]
+
+
+def axis_lines(path: Path, lines: Sequence[AxisLine], xlabel: str, ylabel: str, title: str) -> Path:
+    """One metric of a grid against one axis: a line per combination of the other axes, paper rows marked.
+
+    Numeric axis values are placed to scale; others (datasets) as categories in first-seen order.
+    """
+    fig, ax = plt.subplots(figsize=(7.0, 4.0), dpi=DPI)
+    values = list(dict.fromkeys(x for line in lines for x in line.x))
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
+    where = {x: (x if numeric else i) for i, x in enumerate(values)}
+    for i, line in enumerate(lines):
+        ours = [(where[x], y, e) for x, y, e in zip(line.x, line.y, line.yerr, strict=True) if y is not None]
+        if ours:
+            xs, ys, errs = zip(*ours, strict=True)
+            ax.errorbar(xs, ys, yerr=[e or 0.0 for e in errs] if any(errs) else None, fmt="-o", color=f"C{i}",
+                        markersize=5, capsize=3, label=line.label)
+        marks = [(where[x], p) for x, p in zip(line.x, line.paper, strict=True) if p is not None]
+        if marks:
+            colour, marker, size = _FIXED_STYLE[PAPER]
+            ax.plot(*zip(*marks, strict=True), linestyle="none", marker=marker, markersize=size,
+                    markerfacecolor="none", markeredgecolor=colour, markeredgewidth=1.5, zorder=4)
+    if any(p is not None for line in lines for p in line.paper):
+        colour, marker, size = _FIXED_STYLE[PAPER]
+        ax.plot([], [], linestyle="none", marker=marker, markersize=size, markerfacecolor="none",
+                markeredgecolor=colour, markeredgewidth=1.5, label=f"{PAPER} row")
+    ticks = [where[x] for x in values]
+    ax.set_xticks(ticks, [str(x) for x in values])
+    pad = 0.08 * (max(ticks) - min(ticks)) or 0.5  # every value of the axis shows, run or not
+    ax.set_xlim(min(ticks) - pad, max(ticks) + pad)
+    ax.margins(y=0.1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.text(0.5, 0.5, "no finished point yet", ha="center", va="center", transform=ax.transAxes, color=_REFERENCE)
     return _save(fig, path)
 
 

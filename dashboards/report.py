@@ -82,7 +82,7 @@ def write_report(
     shutil.rmtree(folder / FIGURES, ignore_errors=True)
     (folder / FIGURES).mkdir(parents=True)
     ctx = Context(experiment, rows, results.row_setups(experiment), runs, folder, upstream_root or DEFAULT_ROOT)
-    sections = [_table(ctx), _tradeoffs(ctx), _curves(ctx), _energy(ctx)]
+    sections = [_table(ctx), *_grid(ctx), _tradeoffs(ctx), _curves(ctx), _energy(ctx)]
     paper = experiment.paper
     subtitle = (
         f"{paper.table} (arXiv {paper.arxiv}). Tracking: {runs.uri}. "
@@ -115,13 +115,15 @@ def write_index(out: Path) -> Path:
 
 def _table(ctx: Context) -> markup.Section:
     tol = ctx.experiment.tolerance
+    extra, cells = results.grid_cells(ctx.rows)
     header = [
-        "row", "verdict", "paper top-1", "best top-1", "last top-1", "Δ best (pp)", "params M (ours / paper)",
+        "row", *extra, "verdict", "paper top-1", "best top-1", "last top-1", "Δ best (pp)", "params M (ours / paper)",
         "SOPs G (ours / paper)", "energy mJ (ours / paper)", "seeds done", "runs",
     ]  # fmt: skip
     rows = [
         [
             markup.text_cell(r.row_id, title=f"paper: {r.paper.source}" if r.paper.source else ""),
+            *(markup.text_cell(c) for c in grid),
             markup.verdict(r.verdict),
             results.format_number(r.paper.top1),
             results.format_spread(r.best_top1_mean, r.best_top1_sd),
@@ -131,9 +133,10 @@ def _table(ctx: Context) -> markup.Section:
             results.format_pair(r.sops_G, r.paper.sops_G),
             results.format_pair(r.energy_mJ, r.paper.energy_mJ),
             f"{len(r.finished)}/{len(r.runs)}",
-            markup.text_cell(", ".join(f"seed {run.seed}: {run.status}" for run in r.runs) or "none"),
+            markup.text_cell("; ".join(f"seed {run.seed}: {run.status}" + (f" ({run.failure})" if run.failure else "")
+                                       for run in r.runs) or "none"),
         ]
-        for r in ctx.rows
+        for r, grid in zip(ctx.rows, cells, strict=True)
     ]  # fmt: skip
     legend = (
         f"<p class='small'>Best top-1 is the best test epoch, as the paper reports; last is the final epoch. "
@@ -144,6 +147,52 @@ def _table(ctx: Context) -> markup.Section:
     description = f"<p>{escape(ctx.experiment.description)}</p>" if ctx.experiment.description else ""
     counts = markup.verdict_counts([r.verdict for r in ctx.rows])
     return markup.Section("table", "Paper vs reproduced", description + counts + markup.table(header, rows) + legend)
+
+
+# --- a grid against its axes ----------------------------------------------------------------------------
+
+# RowResult attribute of our mean, of its sd (None: none), of the paper's value; axis label; file word
+_GRID_METRICS = (
+    ("best_top1_mean", "best_top1_sd", "top1", "best top-1 (%)", "top1"),
+    ("energy_mJ", None, "energy_mJ", "energy per image (mJ)", "energy"),
+)
+
+
+def _grid(ctx: Context) -> list[markup.Section]:
+    """Per axis of a grid, top-1 and energy against it: one line per combination of the other axes (the
+    row id without this axis names it), the points equal to a paper row marked with the paper's value."""
+    names = results.axes(ctx.rows)
+    if not names:
+        return []
+    parts = []
+    for axis in names:
+        groups: dict[str, list[RowResult]] = {}
+        for r in ctx.rows:
+            segment = f"/{axis}={results.format_value(r.point[axis])}"
+            head, _, tail = r.row_id.rpartition(segment)
+            groups.setdefault(head + tail, []).append(r)
+        figs = []
+        for mean, sd, paper, ylabel, word in _GRID_METRICS:
+            lines = [
+                figures.AxisLine(
+                    label,
+                    [r.point[axis] for r in rows],
+                    [getattr(r, mean) for r in rows],
+                    [getattr(r, sd) if sd else None for r in rows],
+                    [getattr(r.paper, paper) if r.reference else None for r in rows],
+                )
+                for label, rows in groups.items()
+            ]
+            title = f"{ylabel} against {axis}"
+            path = figures.axis_lines(ctx.figure(f"grid-{word}-{axis}"), lines, axis, ylabel, title)
+            figs.append(ctx.embed(path, title))
+        parts.append(f"<h3>{escape(axis)}</h3>" + f'<div class="grid">{"".join(figs)}</div>')
+    intro = (
+        f"<p class='small'>Grid over {escape(' x '.join(names))}: per axis, one line per combination of the other "
+        "axes (named by the point ids without that axis); mean ± sd over finished seeds. Hollow diamonds: the "
+        f"paper's value where a point equals a paper row; the other points have {results.NO_REFERENCE}.</p>"
+    )
+    return [markup.Section("grid", "Grid by axis", intro + "".join(parts))]
 
 
 # --- accuracy vs cost ------------------------------------------------------------------------------------
@@ -228,7 +277,7 @@ def _curves(ctx: Context) -> markup.Section:
     parts = []
     for r in ctx.rows:
         setup = ctx.setups[r.row_id]
-        heading = f"<h3>{escape(r.row_id)}: {escape(setup.model)} on {escape(setup.dataset)}, T={setup.time_steps}</h3>"
+        heading = f"<h3>{escape(r.row_id)}: {escape(setup.label)} on {escape(setup.dataset)}, T={setup.time_steps}</h3>"
         _, curve, problem = ctx.upstream(r.row_id, UpstreamRun.curve)
         notes = markup.note(problem) if problem else ""
         if not r.runs:
@@ -297,7 +346,7 @@ def _energy(ctx: Context) -> markup.Section:
                 continue
             try:
                 bars, matched = _layer_bars(report, reference)
-                title = f"{caption}: {setup.model}, {report['totals']['energy_mJ']:.4g} mJ per image"
+                title = f"{caption}: {setup.label}, {report['totals']['energy_mJ']:.4g} mJ per image"
             except (KeyError, TypeError) as err:  # written by an older harness
                 shown.append(markup.note(f"{caption}: {results.ENERGY_ARTIFACT} lacks {err}; re-run its energy pass"))
                 continue

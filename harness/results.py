@@ -29,12 +29,18 @@ from harness import tracking
 from harness.config import Experiment, PaperNumbers, Tolerance, discover, load_experiment
 from harness.grid import NO_REFERENCE, axes, format_value
 from harness.tracking import default_tracking_uri
+<<<<<<< harness/results.py
+from spikingformer import evaluate
+from spikingformer.models import MODEL_CONFIGS, model_label
+=======
 from spikingformer.models import MODEL_CONFIGS
+>>>>>>> /tmp/grid_head_results.py
 
 __all__ = [
     "ENERGY_ARTIFACT", "NA", "Experiment", "RowResult", "RowSetup", "RunReader", "SeedRun", "collect",
     "default_tracking_uri", "discover", "format_delta", "format_number", "format_pair", "format_spread",
     "load_experiment", "render_csv", "render_markdown", "row_setups", "summarize",
+    "NO_REFERENCE", "axes", "format_value", "grid_cells",
 ]  # fmt: skip
 
 NA = "n/a"
@@ -50,6 +56,8 @@ class SeedRun:
     seed: int
     status: str
     metrics: dict[str, float]
+    #: Why a FAILED or KILLED run ended (its ``sfh.failure`` tag), None otherwise.
+    failure: str | None = None
 
 
 @dataclass
@@ -134,7 +142,7 @@ def collect(experiment: Experiment, tracking_uri: str, *, name: str | None = Non
         if tags.get(tracking.RUN_KEY) != tracking.run_key(name, tags[tracking.ROW], seed):
             continue  # a search trial of this row, not the row itself
         by_key.setdefault(tags[tracking.ROW], []).append(
-            SeedRun(run.info.run_id, seed, run.info.status, dict(run.data.metrics))
+            SeedRun(run.info.run_id, seed, run.info.status, dict(run.data.metrics), tags.get(tracking.FAILURE))
         )
     out = []
     for row in experiment.rows:
@@ -156,6 +164,8 @@ class RowSetup:
     model: str
     dataset: str
     time_steps: int
+    #: What the model is (``spikingformer.models.model_label``): the registered name, or its real depth-width.
+    label: str = ""
 
 
 def row_setups(experiment: Experiment) -> dict[str, RowSetup]:
@@ -164,7 +174,8 @@ def row_setups(experiment: Experiment) -> dict[str, RowSetup]:
     for row in experiment.rows:
         config = experiment.train_config(row)
         kwargs = {**MODEL_CONFIGS[config.model.name][1], **config.model.kwargs}  # every registered config sets T
-        setups[row.id] = RowSetup(config.model.name, config.data.dataset, int(kwargs["T"]))
+        label = model_label(config.model.name, **config.model.kwargs)
+        setups[row.id] = RowSetup(config.model.name, config.data.dataset, int(kwargs["T"]), label)
     return setups
 
 
@@ -261,7 +272,9 @@ def render_markdown(rows: Sequence[RowResult]) -> str:
             f"| {format_pair(r.params_M, r.paper.params_M)} | {format_pair(r.sops_G, r.paper.sops_G)} "
             f"| {format_pair(r.energy_mJ, r.paper.energy_mJ)} | {len(r.finished)}/{len(r.runs)} | {r.verdict} |"
         )
-    return "\n".join(lines) + "\n"
+    ended = [f"- {r.row_id} seed {s.seed}: {s.status}: {s.failure or 'no reason recorded'}"
+             for r in rows for s in r.runs if s.status in ("FAILED", "KILLED")]
+    return "\n".join(lines) + "\n" + ("\nRuns that did not finish:\n" + "\n".join(ended) + "\n" if ended else "")
 
 
 CSV_COLUMNS = (
