@@ -133,8 +133,7 @@ def _table(ctx: Context) -> markup.Section:
             results.format_pair(r.sops_G, r.paper.sops_G),
             results.format_pair(r.energy_mJ, r.paper.energy_mJ),
             f"{len(r.finished)}/{len(r.runs)}",
-            markup.text_cell("; ".join(f"seed {run.seed}: {run.status}" + (f" ({run.failure})" if run.failure else "")
-                                       for run in r.runs) or "none"),
+            markup.text_cell(", ".join(f"seed {run.seed}: {run.status}" for run in r.runs) or "none"),
         ]
         for r, grid in zip(ctx.rows, cells, strict=True)
     ]  # fmt: skip
@@ -277,7 +276,7 @@ def _curves(ctx: Context) -> markup.Section:
     parts = []
     for r in ctx.rows:
         setup = ctx.setups[r.row_id]
-        heading = f"<h3>{escape(r.row_id)}: {escape(setup.label)} on {escape(setup.dataset)}, T={setup.time_steps}</h3>"
+        heading = f"<h3>{escape(r.row_id)}: {escape(setup.model)} on {escape(setup.dataset)}, T={setup.time_steps}</h3>"
         _, curve, problem = ctx.upstream(r.row_id, UpstreamRun.curve)
         notes = markup.note(problem) if problem else ""
         if not r.runs:
@@ -346,7 +345,7 @@ def _energy(ctx: Context) -> markup.Section:
                 continue
             try:
                 bars, matched = _layer_bars(report, reference)
-                title = f"{caption}: {setup.label}, {report['totals']['energy_mJ']:.4g} mJ per image"
+                title = f"{caption}: {setup.model}, {report['totals']['energy_mJ']:.4g} mJ per image"
             except (KeyError, TypeError) as err:  # written by an older harness
                 shown.append(markup.note(f"{caption}: {results.ENERGY_ARTIFACT} lacks {err}; re-run its energy pass"))
                 continue

@@ -29,12 +29,7 @@ from harness import tracking
 from harness.config import Experiment, PaperNumbers, Tolerance, discover, load_experiment
 from harness.grid import NO_REFERENCE, axes, format_value
 from harness.tracking import default_tracking_uri
-<<<<<<< harness/results.py
-from spikingformer import evaluate
-from spikingformer.models import MODEL_CONFIGS, model_label
-=======
 from spikingformer.models import MODEL_CONFIGS
->>>>>>> /tmp/grid_head_results.py
 
 __all__ = [
     "ENERGY_ARTIFACT", "NA", "Experiment", "RowResult", "RowSetup", "RunReader", "SeedRun", "collect",
@@ -56,8 +51,6 @@ class SeedRun:
     seed: int
     status: str
     metrics: dict[str, float]
-    #: Why a FAILED or KILLED run ended (its ``sfh.failure`` tag), None otherwise.
-    failure: str | None = None
 
 
 @dataclass
@@ -142,7 +135,7 @@ def collect(experiment: Experiment, tracking_uri: str, *, name: str | None = Non
         if tags.get(tracking.RUN_KEY) != tracking.run_key(name, tags[tracking.ROW], seed):
             continue  # a search trial of this row, not the row itself
         by_key.setdefault(tags[tracking.ROW], []).append(
-            SeedRun(run.info.run_id, seed, run.info.status, dict(run.data.metrics), tags.get(tracking.FAILURE))
+            SeedRun(run.info.run_id, seed, run.info.status, dict(run.data.metrics))
         )
     out = []
     for row in experiment.rows:
@@ -164,8 +157,6 @@ class RowSetup:
     model: str
     dataset: str
     time_steps: int
-    #: What the model is (``spikingformer.models.model_label``): the registered name, or its real depth-width.
-    label: str = ""
 
 
 def row_setups(experiment: Experiment) -> dict[str, RowSetup]:
@@ -174,8 +165,7 @@ def row_setups(experiment: Experiment) -> dict[str, RowSetup]:
     for row in experiment.rows:
         config = experiment.train_config(row)
         kwargs = {**MODEL_CONFIGS[config.model.name][1], **config.model.kwargs}  # every registered config sets T
-        label = model_label(config.model.name, **config.model.kwargs)
-        setups[row.id] = RowSetup(config.model.name, config.data.dataset, int(kwargs["T"]), label)
+        setups[row.id] = RowSetup(config.model.name, config.data.dataset, int(kwargs["T"]))
     return setups
 
 
@@ -272,9 +262,7 @@ def render_markdown(rows: Sequence[RowResult]) -> str:
             f"| {format_pair(r.params_M, r.paper.params_M)} | {format_pair(r.sops_G, r.paper.sops_G)} "
             f"| {format_pair(r.energy_mJ, r.paper.energy_mJ)} | {len(r.finished)}/{len(r.runs)} | {r.verdict} |"
         )
-    ended = [f"- {r.row_id} seed {s.seed}: {s.status}: {s.failure or 'no reason recorded'}"
-             for r in rows for s in r.runs if s.status in ("FAILED", "KILLED")]
-    return "\n".join(lines) + "\n" + ("\nRuns that did not finish:\n" + "\n".join(ended) + "\n" if ended else "")
+    return "\n".join(lines) + "\n"
 
 
 CSV_COLUMNS = (
