@@ -78,3 +78,31 @@ def test_two_gloo_ranks_agree(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["global_batch"] == 32 and result["data_info"]["eval"]["size"] == 40
     assert proc.stdout.count("epoch 2/2") == 1  # only rank 0 prints
+
+
+@pytest.mark.slow
+def test_cli_final_figures_equal_a_ray_trials(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``python -m spikingformer.train`` ends with the figures a Ray trial logs to MLflow for the same
+    checkpoint and batches: both come from spikingformer.evaluate, under the family's conventions."""
+    from harness import tracking
+    from harness.trial import _log_final
+    from spikingformer import evaluate
+    from spikingformer.engine import FitResult
+
+    out = tmp_path / "out"
+    digits = write(tmp_path / "digits.yaml", {"recipe": "digits", "data": {"train_size": 512}})  # learns: spikes live
+    assert main(["--config", str(digits), "--out", str(out), "--epochs", "2", "--energy-batches", "2"]) == 0
+    assert "energy" in capsys.readouterr().out
+    cli = json.loads((out / "result.json").read_text())
+    config = load_config(digits, epochs=2)
+    fitted = {k: v for k, v in cli.items() if k != "final"}
+    fitted.update(last_checkpoint=out / "last.pt", best_checkpoint=out / "best.pt")
+    store = tracking.Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = store.client.create_run(store.experiment_id("cli-vs-trial")).info.run_id
+    _log_final(store, run_id, config, FitResult(**fitted), 2, None)  # what rank 0 of a Ray trial does last
+    logged = store.client.get_run(run_id).data.metrics
+    assert cli["final"] == pytest.approx({k: logged[k] for k in cli["final"]}, rel=1e-12)
+    assert {evaluate.ENERGY_MJ, evaluate.figure(evaluate.ENERGY_MJ, "common"), evaluate.SOPS_G} <= cli["final"].keys()
+    assert cli["final"][evaluate.FIRING_RATE_MEAN] > 0  # the reloaded network's spikes are alive
+    assert json.loads((out / evaluate.ENERGY_ARTIFACT).read_text())["totals"]["energy_mJ"] == pytest.approx(
+        cli["final"][evaluate.ENERGY_MJ], rel=1e-12)
