@@ -47,6 +47,15 @@ demo: install
 	@$(SFH) table experiments/demo.yaml $(TRACKING_FLAGS) --out runs/reports/demo.md > /dev/null
 	@echo "table: runs/reports/demo.md; figures: make report; browse runs: make mlflow-ui"
 
+# A grid on this CPU (experiments/grid/digits.yaml: T x width of the demo's model, 6 points), its table by
+# axes and its report with top-1 and energy against each axis.
+.PHONY: demo-grid
+demo-grid: install
+	$(SFH) reproduce experiments/grid/digits.yaml $(SFH_FLAGS)
+	@$(SFH) table experiments/grid/digits.yaml $(TRACKING_FLAGS) --out runs/reports/demo-grid.md > /dev/null
+	@$(SFH) report experiments/grid/digits.yaml $(TRACKING_FLAGS) --name demo-grid > /dev/null
+	@echo "table: runs/reports/demo-grid.md; report: runs/reports/demo-grid/index.html"
+
 # One paper table (x seeds) each; reproduce-all runs them one after the other.
 .PHONY: reproduce-all $(addprefix reproduce-,$(TABLES)) resume table
 reproduce-all: $(addprefix reproduce-,$(TABLES))

@@ -127,13 +127,14 @@ class Experiment(_Section):
         A ``grid`` section is expanded into rows first (``harness.grid``); ``skip_invalid`` drops its
         impossible points instead of refusing the file.
         """
-        if isinstance(data, dict) and "grid" in data:
+        grid = isinstance(data, dict) and "grid" in data
+        if grid:
             from harness.grid import expand
 
-            data = expand(data, where, skip_invalid=skip_invalid)
+            data = expand(data, where, skip_invalid=skip_invalid)  # checks every point as below
         experiment = _from_dict(cls, data, where)
         experiment.source = where
-        for row in experiment.rows:
+        for row in () if grid else experiment.rows:
             check_model(experiment.train_config(row).model, f"{where}: row {row.id}")
             experiment.resources_for(row)
         return experiment
