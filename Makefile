@@ -19,7 +19,9 @@ CLUSTER_FLAGS := $(if $(STORAGE),--storage $(STORAGE)) $(if $(RAY_ADDRESS),--add
 TRACKING_FLAGS := $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
 SFH_FLAGS := $(CLUSTER_FLAGS) $(TRACKING_FLAGS) $(if $(DATA),--data-root $(DATA)) \
              $(if $(ROWS),--rows $(ROWS)) $(if $(SEEDS),--seeds $(SEEDS))
-TABLES := imagenet cifar10 cifar100 cifar10-dvs dvs128-gesture
+TABLES := imagenet cifar10 cifar100 cifar10-dvs dvs128-gesture \
+          sdt-imagenet sdt-cifar10 sdt-cifar100 sdt-cifar10-dvs sdt-dvs128-gesture \
+          spikformer-imagenet spikformer-cifar10 spikformer-cifar100
 
 .PHONY: install test test-fast lint demo bench params
 

@@ -94,11 +94,15 @@ class Row(_Section):
     point: dict[str, Any] = field(default_factory=dict)
     #: The paper row a grid point equals (its numbers are in ``paper``), or null.
     reference: str | None = None
+    #: This row's ``spikingformer.recipes`` recipe where it differs from the experiment's (SDT's ImageNet
+    #: configs each have their own upstream conf), or null.
+    recipe: str | None = None
 
     def validate(self, where: str) -> None:
         # '/' and '=' are allowed (grid points: 4-384/T=2); ',' separates ids in --rows.
         _require(bool(self.id) and "," not in self.id and self.id == self.id.strip(), where, "id", self.id,
                  "a non-empty name without ',' or surrounding spaces")
+        check_recipe(self.recipe, where)
 
 
 @dataclass
@@ -155,10 +159,12 @@ class Experiment(_Section):
         raise ConfigError(f"{self.source}: no row {row_id!r}; rows: {[r.id for r in self.rows]}")
 
     def train_mapping(self, row: Row) -> dict[str, Any]:
-        """The row's TrainConfig as a plain mapping: recipe <- experiment train <- row model <- row train."""
+        """The row's TrainConfig as a plain mapping: recipe (the row's, else the experiment's) <- experiment train
+        <- row model <- row train."""
         from spikingformer.recipes import load_recipe
 
-        base = load_recipe(self.recipe) if self.recipe else {}
+        recipe = row.recipe or self.recipe
+        base = load_recipe(recipe) if recipe else {}
         row_part = deep_merge({"model": {"name": row.model.name, "kwargs": row.model.kwargs}}, row.train)
         return deep_merge(deep_merge(base, self.train), row_part)
 
