@@ -20,6 +20,7 @@ import heapq
 import json
 import multiprocessing
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from harness import tracking
-from harness.power import NA, meter_for
+from harness.power import ENERGY_J, NA, EnergyMeter, EpochEnergy, meter_for
+from harness.results import RowResult, format_number, format_pair
 from harness.specs import TrialSpec, trial_resources
 from spikingformer.config import TrainConfig, deep_merge
 from spikingformer.step_cost import StepCost, measure, run_steps
@@ -316,3 +318,149 @@ def latest_plan(store: tracking.Tracking, experiment: str) -> Plan | None:
             return Plan.from_json(Path(path).read_text())
         except (MlflowException, OSError, ValueError, TypeError):
             return None
+
+
+def announce(store: tracking.Tracking, name: str, specs: list[TrialSpec], max_device_hours: float | None) -> None:
+    """Before a launch: print what the latest plan projects for the trials about to start, and refuse (ValueError)
+    above ``max_device_hours``, or when that limit is given and no plan covers every row."""
+    plan = latest_plan(store, name)
+    limit = f"--max-device-hours {max_device_hours:g}" if max_device_hours is not None else ""
+    if plan is None:
+        if limit:
+            raise ValueError(f"{limit}: no plan of {name} in {store.uri}; run `sfh plan` on the experiment first")
+        return
+    missing = sorted({s.row for s in specs if plan.row(s.row) is None})
+    planned = [(plan.row(s.row), s) for s in specs if plan.row(s.row) is not None]
+    gpu = plan.capacity.get("GPU", 0.0) > 0 and not plan.device.startswith("cpu")
+    trials = [(r.trial_s, trial_resources(dataclasses.replace(s, resources={**s.resources, "use_gpu": gpu})))
+              for r, s in planned]
+    hours = sum(r.device_hours / r.seeds for r, _ in planned)
+    energies = [r.energy_kWh / r.seeds if r.energy_kWh is not None else None for r, _ in planned]
+    kwh = sum(energies) if all(e is not None for e in energies) else None
+    wall, _ = schedule(trials, {k: max(v, max((n.get(k, 0.0) for _, n in trials), default=0.0))
+                                for k, v in plan.capacity.items()})
+    print(f"plan ({plan.device}, {plan.steps} timed steps a row): {len(planned)} trial(s) projected at "
+          f"{format_duration(wall)} wall-clock, {hours:.3g} device-hours, {_kwh(kwh)} kWh"
+          + (f"; rows {', '.join(missing)} are not in it" if missing else ""), flush=True)
+    if limit and (missing or hours > max_device_hours):
+        why = f"rows {', '.join(missing)} have no plan" if missing else f"the plan projects {hours:.3g} device-hours"
+        raise ValueError(f"{limit}: not launched, {why}")
+
+
+# --- what it did cost -------------------------------------------------------------------------------------
+
+#: Final metrics of a trial run: its training time (the sum of its epochs' ``epoch_time_s``, what the plan
+#: projects), device-hours (that x workers) and the energy its devices' counters measured.
+TRAIN_TIME_S, DEVICE_HOURS, ENERGY_KWH = "train_time_s", "device_hours", "energy_kWh"
+#: Tag of a trial run: the energy counter read, or "n/a: <why not>".
+ENERGY_SOURCE = "sfh.energy.source"
+#: Seconds between two samples of MLflow's system-metrics monitor (``system/...`` metrics of a trial run).
+SYSTEM_METRICS_INTERVAL_S = 10
+
+
+def log_actual(
+    store: tracking.Tracking, run_id: str, history: list[dict[str, float]], world_size: int, meter: EnergyMeter
+) -> None:
+    """A trial's cost from its epochs and their logged ``energy_J`` (kWh only when every epoch has one)."""
+    train_s = sum(h["epoch_time_s"] for h in history)
+    figures = {TRAIN_TIME_S: train_s, DEVICE_HOURS: train_s * world_size / 3600}
+    source = meter.source
+    if meter.counter is not None:
+        joules = store.client.get_metric_history(run_id, ENERGY_J)
+        missing = {int(h["epoch"]) for h in history} - {m.step for m in joules}
+        if missing:
+            source = f"{NA}: epochs {sorted(missing)} have no energy reading ({meter.source})"
+        else:
+            figures[ENERGY_KWH] = sum(m.value for m in joules) / 3.6e6
+    store.log_metrics(run_id, figures)
+    store.set_tags(run_id, {ENERGY_SOURCE: source})
+
+
+class TrialMeter:
+    """What one rank of a trial measures while it trains, from construction to ``stop``: its device's energy,
+    lapped every epoch by ``callback`` (summed over ranks, logged by rank 0 as ``energy_J``), and on each node's
+    first rank MLflow's own system-metrics monitor (CPU, memory, disk, network; GPU utilisation, memory and
+    power where NVML exists) on the trial's run, as ``system/...`` (``system/<node>/...`` over several nodes)."""
+
+    def __init__(self, store: tracking.Tracking | None, run_id: str, tracking_uri: str, device: torch.device, *,
+                 local_rank: int, node: str | None) -> None:
+        self.meter = meter_for(device, reads_node=local_rank == 0)
+        log = (lambda metrics, step: store.log_metrics(run_id, metrics, step=step)) if store is not None else None
+        self.callback = EpochEnergy(self.meter, device, log)
+        self.monitor = None
+        if local_rank == 0:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self.monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S,
+                                                resume_logging=True, node_id=node, tracking_uri=tracking_uri)
+            self.monitor.start()
+
+    def stop(self) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()
+            self.monitor = None
+
+
+@dataclass
+class RowCost:
+    """What a row cost (its finished seeds) beside what the plan projected for them."""
+
+    row: str
+    finished: int
+    device_hours: float | None
+    energy_kWh: float | None
+    #: Where the energy came from, or why there is none.
+    energy_note: str
+    #: The plan's device-hours for the finished seeds (for all planned seeds when none finished).
+    planned_device_hours: float | None
+    #: Mean over finished seeds of training time / the plan's training time per trial.
+    plan_ratio: float | None
+    #: Inference energy per image on neuromorphic hardware (45 nm): ours and the paper's, mJ.
+    inference_mJ: float | None
+    paper_inference_mJ: float | None
+
+
+def row_costs(store: tracking.Tracking, rows: list[RowResult], plan: Plan | None) -> list[RowCost]:
+    """Each row's cost from its finished trial runs, beside ``plan``'s projection of it."""
+    costs = []
+    for r in rows:
+        done = r.finished
+        planned = plan.row(r.row_id) if plan is not None else None
+        hours = [s.metrics[DEVICE_HOURS] for s in done if DEVICE_HOURS in s.metrics]
+        kwh = [s.metrics[ENERGY_KWH] for s in done if ENERGY_KWH in s.metrics]
+        unrecorded = f"{NA}: not recorded by this run"
+        notes = sorted({store.client.get_run(s.run_id).data.tags.get(ENERGY_SOURCE, unrecorded) for s in done})
+        times = [s.metrics[TRAIN_TIME_S] for s in done if TRAIN_TIME_S in s.metrics]
+        per_seed = planned.device_hours / planned.seeds if planned is not None else None
+        costs.append(RowCost(
+            row=r.row_id, finished=len(done), device_hours=sum(hours) if hours and len(hours) == len(done) else None,
+            energy_kWh=sum(kwh) if kwh and len(kwh) == len(done) else None, energy_note="; ".join(notes),
+            planned_device_hours=None if per_seed is None else per_seed * (len(done) or planned.seeds),
+            plan_ratio=statistics.fmean(times) / planned.train_s if times and planned is not None else None,
+            inference_mJ=r.energy_mJ, paper_inference_mJ=r.paper.energy_mJ,
+        ))
+    return costs
+
+
+def render_costs(costs: list[RowCost], plan: Plan | None) -> str:
+    """The cost table (markdown) with the energy notes and the plan it compares with."""
+    lines = [
+        "| row | seeds done | device-h (ours / plan) | time ours / plan | training kWh "
+        "| inference mJ/img (ours / paper) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in costs:
+        lines.append(
+            f"| {c.row} | {c.finished} | {format_pair(c.device_hours, c.planned_device_hours)} "
+            f"| {NA if c.plan_ratio is None else f'{c.plan_ratio:.2f}'} | {format_number(c.energy_kWh)} "
+            f"| {format_pair(c.inference_mJ, c.paper_inference_mJ)} |"
+        )
+    lines.append("")
+    if plan is None:
+        lines.append("No plan for this experiment yet: `sfh plan EXP` projects it.")
+    else:
+        lines.append(f"Plan: {plan.file} on {plan.device}, {format_duration(plan.wall_s)} wall-clock for all its "
+                     f"trials, {plan.device_hours:.3g} device-hours, {_kwh(plan.energy_kWh)} kWh.")
+    for note in sorted({c.energy_note for c in costs if c.energy_note}):
+        lines.append(f"- training energy: {note}")
+    return "\n".join(lines) + "\n"

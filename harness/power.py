@@ -10,15 +10,19 @@ NVIDIA driver, no powercap, no permission), a meter gives no number and says why
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from spikingformer.distributed import all_reduce
+from spikingformer.engine import Callback
 
 POWERCAP = Path("/sys/class/powercap")
 NA = "n/a"
+#: Per-epoch metric of a trial run: joules drawn by all its devices during that epoch.
+ENERGY_J = "energy_J"
 
 
 @dataclass(frozen=True)
@@ -112,3 +116,18 @@ def lap_all_ranks(meter: EnergyMeter, device: torch.device) -> float | None:
     joules = meter.lap()
     (total,) = all_reduce([math.nan if joules is None else joules], device)
     return total if math.isfinite(total) else None
+
+
+class EpochEnergy(Callback):
+    """Every rank laps its meter at each epoch's end; rank 0 logs the sum over ranks as ``energy_J``
+    (step = epoch; an epoch trained again after a restart adds its second cost)."""
+
+    def __init__(self, meter: EnergyMeter, device: torch.device, log: Callable[[dict[str, float], int], None] | None):
+        self.meter = meter
+        self.device = device
+        self.log = log
+
+    def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
+        joules = lap_all_ranks(self.meter, self.device)  # collective: every rank, every epoch
+        if self.log is not None and joules is not None:
+            self.log({ENERGY_J: joules}, int(metrics["epoch"]))

@@ -129,9 +129,10 @@ class StepCost:
         return accumulation(self.batch, self.micro_batch)
 
 
-def input_source(config: TrainConfig) -> tuple[TrainConfig, str]:
+def input_source(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, str]:
     """The config to measure with and what it reads: the real dataset when its folder exists, else synthetic
-    samples of the model's input shape (no augmentation pipeline then)."""
+    samples of the model's input shape (no augmentation pipeline then; made in the measured process on a CPU,
+    whose cores loader processes would take from the step)."""
     data = config.data
     if data.dataset in BUILT_IN:
         return config, data.dataset
@@ -139,7 +140,8 @@ def input_source(config: TrainConfig) -> tuple[TrainConfig, str]:
         return config, f"{data.dataset} at {data.root}"
     why = f"no {data.dataset} folder at {data.root}" if data.root else f"no data root given for {data.dataset}"
     shape = list(input_spec(config.model).input_shape)
-    synthetic = {"dataset": "synthetic", "root": None, "train_size": None, "eval_size": None, "frames": None}
+    synthetic = {"dataset": "synthetic", "root": None, "train_size": None, "eval_size": None, "frames": None,
+                 **({"num_workers": 0} if device.type == "cpu" else {})}
     return TrainConfig.from_dict(deep_merge(config.to_dict(), {"data": synthetic})), f"synthetic {shape} ({why})"
 
 
@@ -187,7 +189,7 @@ def measure(
 
     ``memory_budget_mb`` bounds the extrapolated resident memory of a CPU step (the caller knows the machine).
     """
-    config, data = input_source(config)
+    config, data = input_source(config, device)
     batch = config.data.batch_size
     eval_full = config.data.eval_batch_size or batch
     note = ""

@@ -64,10 +64,11 @@ def test_run_steps_follow_the_engine_and_the_dataset_sizes() -> None:
 def test_input_source_says_synthetic_when_the_data_is_missing(tmp_path) -> None:
     recipe = load_recipe("cifar10")
     recipe["data"]["root"] = str(tmp_path / "absent")
-    config, data = input_source(TrainConfig.from_dict(recipe))
+    config, data = input_source(TrainConfig.from_dict(recipe), torch.device("cpu"))
     assert config.data.dataset == "synthetic" and data.startswith("synthetic [3, 32, 32] (no cifar10 folder at")
+    assert config.data.num_workers == 0  # made in the measured process, not by loader processes on its cores
     digits = TrainConfig.from_dict(load_recipe("digits"))
-    assert input_source(digits) == (digits, "digits")
+    assert input_source(digits, torch.device("cpu")) == (digits, "digits")
 
 
 def test_measure_times_real_steps_and_halves_a_batch_over_the_memory_budget() -> None:

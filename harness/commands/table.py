@@ -1,11 +1,12 @@
-"""``sfh table [EXP ...]``: the paper-vs-reproduced table of experiments, read from MLflow."""
+"""``sfh table [EXP ...]``: the paper-vs-reproduced table of experiments, read from MLflow, and what each row
+cost beside its plan (``harness.cost``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from harness import results
+from harness import cost, results
 from harness.config import Experiment, discover, load_experiment
 from harness.grid import NO_REFERENCE, axes
 from harness.tracking import Tracking, default_tracking_uri
@@ -25,7 +26,9 @@ def format_table(experiment: Experiment, tracking_uri: str, *, name: str | None 
     if grid:
         title += (f"Grid over {' x '.join(grid)}: {len(experiment.rows)} points; a point equal to a paper row carries "
                   f"its numbers (paper row column), the others have {NO_REFERENCE}.\n\n")
-    return title + results.render_markdown(rows)
+    store = Tracking(tracking_uri)
+    plan = cost.latest_plan(store, name or experiment.name)
+    return title + results.render_markdown(rows) + "\n" + cost.render_costs(cost.row_costs(store, rows, plan), plan)
 
 
 def run(args: argparse.Namespace) -> int:
