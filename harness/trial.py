@@ -30,7 +30,7 @@ from ray import tune
 from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from harness import results, tracking
+from harness import cost, results, tracking
 from harness.config import Resources
 from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, sampled_run_key
 from spikingformer.config import TrainConfig, deep_merge
@@ -160,18 +160,25 @@ def train_worker(job: WorkerJob) -> None:
         world = ray.train.get_context().get_world_size()
         store.set_tags(job.run_id, {"sfh.device": _device_name(device), "sfh.world_size": str(world),
                                     "sfh.node": ray.util.get_node_ip_address()})
+    context = ray.train.get_context()
+    several_nodes = context.get_local_world_size() < context.get_world_size()
+    meter = cost.TrialMeter(store, job.run_id, job.tracking_uri, device or torch.device("cpu"),
+                            local_rank=context.get_local_rank(),
+                            node=f"node{context.get_node_rank()}" if several_nodes else None)
     try:
         result = fit(
             config,
-            callbacks=[_ReportEpochs(work, log)],
+            callbacks=[_ReportEpochs(work, log), meter.callback],
             checkpoint_dir=work,
             resume_from=work if checkpoint is not None else None,
             device=device,
         )
         if store is not None:
             log.backfill(result.history)
+            cost.log_actual(store, job.run_id, result.history, world, meter.meter)
             _log_final(store, job.run_id, config, result, job.energy_batches, device)
     finally:
+        meter.stop()
         shutil.rmtree(scratch, ignore_errors=True)
         with contextlib.suppress(OSError):  # the last rank out removes the trial's folder
             scratch.parent.rmdir()

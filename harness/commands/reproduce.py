@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ray import tune
 
-from harness import cluster, sweep, tracking
+from harness import cluster, cost, sweep, tracking
 from harness.commands.table import format_table
 from harness.config import Experiment, load_experiment, tracked_name
 from harness.progress import Progress
@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if not pending:
         print(format_table(experiment, uri, name=name), end="")
         return 0
+    cost.announce(store, name, pending, args.max_device_hours)  # the plan's projection; refuses above the limit
     try:
         tags = {"sfh.command": "reproduce", "sfh.experiment_file": str(args.experiment),
                 tracking.PAPER_TABLE: experiment.paper.table, "sfh.storage": storage}
@@ -127,6 +128,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-concurrent", type=at_least(1),
                         help="trials at once (default: as many as the cluster fits)")
     parser.add_argument("--energy-batches", type=at_least(1), default=8, help="evaluation batches of the energy pass")
+    parser.add_argument("--max-device-hours", type=float, metavar="H",
+                        help="refuse to launch when the latest `sfh plan` projects more device-hours (or has none)")
     parser.add_argument("--max-failures", type=at_least(0), default=2,
                         help="worker-group restarts per trial (from checkpoint)")
     add_cluster_options(parser)
