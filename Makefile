@@ -106,3 +106,14 @@ TRIALS ?=
 search: install
 	$(SFH) search $(SEARCH) $(CLUSTER_FLAGS) $(TRACKING_FLAGS) $(if $(DATA),--data-root $(DATA)) \
 	  $(if $(TRIALS),--trials $(TRIALS))
+
+# What a table costs, measured here before it trains: make plan EXP=experiments/imagenet.yaml [STEPS=2] [WATTS=300]
+# (each row's step timed on this device, projected to wall-clock, device-hours and kWh; logged to MLflow).
+STEPS ?=
+WATTS ?=
+.PHONY: plan
+
+plan: install
+	$(if $(EXP),,$(error EXP=<experiment file> is required, e.g. make plan EXP=experiments/imagenet.yaml))
+	$(SFH) plan $(EXP) $(TRACKING_FLAGS) $(if $(DATA),--data-root $(DATA)) $(if $(ROWS),--rows $(ROWS)) \
+	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STEPS),--steps $(STEPS)) $(if $(WATTS),--watts $(WATTS))
