@@ -106,7 +106,7 @@ def test_forward_shape(name: str) -> None:
     [
         ("spikingformer_dvs_2_256", (1, 16, 2, 64, 64), "[B, 16, 2, 128, 128]"),  # wrong frame size
         ("spikingformer_dvs_2_256", (1, 10, 2, 128, 128), "[B, 16, 2, 128, 128]"),  # T mismatch
-        ("spikingformer_dvs_2_256", (16, 2, 128, 128), "[B, 16, 2, 128, 128]"),  # no batch axis
+        ("spikingformer_dvs_2_256", (16, 2, 128), "[B, 16, 2, 128, 128]"),  # no batch axis, one frame
         ("spikingformer_cifar_4_256", (2, 1, 32, 32), "[B, 3, 32, 32]"),  # grey image to an RGB model
         ("spikformer_cifar_4_256", (2, 4, 3, 32, 32), "[B, 3, 32, 32]"),  # frames to a static model
         ("spikingformer_8_384", (1, 3, 32, 32), "[B, 3, 224, 224]"),  # CIFAR image to ImageNet model

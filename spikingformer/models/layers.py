@@ -7,6 +7,7 @@ shared across time steps exactly as upstream, and no Python loop over T exists o
 from __future__ import annotations
 
 import torch
+from timm.layers import register_notrace_function
 from torch import nn
 
 #: Fixed attention scale used by every Spikingformer/Spikformer config (not 1/sqrt(d)).
@@ -46,6 +47,7 @@ class SeqMaxPool(nn.MaxPool2d):
         return super().forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
+@register_notrace_function  # FX: one call node, its shape-dependent product order runs with the graph
 def spike_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Softmax-free multi-head attention ``(Q K^T) V * 0.125`` on ``[T, B, D, N]`` spike tensors.
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import timm
 import torch
-from timm.models import build_model_with_cfg, model_entrypoint
+from timm.models import build_model_with_cfg, list_models, model_entrypoint
 
 from spikingformer.neurons import TAU_DVS
 from spikingformer.pixel_stats import CIFAR_MEAN, CIFAR_STD, DVS_MEAN, DVS_STD, IMAGENET_MEAN, IMAGENET_STD
@@ -52,7 +52,7 @@ DVS_ARGS: dict[str, Any] = dict(layout="dvs", img_size=128, in_chans=2, num_clas
 
 #: Keywords timm's factory passes to an entrypoint that are not constructor arguments of the model.
 FACTORY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "device", "dtype", "features_only",
-                  "out_indices", "feature_cls")
+                  "feature_cls")
 
 
 def pretrained_cfg(data_cfg: dict[str, Any], first_conv: str, **kwargs: Any) -> dict[str, Any]:
@@ -63,10 +63,13 @@ def pretrained_cfg(data_cfg: dict[str, Any], first_conv: str, **kwargs: Any) -> 
 def create_model_with_cfg(model_cls: type[ModelT], variant: str, pretrained: bool, **kwargs: Any) -> ModelT:
     """timm's ``build_model_with_cfg`` with the upstream checkpoint filter as ``pretrained_filter_fn``.
 
-    The full constructor arguments are kept as timm's reconstruction arguments (``get_model_args``).
+    ``features_only=True`` gives timm's FeatureGetterNet over ``forward_intermediates`` (the last
+    ``out_indices`` taps, 3 by default, as timm's ViTs). The full constructor arguments are kept as timm's
+    reconstruction arguments (``get_model_args``).
     """
+    feature_cfg = dict(feature_cls="getter", out_indices=kwargs.pop("out_indices", 3))
     model = build_model_with_cfg(
-        model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs
+        model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, feature_cfg=feature_cfg, **kwargs
     )
     model._model_args = {k: v for k, v in kwargs.items() if k not in FACTORY_KWARGS}
     return model
@@ -74,7 +77,7 @@ def create_model_with_cfg(model_cls: type[ModelT], variant: str, pretrained: boo
 
 def model_names() -> list[str]:
     """Every model registered with timm from ``spikingformer.models`` (all families), in timm's order."""
-    return [name for name in timm.list_models() if model_entrypoint(name).__module__.startswith(__package__)]
+    return [name for name in list_models() if model_entrypoint(name).__module__.startswith(__package__)]
 
 
 class _RegisteredConfigs(Mapping[str, tuple[type[torch.nn.Module], dict[str, Any]]]):

@@ -1,0 +1,64 @@
+"""Which of timm's model tests run on which of our models (read by ``conftest.py`` and ``test_fixture.py``).
+
+``test_timm_models.py`` is timm 1.0.31's ``tests/test_models.py``, unmodified: ``SOURCE`` says where it comes
+from and its checksum. Heavy groups (and the TorchScript ones, expected failures) run on the cheapest model of
+each family, ``HEAVY_MODELS``; ``NOT_APPLICABLE`` names the groups with nothing to test on ours.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from spikingformer.models import MODEL_CONFIGS
+from spikingformer.models.registry import model_names
+
+SOURCE = {
+    "file": "tests/test_models.py of timm 1.0.31",
+    "sdist": "https://files.pythonhosted.org/packages/source/t/timm/timm-1.0.31.tar.gz",
+    "sdist_sha256": "baa0b333339c46d3d6d4965d99b69f5053afed71210e8f433d7ea5ee6a18f0ec",
+    "file_sha256": "ffb62c6df02601a96c2fda403723a7f96a806897ee061d1009c1f3135fb64eb7",
+    "license": "Apache-2.0 (huggingface/pytorch-image-models)",
+}
+
+OURS = frozenset(model_names())
+
+#: Groups that run every model through real forward/backward passes at the fixed input size.
+HEAVY_GROUPS = {
+    "test_model_forward",
+    "test_model_backward",
+    "test_model_forward_features",
+    "test_model_forward_intermediates_features",
+    "test_model_forward_intermediates",
+    "test_prune_intermediate_layers_contract",
+    "test_model_forward_fx",
+    "test_model_backward_fx",
+}
+#: TorchScript groups: expected to fail until the neurons can be scripted.
+TORCHSCRIPT_GROUPS = {"test_model_forward_torchscript", "test_model_forward_fx_torchscript"}
+#: Every group that must run on our models.
+EXPECTED_GROUPS = HEAVY_GROUPS | TORCHSCRIPT_GROUPS | {"test_model_default_cfgs"}
+#: Groups of the file with nothing to test on our models, and why.
+NOT_APPLICABLE = {
+    "test_model_inference": "compares against tensors of timm's hub weights; we publish none",
+    "test_model_load_pretrained": "models with published weights only (list_models(pretrained=True))",
+    "test_model_features_pretrained": "models with published weights only",
+    "test_model_default_cfgs_non_std": "timm's non-standard (ViT-like token output) name patterns",
+    "test_model_features_space2depth_reduction": "efficientnet_h/x only",
+}
+
+
+def _cost(name: str) -> int:
+    """Relative cost of one forward: width x depth x pixels x time steps (defaults where a family differs)."""
+    args = MODEL_CONFIGS[name][1]
+    return args.get("embed_dim", 1) * args.get("depth", 1) * args.get("img_size", 1) ** 2 * args.get("T", 1)
+
+
+def _heavy_models() -> frozenset[str]:
+    """The cheapest registered model of each family."""
+    by_family: dict[type, list[str]] = defaultdict(list)
+    for name in OURS:
+        by_family[MODEL_CONFIGS[name][0]].append(name)
+    return frozenset(min(names, key=lambda n: (_cost(n), n)) for names in by_family.values())
+
+
+HEAVY_MODELS = _heavy_models()
