@@ -6,6 +6,8 @@ every parameter gradient, with every LIF layer firing on the test input; and wha
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from upstream_reference import randomize_
 from spikingformer import build_model, load_upstream_state_dict
 from spikingformer.config import AugmentConfig, ConfigError, TrainConfig
 from spikingformer.data.dvs_augment import ResizedFrames, frames_to_tensor
+from spikingformer.energy.measure import measure_conventions
 from spikingformer.engine import build_criterion
 from spikingformer.models.spike_driven import SpikeDrivenTransformer
 from spikingformer.optim import build_optimizer
@@ -224,3 +227,36 @@ def test_cifar10_dvs_frames_are_resized_to_64_as_upstream() -> None:
     frames = np.random.default_rng(0).integers(0, 5, (3, 2, 128, 128)).astype(np.float32)
     resized = ResizedFrames(64, frames_to_tensor)(frames)
     torch.testing.assert_close(resized, F.avg_pool2d(torch.from_numpy(frames), 2), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- energy
+
+
+def test_energy_under_the_paper_and_the_common_convention() -> None:
+    """Only the first conv reads analog values (MACs, per step); every other layer, the head included, reads
+    spikes (ACs); SDSA is costed by its own kind. SDT's paper convention is the common ruler's, and says it
+    cannot be recomputed from the upstream code."""
+    _, ours, x = pair("cifar")
+    conventions = type(ours).energy_conventions()
+    assert "NOT recomputable" in conventions["paper"].description
+    paper, common = measure_conventions(ours, [x], [conventions["paper"], conventions["common"]])
+    first, *rest = paper.layers
+    assert first.name == "tokenizer.stages.0.conv_bn.conv" and first.mac_ops == first.dense_ops > 0
+    assert all(layer.mac_ops == 0 and layer.ac_ops > 0 for layer in rest), [l.name for l in rest if l.mac_ops]
+    assert rest[-1].name == "head"
+    assert [(a.name, a.kind) for a in paper.attention] == [("blocks.0.attn", "sdsa"), ("blocks.1.attn", "sdsa")]
+    sdsa = paper.attention[0]
+    assert (sdsa.time_steps, sdsa.tokens, sdsa.heads * sdsa.head_dim) == (4, 8 * 8, D)
+    assert sdsa.ac_ops == pytest.approx(sdsa.dense_ops / 2 * (min(sdsa.rate_k, sdsa.rate_v) + sdsa.rate_q))
+    assert paper.energy_mj == common.energy_mj > 0
+
+
+def test_the_imagenet_table_trains_each_row_with_its_own_conf() -> None:
+    """A row names its recipe (harness Row.recipe): each SDT ImageNet conf differs in batch, lr and augmentation."""
+    from harness.config import load_experiment
+
+    table = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / "sdt-imagenet.yaml")
+    configs = {row.id: table.train_config(row) for row in table.rows}
+    assert (configs["10-512"].data.batch_size, configs["10-512"].augment.mixup_prob) == (36, 0.75)
+    assert (configs["6-512"].optim.lr, configs["6-512"].augment.scale) == (1e-3, (0.08, 1.0))
+    assert (configs["8-512-T1"].model.kwargs["T"], configs["8-512-T1"].optim.lr) == (1, 1.5e-3)

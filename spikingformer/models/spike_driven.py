@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
+from spikingformer.energy.conventions import EnergyConvention
+from spikingformer.energy.report import AttentionShape, register_attention_cost
 from spikingformer.models.base import SpikingTransformer
 from spikingformer.models.layers import ResidualBlock, SeqMaxPool, conv_bn_2d
 from spikingformer.models.registry import (
@@ -73,12 +75,34 @@ def erode(x: torch.Tensor) -> torch.Tensor:
     return F.max_pool3d(x, (1, 3, 3), stride=1, padding=(0, 1, 1))
 
 
+class SpikeDrivenAttentionCost:
+    """SDSA's spike operations, linear in the tokens N: ``T * N * D`` dense ops for each of the masks K * V
+    (with the sum of the result over the tokens) and Q * mask. The token sum adds the coincident K, V spikes
+    (ACs at most at the sparser of K's and V's rates), the channel mask passes Q's spikes (ACs at Q's rate).
+
+    The SDT paper counts SDSA's mask and add operations as ACs of this order; its exact count cannot be
+    recomputed from the upstream code, which has no energy script.
+    """
+
+    def dense_ops(self, shape: AttentionShape) -> float:
+        return 2.0 * shape.time_steps * shape.heads * shape.tokens * shape.head_dim
+
+    def ac_ops(self, shape: AttentionShape, rate_q: float, rate_k: float, rate_v: float | None) -> float:
+        return self.dense_ops(shape) / 2 * (min(rate_k, rate_v if rate_v is not None else rate_k) + rate_q)
+
+
+register_attention_cost("sdsa", SpikeDrivenAttentionCost())
+
+
 class SpikeDrivenSelfAttention(nn.Module):
     """SDSA: LIF -> Q, K, V (1x1 conv, BN, LIF) -> Q * LIF_0.5(sum_tokens(K * V)) -> 1x1 conv (bias) + BN.
 
     ``erode`` (CIFAR10-DVS) takes a 3x3 spatial max of K and V and, in upstream's ``[T, B, h, N, d]`` head
     layout, a 3x3 max over (token, channel-in-head) of K * V and of the masked Q.
     """
+
+    #: How the energy accounting costs its spike products (:class:`SpikeDrivenAttentionCost`).
+    energy_attention = "sdsa"
 
     def __init__(self, dim: int, num_heads: int, tau: float, erode: bool) -> None:
         super().__init__()
@@ -118,6 +142,19 @@ class SpikeDrivenTransformer(SpikingTransformer):
     """
 
     LAYOUTS = tuple(LAYOUT_SPECS)
+    #: The SDT supplementary (PEERS.md a): ANN FLOPs x T x firing rate as ACs, the first (encoding) conv as MACs;
+    #: every later layer, the head included, reads binary spikes, so this is the common ruler's spike test. Not
+    #: stated there: whether the first conv's MACs are multiplied by T (counted per step here, as on the common
+    #: ruler) and SDSA's exact mask/add count; upstream has no energy script, so the paper's mJ cannot be
+    #: recomputed from its code.
+    PAPER_ENERGY = EnergyConvention(
+        "paper",
+        max_spike_count=1,
+        first_layer_once=False,
+        description="SDT's supplementary: the first conv as MACs, every other layer ACs at its input firing rate; "
+        "NOT recomputable from upstream code (no energy script): whether the first conv counts once or per time "
+        "step is unstated (per step here) and SDSA's mask/add count is this harness's (T*N*D at min(k, v) and q rates)",
+    )
     #: Upstream keys dropped on import: ``talking_heads`` (h x h per block), built upstream but never called.
     UPSTREAM_UNUSED = re.compile(r"block\.\d+\.attn\.talking_heads\.weight")
 
@@ -131,7 +168,8 @@ class SpikeDrivenTransformer(SpikingTransformer):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        self.head.reset_parameters()
+        if isinstance(self.head, nn.Linear):
+            self.head.reset_parameters()
 
     def upstream_unused_params(self) -> int:
         """What upstream's count adds to ours: ``talking_heads``, h x h per block."""
