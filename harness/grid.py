@@ -16,10 +16,11 @@ a verdict; the others (and those equal to a row without a published top-1) have 
       axes:
         model.kwargs.T: [1, 2, 4, 6, 8]
 
-The ``dataset`` axis picks among several tables (``table: {cifar10: ../cifar10.yaml, cifar100: ...}``): each
-value trains its base row with that table's recipe and compares it with that table's numbers. The grid
-file's own ``train``, ``resources``, ``tolerance``, ``seeds``, ``paper`` and ``description`` lie over the
-table's.
+Keys joined by ``,`` take each value together (``model.kwargs.T,data.frames: [10, 16]``: a DVS model's T
+and its event frames). The ``dataset`` axis picks among several tables (``table: {cifar10: ../cifar10.yaml,
+cifar100: ...}``): each value trains its base row with that table's recipe and compares it with that
+table's numbers. The grid file's own ``train``, ``resources``, ``tolerance``, ``seeds``, ``paper`` and
+``description`` lie over the table's.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ class Grid(_Section):
     def validate(self, where: str) -> None:
         _require(len(self.axes) >= 1, where, "axes", self.axes, "at least one axis")
         for key, values in self.axes.items():
-            _require(key == DATASET or key.split(".")[0] in _SECTIONS, where, "axes", key,
-                     f"'{DATASET}' or a dotted TrainConfig key under one of {list(_SECTIONS)} (e.g. model.kwargs.T)")
+            _require(key == DATASET or all(k.split(".")[0] in _SECTIONS for k in key.split(",")), where, "axes", key,
+                     f"'{DATASET}', a dotted TrainConfig key under one of {list(_SECTIONS)} (e.g. model.kwargs.T), "
+                     "or several joined by ',' that take each value together (model.kwargs.T,data.frames)")
             _require(isinstance(values, list) and len(values) >= 1, where, f"axes.{key}", values,
                      "a non-empty list of values")
             _require(len({repr(v) for v in values}) == len(values), where, f"axes.{key}", values, "distinct values")
@@ -79,9 +81,12 @@ class Grid(_Section):
 
 
 def label(key: str, keys: list[str]) -> str:
-    """The short name of an axis in ids and table columns: its last part, unless two axes share it."""
-    last = key.split(".")[-1]
-    return last if [k.split(".")[-1] for k in keys].count(last) == 1 else key
+    """The short name of an axis in ids and table columns: the last part of its (first) key, unless two axes
+    share it."""
+    def short(k: str) -> str:
+        return k.split(",")[0].split(".")[-1]
+
+    return short(key) if [short(k) for k in keys].count(short(key)) == 1 else key.split(",")[0]
 
 
 def nest(values: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +152,7 @@ def _row_mapping(
     row = table.row(base_id)
     point = {label(k, keys): v for k, v in values.items()}
     point_id = base_id + "".join(f"/{name}={format_value(v)}" for name, v in point.items())
-    settings = nest({k: v for k, v in values.items() if k != DATASET})
+    settings = nest({part: v for k, v in values.items() if k != DATASET for part in k.split(",")})
     mapping = deep_merge(deep_merge(table.train_mapping(row), train), settings)
     here = f"{where}: row {point_id}"
     config = TrainConfig.from_dict(mapping, where=here)

@@ -99,6 +99,17 @@ def test_dataset_axis_picks_each_tables_recipe_and_numbers(tmp_path: Path) -> No
     }
 
 
+def test_joined_keys_take_each_value_together(tmp_path: Path) -> None:
+    """A DVS model's T with its frames: each point equals the paper's T=10 or T=16 row."""
+    path = table_grid(tmp_path, "cifar10-dvs.yaml", {"model.kwargs.T,data.frames": [10, 16]}, base="2-256-T16")
+    experiment = load_experiment(path)
+    configs = {r.id: experiment.train_config(r) for r in experiment.rows}
+    assert {i: (c.model.kwargs["T"], c.data.frames) for i, c in configs.items()} == {
+        "2-256-T16/T=10": (10, 10), "2-256-T16/T=16": (16, 16),
+    }
+    assert [(r.reference, r.paper.top1) for r in experiment.rows] == [("2-256-T10", 79.9), ("2-256-T16", 81.3)]
+
+
 def test_every_row_is_a_base_by_default_and_the_grid_file_overrides_the_table(tmp_path: Path) -> None:
     data = {"name": "g", "train": {"schedule": {"epochs": 30}}, "resources": {"cpus_per_worker": 2},
             "grid": {"table": str(EXPERIMENTS / "cifar10.yaml"), "axes": {"model.kwargs.T": [4]}}}
@@ -110,7 +121,7 @@ def test_every_row_is_a_base_by_default_and_the_grid_file_overrides_the_table(tm
 
 
 BAD_GRIDS = [
-    ({"axes": {"colour.T": [1]}}, r"grid\.axes: 'colour\.T' is not allowed \('dataset' or a dotted TrainConfig key"),
+    ({"axes": {"colour.T": [1]}}, r"grid\.axes: 'colour\.T' is not allowed \('dataset', a dotted TrainConfig key"),
     ({"axes": {"model.kwargs.T": []}}, r"grid\.axes\.model\.kwargs\.T: \[\] is not allowed \(a non-empty list"),
     ({"axes": {"model.kwargs.T": [2, 2]}}, r"distinct values"),
     ({"axes": {"dataset": ["cifar10"]}}, r"grid\.table: .*\(a mapping naming an experiment file for each dataset"),
