@@ -198,7 +198,11 @@ class SpikeDrivenTransformer(SpikingTransformer):
         return ResidualBlock(attn, SpikingMLP(dim, int(dim * mlp_ratio), tau), drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.head(self.head_lif(self.forward_features(x).flatten(3).mean(3)))  # [T, B, classes]
+        """Upstream's readout: the membrane's token mean per step, spiked by ``head_lif``, then the linear head."""
+        x = self.forward_stream(x)
+        if not self.global_pool:  # num_classes == 0: the feature maps themselves
+            return x.mean(0)
+        logits = self.head(self.head_lif(x.flatten(3).mean(3)))  # [T, B, classes]
         return logits if self.tet and self.training else logits.mean(0)
 
 
