@@ -208,6 +208,14 @@ class RunReader:
             except (MlflowException, OSError, ValueError):
                 return None
 
+    def costs(self, rows: Sequence[RowResult], name: str) -> tuple[list[Any], Any | None]:
+        """What each row cost (``harness.cost.RowCost``) beside the latest ``sfh plan`` of the tracked ``name``
+        (``harness.cost.Plan``, None without one)."""
+        from harness import cost  # it builds on this module's rows
+
+        plan = cost.latest_plan(self._store, name)
+        return cost.row_costs(self._store, list(rows), plan), plan
+
 
 # --- formatting, shared by every rendering ----------------------------------------------------------------
 
