@@ -29,7 +29,8 @@ KIND, EXPERIMENT, ROW, SEED, RUN_KEY, PAPER_TABLE, CONFIG_HASH = (
 )
 #: TrainConfig keys that say where and how a run executes, not what it trains: changing them (another
 #: machine's data folder, more loader processes, a GPU, checkpoints written more often) keeps a run's identity.
-MACHINE_KEYS = frozenset({"data.root", "data.num_workers", "runtime.device", "runtime.checkpoint_every"})
+MACHINE_KEYS = frozenset({"data.root", "data.num_workers", "runtime.device", "runtime.checkpoint_every",
+                          "runtime.lif_backend"})
 PARENT_RUN_ID = "mlflow.parentRunId"
 #: MLflow limits one log_batch call to 1000 metrics and 100 params.
 _BATCH_METRICS, _BATCH_PARAMS = 1000, 100
@@ -83,7 +84,7 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def provenance_tags() -> dict[str, str]:
-    """What produced a run: code revision, package versions, the LIF implementation."""
+    """What produced a run: code revision, package versions (the trial tags the LIF that ran, ``sfh.lif``)."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
@@ -92,7 +93,6 @@ def provenance_tags() -> dict[str, str]:
         sha = "unknown"
     tags = {"sfh.git_sha": sha, "mlflow.source.git.commit": sha}
     tags.update({f"sfh.version.{pkg}": metadata.version(pkg) for pkg in _PACKAGES})
-    tags["sfh.lif"] = "spikingjelly LIFNode, multi-step, device-dispatched (torch on CPU, Triton/CUDA on GPU)"
     return tags
 
 
