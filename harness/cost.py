@@ -18,6 +18,7 @@ import concurrent.futures
 import dataclasses
 import heapq
 import json
+import logging
 import multiprocessing
 import os
 import statistics
@@ -57,6 +58,7 @@ def _measure_in_child(train: dict[str, Any], steps: int, device: str, threads: i
     """Runs in a fresh process: one worker's threads, its own peak memory, the device's energy counter."""
     import spikingformer  # noqa: F401  (registers the models in this process)
 
+    logging.getLogger("spikingformer").setLevel(logging.ERROR)  # fit's notes on the shortened runs it is given
     torch.set_num_threads(threads)
     config = TrainConfig.from_dict(train)
     where = torch.device(device)
