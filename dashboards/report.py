@@ -82,7 +82,7 @@ def write_report(
     shutil.rmtree(folder / FIGURES, ignore_errors=True)
     (folder / FIGURES).mkdir(parents=True)
     ctx = Context(experiment, rows, results.row_setups(experiment), runs, folder, upstream_root or DEFAULT_ROOT)
-    sections = [_table(ctx), *_grid(ctx), _tradeoffs(ctx), _curves(ctx), _energy(ctx), _cost(ctx, name)]
+    sections = [_table(ctx), *_grid(ctx), _tradeoffs(ctx), _curves(ctx), _energy(ctx)]
     paper = experiment.paper
     subtitle = (
         f"{paper.table} (arXiv {paper.arxiv}). Tracking: {runs.uri}. "
@@ -133,7 +133,8 @@ def _table(ctx: Context) -> markup.Section:
             results.format_pair(r.sops_G, r.paper.sops_G),
             results.format_pair(r.energy_mJ, r.paper.energy_mJ),
             f"{len(r.finished)}/{len(r.runs)}",
-            markup.text_cell(", ".join(f"seed {run.seed}: {run.status}" for run in r.runs) or "none"),
+            markup.text_cell("; ".join(f"seed {run.seed}: {run.status}" + (f" ({run.failure})" if run.failure else "")
+                                       for run in r.runs) or "none"),
         ]
         for r, grid in zip(ctx.rows, cells, strict=True)
     ]  # fmt: skip
@@ -366,48 +367,6 @@ def _energy(ctx: Context) -> markup.Section:
         "ImageNet val), matched layer by layer in forward order.</p>"
     )
     return markup.Section("energy", "Firing rates and energy per layer", intro + "".join(parts))
-
-
-# --- what it cost -------------------------------------------------------------------------------------------
-
-
-def _cost(ctx: Context, name: str) -> markup.Section:
-    """Device-hours and training energy per row beside the plan's projection (rows not run yet: the projection
-    alone), and the paper's inference energy per image beside the energy the reproduction took to train."""
-    costs, plan = ctx.runs.costs(ctx.rows, name)
-    header = [
-        "row", "seeds done", "device-h ours", "device-h plan", "time ours / plan", "training kWh ours",
-        "training kWh plan", "inference mJ/img ours", "inference mJ/img paper", "training energy",
-    ]  # fmt: skip
-    rows = []
-    for c in costs:
-        planned = plan.row(c.row) if plan is not None else None
-        planned_kwh = None
-        if planned is not None and planned.energy_kWh is not None:
-            planned_kwh = planned.energy_kWh / planned.seeds * (c.finished or planned.seeds)
-        rows.append([
-            markup.text_cell(c.row), str(c.finished), results.format_number(c.device_hours),
-            results.format_number(c.planned_device_hours),
-            results.NA if c.plan_ratio is None else f"{c.plan_ratio:.2f}", results.format_number(c.energy_kWh),
-            results.format_number(planned_kwh), results.format_number(c.inference_mJ),
-            results.format_number(c.paper_inference_mJ), markup.text_cell(c.energy_note or "no finished run"),
-        ])
-    if plan is None:
-        intro = markup.note(f"no plan of {name} yet: `sfh plan` measures each row's step and projects the run")
-    else:
-        intro = (
-            f"<p>Plan ({escape(plan.file)}, measured on {escape(plan.device)}, {plan.steps} timed steps a row): "
-            f"{plan.wall_s / 3600:.3g} h wall-clock for all its trials, {plan.device_hours:.3g} device-hours, "
-            f"{results.format_number(plan.energy_kWh)} kWh ({escape(plan.energy_basis)}).</p>"
-        )
-    legend = (
-        "<p class='small'>Device-hours: training time (the epochs' own timings) x workers, summed over finished "
-        "seeds; the plan's for the same seeds, or for all planned seeds of a row not run yet. Time ours / plan: "
-        "the mean finished seed's training time over the plan's. Training kWh: the devices' energy counters, "
-        "n/a where there are none (the reason is in the last column). Inference mJ/img: the energy one image "
-        "would take on 45 nm neuromorphic hardware (ours from the trial's energy pass, the paper's).</p>"
-    )
-    return markup.Section("cost", "What it cost", intro + markup.table(header, rows) + legend)
 
 
 def _layer_bars(report: dict, reference: EnergyLog | None) -> tuple[list[figures.LayerBar], bool]:

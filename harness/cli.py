@@ -17,10 +17,13 @@ import sys
 from importlib import metadata
 
 import harness.commands
+from harness.lock import LockHeld
 
 #: Nothing leaves the machine unless the user opts in: Ray's usage stats and MLflow's telemetry are off. Set
 #: before Ray or MLflow start (the private local Ray's processes inherit them); a user's own setting wins.
 TELEMETRY_OFF = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
+#: Exit status when another driver holds the experiment's lock (EX_TEMPFAIL: try again later).
+EXIT_LOCKED = 75
 #: Entry-point group of commands that other packages add to ``sfh``.
 ENTRY_POINTS = "sfh.commands"
 
@@ -50,9 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
         print(f"sfh {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except LockHeld as err:
+        print(f"sfh {args.command}: refused: {err}", file=sys.stderr)
+        return EXIT_LOCKED
+    except KeyboardInterrupt:
+        print(f"sfh {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

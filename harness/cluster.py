@@ -9,10 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 
 import ray
 
 LOCAL_NODE_IP = "127.0.0.2"
+#: How long joining a given ``--address`` may take before the command gives up.
+CONNECT_TIMEOUT_S = 30.0
 #: Trial drivers and Train controllers only wait; one logical CPU on top of the cores holds them all.
 DRIVER_SLACK_CPUS = 1
 
@@ -35,6 +38,7 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
     quiet()
     if not ray.is_initialized():
         if address:
+            check_reachable(address)
             ray.init(
                 address=address, log_to_driver=log_to_driver, logging_level=logging.WARNING,
                 runtime_env={"env_vars": {"RAY_ADDRESS": address}},
@@ -61,6 +65,29 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
     nodes = [n for n in ray.nodes() if n["Alive"]]
     where = address or f"local at {LOCAL_NODE_IP}"
     return f"Ray {where}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU"
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds when nothing listens at ``address`` (``ray.init`` would wait forever).
+
+    Tries a TCP connection once a second, so a head that is still starting is waited for; ``auto`` and
+    addresses that are not ``host:port`` are left to Ray.
+    """
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(5.0, timeout)):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise ConnectionError(
+                    f"--address {address}: no Ray head answers there after {timeout:.0f} s ({err}); check the "
+                    f"address and port (`ray status` on the head prints them) and that this machine can reach it"
+                ) from None
+        time.sleep(1.0)
 
 
 def _free_port(host: str) -> int:

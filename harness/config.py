@@ -8,6 +8,7 @@ in any row fails here, naming the file, the row and the key, before Ray starts.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,16 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from spikingformer.config import ConfigError, ModelConfig, TrainConfig, _from_dict, _require, _Section, deep_merge
+from spikingformer.config import (
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    _from_dict,
+    _require,
+    _Section,
+    deep_merge,
+    load_yaml,
+)
 from spikingformer.models import build_model
 
 
@@ -94,15 +104,11 @@ class Row(_Section):
     point: dict[str, Any] = field(default_factory=dict)
     #: The paper row a grid point equals (its numbers are in ``paper``), or null.
     reference: str | None = None
-    #: This row's ``spikingformer.recipes`` recipe where it differs from the experiment's (SDT's ImageNet
-    #: configs each have their own upstream conf), or null.
-    recipe: str | None = None
 
     def validate(self, where: str) -> None:
         # '/' and '=' are allowed (grid points: 4-384/T=2); ',' separates ids in --rows.
         _require(bool(self.id) and "," not in self.id and self.id == self.id.strip(), where, "id", self.id,
                  "a non-empty name without ',' or surrounding spaces")
-        check_recipe(self.recipe, where)
 
 
 @dataclass
@@ -131,14 +137,16 @@ class Experiment(_Section):
         A ``grid`` section is expanded into rows first (``harness.grid``); ``skip_invalid`` drops its
         impossible points instead of refusing the file.
         """
-        grid = isinstance(data, dict) and "grid" in data
-        if grid:
+        if isinstance(data, dict) and "grid" in data:
             from harness.grid import expand
 
-            data = expand(data, where, skip_invalid=skip_invalid)  # checks every point as below
-        experiment = _from_dict(cls, data, where)
+            data = expand(data, where, skip_invalid=skip_invalid)
+        try:
+            experiment = _from_dict(cls, data, where)
+        except ConfigError as err:
+            raise ConfigError(_by_row_id(str(err), data)) from None
         experiment.source = where
-        for row in () if grid else experiment.rows:
+        for row in experiment.rows:
             check_model(experiment.train_config(row).model, f"{where}: row {row.id}")
             experiment.resources_for(row)
         return experiment
@@ -159,12 +167,10 @@ class Experiment(_Section):
         raise ConfigError(f"{self.source}: no row {row_id!r}; rows: {[r.id for r in self.rows]}")
 
     def train_mapping(self, row: Row) -> dict[str, Any]:
-        """The row's TrainConfig as a plain mapping: recipe (the row's, else the experiment's) <- experiment train
-        <- row model <- row train."""
+        """The row's TrainConfig as a plain mapping: recipe <- experiment train <- row model <- row train."""
         from spikingformer.recipes import load_recipe
 
-        recipe = row.recipe or self.recipe
-        base = load_recipe(recipe) if recipe else {}
+        base = load_recipe(self.recipe) if self.recipe else {}
         row_part = deep_merge({"model": {"name": row.model.name, "kwargs": row.model.kwargs}}, row.train)
         return deep_merge(deep_merge(base, self.train), row_part)
 
@@ -176,6 +182,19 @@ class Experiment(_Section):
     def resources_for(self, row: Row) -> Resources:
         merged = deep_merge(vars(self.resources), row.resources)
         return _from_dict(Resources, merged, f"{self.source}: row {row.id}: resources")
+
+
+def _by_row_id(message: str, data: Any) -> str:
+    """``FILE.rows[3].key`` -> ``FILE: row ID.key``: a row is known by its id, not by its position."""
+    rows = data.get("rows") if isinstance(data, dict) else None
+
+    def name(match: re.Match[str]) -> str:
+        index = int(match[1])
+        row = rows[index] if isinstance(rows, list) and index < len(rows) else None
+        row_id = row.get("id") if isinstance(row, dict) else None
+        return f": row {row_id}" if isinstance(row_id, str) and row_id else match[0]
+
+    return re.sub(r"\.rows\[(\d+)\]", name, message)
 
 
 def discover(folder: str | Path) -> list[Experiment]:
@@ -217,7 +236,7 @@ def read_yaml(path: str | Path, what: str) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
-        return yaml.safe_load(path.read_text())
+        return load_yaml(path.read_text())
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -12,6 +12,8 @@ from typing import Any, TextIO
 
 from ray import tune
 
+from harness.trial import FAILED
+
 
 def _fmt_duration(seconds: float) -> str:
     seconds = int(round(seconds))
@@ -82,6 +84,10 @@ class Progress(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         took = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
+        failed = (trial.last_result or {}).get(FAILED)
+        if failed:
+            self._show(trial, f"FAILED after {_fmt_duration(took)}: {failed}")
+            return
         self._show(trial, f"done in {_fmt_duration(took)}, last {self.top1.get(trial.trial_id, 'top-1 n/a')}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

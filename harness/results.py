@@ -51,6 +51,8 @@ class SeedRun:
     seed: int
     status: str
     metrics: dict[str, float]
+    #: Why a FAILED or KILLED run ended (its ``sfh.failure`` tag), None otherwise.
+    failure: str | None = None
 
 
 @dataclass
@@ -135,7 +137,7 @@ def collect(experiment: Experiment, tracking_uri: str, *, name: str | None = Non
         if tags.get(tracking.RUN_KEY) != tracking.run_key(name, tags[tracking.ROW], seed):
             continue  # a search trial of this row, not the row itself
         by_key.setdefault(tags[tracking.ROW], []).append(
-            SeedRun(run.info.run_id, seed, run.info.status, dict(run.data.metrics))
+            SeedRun(run.info.run_id, seed, run.info.status, dict(run.data.metrics), tags.get(tracking.FAILURE))
         )
     out = []
     for row in experiment.rows:
@@ -208,14 +210,6 @@ class RunReader:
             except (MlflowException, OSError, ValueError):
                 return None
 
-    def costs(self, rows: Sequence[RowResult], name: str) -> tuple[list[Any], Any | None]:
-        """What each row cost (``harness.cost.RowCost``) beside the latest ``sfh plan`` of the tracked ``name``
-        (``harness.cost.Plan``, None without one)."""
-        from harness import cost  # it builds on this module's rows
-
-        plan = cost.latest_plan(self._store, name)
-        return cost.row_costs(self._store, list(rows), plan), plan
-
 
 # --- formatting, shared by every rendering ----------------------------------------------------------------
 
@@ -270,7 +264,9 @@ def render_markdown(rows: Sequence[RowResult]) -> str:
             f"| {format_pair(r.params_M, r.paper.params_M)} | {format_pair(r.sops_G, r.paper.sops_G)} "
             f"| {format_pair(r.energy_mJ, r.paper.energy_mJ)} | {len(r.finished)}/{len(r.runs)} | {r.verdict} |"
         )
-    return "\n".join(lines) + "\n"
+    ended = [f"- {r.row_id} seed {s.seed}: {s.status}: {s.failure or 'no reason recorded'}"
+             for r in rows for s in r.runs if s.status in ("FAILED", "KILLED")]
+    return "\n".join(lines) + "\n" + ("\nRuns that did not finish:\n" + "\n".join(ended) + "\n" if ended else "")
 
 
 CSV_COLUMNS = (

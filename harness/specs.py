@@ -16,7 +16,8 @@ from mlflow.entities import Run
 
 from harness import tracking
 from harness.config import SMOKE_RESOURCES, Experiment, Resources, run_overrides
-from spikingformer.config import ConfigError, deep_merge
+from spikingformer.config import ConfigError, TrainConfig, deep_merge
+from spikingformer.data import check_data
 
 #: The Tune function only waits on its TorchTrainer; Ray refuses a zero-CPU bundle.
 TRIAL_DRIVER_CPU = 0.01
@@ -140,6 +141,31 @@ def check_tracked(store: tracking.Tracking, specs: list[TrialSpec], source: str)
 def path_name(text: str) -> str:
     """``text`` as one folder name (Tune trial folders, Train run names): grid point ids hold '/' and '='."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
+
+
+def check_data_folders(specs: list[TrialSpec]) -> None:
+    """Every row's data folder checked on this machine before Ray starts (each folder once); all problems are
+    named together, each with the rows that use the folder."""
+    rows: dict[tuple[str, str | None], list[str]] = {}
+    configs = {}
+    for spec in specs:
+        config = TrainConfig.from_dict(spec.train, where=f"row {spec.row}")
+        key = (config.data.dataset, config.data.root)
+        configs.setdefault(key, config)
+        if spec.row not in rows.setdefault(key, []):
+            rows[key].append(spec.row)
+    problems = []
+    for key, config in configs.items():
+        try:
+            check_data(config)
+        except (FileNotFoundError, ValueError) as err:
+            problems.append(f"  row(s) {', '.join(rows[key])}: {err}")
+    if problems:
+        raise FileNotFoundError(
+            "data folder problem(s), found before starting Ray:\n" + "\n".join(problems) + "\n"
+            "Give the folder holding one subfolder per dataset with --data-root (or data.root in the file); "
+            "if the data lives only on the worker nodes, pass --skip-data-check."
+        )
 
 
 def sampled_run_key(run_key: str, trial_id: str) -> str:

@@ -8,6 +8,9 @@ A reproduction passes ``{"trial": tune.grid_search(specs)}``; a search passes a 
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +26,82 @@ from harness.trial import trainable
 
 #: What the sweep was started with, beside Tune's own state: the resume command reads it back.
 INVOCATION = "sfh_invocation.json"
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
+#: Set when Ctrl-C reached the sweep of this process (Tune then stops and returns as if it had finished).
+INTERRUPTED = threading.Event()
+
+
+class Interrupt(tune.Callback):
+    """Notes a Ctrl-C. Tune catches the first one, saves its state, stops the trials (marking them as
+    TERMINATED) and returns normally, so without this note an interrupted sweep reads as finished.
+
+    ``setup`` runs after Tune has put in its own SIGINT handler: ours records the signal, then hands it on.
+    A restored Tuner brings back a pickled copy of this callback, hence the flag at module level.
+    """
+
+    def setup(self, **info: Any) -> None:
+        INTERRUPTED.clear()
+        tune_handler = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is not threading.main_thread() or not callable(tune_handler):
+            return
+
+        def note(sig: int, frame: Any) -> None:
+            INTERRUPTED.set()
+            tune_handler(sig, frame)
+
+        signal.signal(signal.SIGINT, note)
+
+
+class _NoTunerRestoreHint(logging.Filter):
+    """Ray's own hint after an interrupt (``Tuner.restore(...)``) is not how this project resumes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
+logging.getLogger("ray.tune.tune").addFilter(_NoTunerRestoreHint())
+
+
+def resume_hint(name: str, storage: str) -> str:
+    """How to continue experiment ``name`` (its state under ``storage``) after an interrupt or a failure."""
+    flag = "" if Path(storage) == Path("runs/ray").resolve() else f" --storage {storage}"
+    make = f"make resume NAME={name}" + (f" STORAGE={storage}" if flag else "")
+    return f"sfh resume {name}{flag}   (or: {make})"
+
+
+def conclude(store: tracking.Tracking, name: str, parent: str, results: tune.ResultGrid | None,
+             keys: Sequence[str] | None, *, interrupted: bool) -> int:
+    """End the parent run as what happened and return the command's exit status.
+
+    Interrupted (Ctrl-C): the parent and every trial run of ``name`` left RUNNING become KILLED (the lock
+    guarantees no other driver of ``name`` runs), 130. Otherwise a trial run that Tune saw fail without its
+    reason recorded gets one from Tune's error; 0 only when no trial failed and every run of ``keys`` (when
+    None: the run of each trial of ``results``) is FINISHED.
+    """
+    runs = {r.data.tags[tracking.RUN_KEY]: r for r in store.trial_runs(name)}
+    if interrupted or results is None:
+        for run in runs.values():
+            if run.info.status == "RUNNING":
+                store.record_failure(run.info.run_id, "interrupted (Ctrl-C) before it finished",
+                                     "The driver was interrupted; the trial continues with `sfh resume`.",
+                                     kind="interrupted", status="KILLED")
+        store.end(parent, "KILLED")
+        return EXIT_INTERRUPTED
+    grid_keys = []
+    for result in results:
+        spec = (result.config or {}).get("trial")
+        key = tracking.run_key(spec["experiment"], spec["row"], spec["seed"]) if spec else None
+        grid_keys.append(key)
+        run = runs.get(key)
+        if result.error is not None and run is not None and run.info.status == "RUNNING":
+            store.record_failure(run.info.run_id, f"{type(result.error).__name__}: {result.error}",
+                                 str(result.error), kind="trial error")
+    runs = {r.data.tags[tracking.RUN_KEY]: r for r in store.trial_runs(name)}
+    wanted = [runs.get(k) for k in (grid_keys if keys is None else keys)]
+    ok = not results.errors and all(r is not None and r.info.status == "FINISHED" for r in wanted)
+    store.end(parent, "FINISHED" if ok else "FAILED")
+    return 0 if ok else 1
 
 
 def storage_root(storage: str) -> str:
@@ -74,7 +153,12 @@ def run(
     max_failures: int = 1,
     callbacks: Sequence[tune.Callback] = (),
 ) -> tune.ResultGrid:
-    """Run every trial of ``param_space`` to the end; Tune retries a lost trial ``max_failures`` times."""
+    """Run every trial of ``param_space`` to the end.
+
+    Tune starts a trial again (``max_failures`` times) only when its process was lost (its node died): failed
+    training never reaches Tune as an error, since each trial decides its own retries
+    (:func:`harness.trial.run_trial`) and Tune cannot tell a NaN loss from a lost node.
+    """
     tuner = tune.Tuner(
         trainable(),
         param_space=param_space,
@@ -92,7 +176,7 @@ def run(
             name=name,
             storage_path=storage,
             verbose=0,
-            callbacks=list(callbacks),
+            callbacks=[Interrupt(), *callbacks],
             failure_config=tune.FailureConfig(max_failures=max_failures),
         ),
     )

@@ -10,6 +10,7 @@ the trial's workers (epochs, final figures, artifacts); with sqlite that is a ha
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -32,6 +33,9 @@ KIND, EXPERIMENT, ROW, SEED, RUN_KEY, PAPER_TABLE, CONFIG_HASH = (
 MACHINE_KEYS = frozenset({"data.root", "data.num_workers", "runtime.device", "runtime.checkpoint_every",
                           "runtime.lif_backend"})
 PARENT_RUN_ID = "mlflow.parentRunId"
+#: Why a run ended FAILED (or KILLED): a one-line reason, its kind, and the full text as an artifact.
+FAILURE, FAILURE_KIND, FAILURE_ARTIFACT = "sfh.failure", "sfh.failure.kind", "failure.txt"
+FAILURE_TAG_CHARS = 1000
 #: MLflow limits one log_batch call to 1000 metrics and 100 params.
 _BATCH_METRICS, _BATCH_PARAMS = 1000, 100
 _PACKAGES = ("torch", "spikingjelly", "timm", "ray", "mlflow")
@@ -96,12 +100,32 @@ def provenance_tags() -> dict[str, str]:
     return tags
 
 
+def _create_sqlite(uri: str) -> MlflowClient:
+    """A client of a sqlite store, its tables created or migrated under an exclusive file lock beside it.
+
+    MLflow creates a new store's tables when a client first opens it; two processes doing so at once (two
+    commands started together on a fresh folder) break each other's migration with a raw traceback. Whoever
+    comes second here waits, then finds the tables made.
+    """
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f"{db.name}.init-lock"), "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            return MlflowClient(tracking_uri=uri)
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
+
+
 class Tracking:
     """An MLflow tracking store (sqlite file or server) seen through the harness's conventions."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        if uri.startswith("sqlite:///"):
+            self.client = _create_sqlite(uri)
+        else:
+            self.client = MlflowClient(tracking_uri=uri)
 
     def experiment_id(self, name: str) -> str:
         """Get or create; a sqlite store keeps artifacts beside its database, never in a worker's cwd."""
@@ -163,6 +187,9 @@ class Tracking:
                 self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items[i : i + _BATCH_PARAMS]])
         elif run.info.status != RunStatus.to_string(RunStatus.FINISHED):
             self.client.update_run(run.info.run_id, status="RUNNING")
+            for tag in (FAILURE, FAILURE_KIND):  # the reason an earlier attempt ended no longer holds
+                if tag in run.data.tags:
+                    self.client.delete_tag(run.info.run_id, tag)
         return self.client.get_run(run.info.run_id)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
@@ -183,6 +210,13 @@ class Tracking:
 
     def end(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
+
+    def record_failure(self, run_id: str, reason: str, details: str, *, kind: str, status: str = "FAILED") -> None:
+        """End a run as ``status`` with why: the ``sfh.failure`` tag (one line, shown by the table and the
+        report), ``sfh.failure.kind`` and the full text (worker tracebacks) as the ``failure.txt`` artifact."""
+        self.set_tags(run_id, {FAILURE: reason[:FAILURE_TAG_CHARS], FAILURE_KIND: kind})
+        self.log_text(run_id, details, FAILURE_ARTIFACT)
+        self.end(run_id, status)
 
 
 class EpochLog:

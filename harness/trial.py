@@ -22,15 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray.train
 import torch
 import yaml
 from mlflow.entities import Run
 from ray import tune
+from ray.train import TrainingFailedError, WorkerGroupError
 from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from harness import cost, results, tracking
+from harness import results, tracking
 from harness.config import Resources
 from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, sampled_run_key
 from spikingformer.config import TrainConfig, deep_merge
@@ -38,8 +40,14 @@ from spikingformer.data import build_eval_loader
 from spikingformer.energy import GIGA, measure_conventions
 from spikingformer.engine import Callback, FitResult, fit
 from spikingformer.models import Spikformer, build_model
-from spikingformer.neurons import describe_lif_backend, resolve_lif_backend
-from spikingformer.train_checkpoint import BEST, LAST, load_checkpoint
+from spikingformer.train_checkpoint import (
+    BEST,
+    LAST,
+    CheckpointError,
+    load_checkpoint,
+    newest_intact,
+    resume_candidates,
+)
 
 CHECKPOINTS_KEPT = 2
 #: Spike-test conventions of the energy pass: upstream's (binary inputs only) and its alternative for Spikformer.
@@ -97,30 +105,75 @@ def run_trial(config: dict[str, Any]) -> None:
     scratch = f"{train_run}-{hashlib.sha256(spec.train_storage.encode()).hexdigest()[:8]}"
     store.log_text(run_id, yaml.safe_dump(json.loads(json.dumps(train)), sort_keys=False), "config.yaml")
     res = Resources(**spec.resources)
-    trainer = TorchTrainer(
-        functools.partial(
-            train_worker,
-            WorkerJob(train, spec.tracking_uri, run_id, scratch, spec.energy_batches, res.use_gpu),
-        ),
+    job = WorkerJob(train, spec.tracking_uri, run_id, scratch, spec.energy_batches, res.use_gpu)
+    attempts = spec.max_failures + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            _trainer(job, res, train_run, spec.train_storage).fit()
+            break
+        except TrainingFailedError as err:
+            if store.client.get_run(run_id).info.status != "RUNNING":
+                raise  # the driver closed the run: a search's scheduler stopped it, or Ctrl-C
+            fatal = deterministic_cause(err)
+            if fatal is None and attempt < attempts:
+                print(f"{key}: attempt {attempt}/{attempts} failed ({first_line(err)}); "
+                      "retrying from the last checkpoint", flush=True)
+                continue
+            reason = fatal or f"failed {attempts} time(s), the last with: {first_line(err)}"
+            store.record_failure(run_id, reason, str(err), kind="deterministic" if fatal else "retries exhausted")
+            # Ended here, not raised: Tune would retry any exception (it cannot tell a NaN from a lost node),
+            # training the whole trial again. The driver reads the outcome from the MLflow run.
+            tune.report({FAILED: reason})
+            return
+    store.end(run_id, "FINISHED")
+
+
+#: The result key of a trial that ended FAILED (its reason): Tune sees it complete, MLflow records it FAILED.
+FAILED = "sfh_failed"
+
+
+#: Worker exceptions that fail the same way on every attempt: non-finite loss, configuration, data layout and
+#: checkpoint contents, and programming errors. Anything else (a lost process or node, a collective that
+#: broke with it, out-of-memory, I/O hiccups) is retried from the last checkpoint.
+DETERMINISTIC = (ArithmeticError, ValueError, TypeError, LookupError, AttributeError, NameError,
+                 NotImplementedError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def deterministic_cause(err: TrainingFailedError) -> str | None:
+    """The first rank's deterministic exception (``"rank R: Type: message"``), None when a retry may help.
+
+    Ray Train gives each failed rank's own exception (``WorkerGroupError.worker_failures``); when one rank
+    fails deterministically the others usually fail with collateral collective errors, so any rank counts.
+    """
+    failures = err.worker_failures if isinstance(err, WorkerGroupError) else {}
+    for rank, exc in sorted(failures.items()):
+        if isinstance(exc, DETERMINISTIC):
+            return f"rank {rank}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def first_line(err: BaseException) -> str:
+    """The first informative line of a (multi-line, traceback-carrying) error message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return next((line for line in lines if not line.startswith("Training failed due to")), type(err).__name__)
+
+
+def _trainer(job: WorkerJob, res: Resources, train_run: str, storage: str) -> TorchTrainer:
+    """The trial's TorchTrainer; no retries of its own (:func:`run_trial` decides them), and the same
+    ``name`` and ``storage`` on every attempt so that Ray Train resumes the run from its last checkpoint."""
+    return TorchTrainer(
+        functools.partial(train_worker, job),
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker={"CPU": res.cpus_per_worker}
         ),
         run_config=ray.train.RunConfig(
             name=train_run,
-            storage_path=spec.train_storage,
+            storage_path=storage,
             callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=0),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         ),
     )
-    try:
-        trainer.fit()
-    except BaseException:
-        # A run the driver already closed was stopped by a search's scheduler, not failed.
-        if store.client.get_run(run_id).info.status == "RUNNING":
-            store.end(run_id, "FAILED")
-        raise
-    store.end(run_id, "FINISHED")
 
 
 class _ReportEpochs(Callback):
@@ -153,38 +206,76 @@ def train_worker(job: WorkerJob) -> None:
     work = scratch / "checkpoints"
     work.mkdir(parents=True)
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        checkpoint.to_directory(str(work))
+    resume = _resume_point(checkpoint, work, scratch) if checkpoint is not None else None
     store = tracking.Tracking(job.tracking_uri) if rank == 0 else None
     log = tracking.EpochLog(store, job.run_id) if store is not None else None
     if store is not None:
         world = ray.train.get_context().get_world_size()
-        lif_device = device or torch.device("cpu")  # the device the engine resolves runtime.lif_backend for
-        lif = describe_lif_backend(resolve_lif_backend(config.runtime.lif_backend, lif_device), lif_device)
-        store.set_tags(job.run_id, {"sfh.device": _device_name(device), "sfh.lif": lif, "sfh.world_size": str(world),
-                                    "sfh.node": ray.util.get_node_ip_address()})
-    context = ray.train.get_context()
-    several_nodes = context.get_local_world_size() < context.get_world_size()
-    meter = cost.TrialMeter(store, job.run_id, job.tracking_uri, device or torch.device("cpu"),
-                            local_rank=context.get_local_rank(),
-                            node=f"node{context.get_node_rank()}" if several_nodes else None)
+        store.set_tags(job.run_id, {"sfh.device": _device_name(device), "sfh.world_size": str(world),
+                                    "sfh.node": ray.util.get_node_ip_address(),
+                                    **(resume.tags if resume is not None else {})})
     try:
         result = fit(
             config,
-            callbacks=[_ReportEpochs(work, log), meter.callback],
+            callbacks=[_ReportEpochs(work, log)],
             checkpoint_dir=work,
-            resume_from=work if checkpoint is not None else None,
+            resume_from=resume.path if resume is not None else None,
             device=device,
         )
         if store is not None:
             log.backfill(result.history)
-            cost.log_actual(store, job.run_id, result.history, world, meter.meter)
             _log_final(store, job.run_id, config, result, job.energy_batches, device)
     finally:
-        meter.stop()
         shutil.rmtree(scratch, ignore_errors=True)
         with contextlib.suppress(OSError):  # the last rank out removes the trial's folder
             scratch.parent.rmdir()
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """The local file a restarted rank resumes from, and tags telling the run where it came from."""
+
+    path: Path
+    tags: dict[str, str]
+
+
+def _resume_point(checkpoint: ray.train.Checkpoint, work: Path, scratch: Path) -> _Resume:
+    """The newest intact checkpoint among the one Ray Train hands back and the older ones it keeps beside it.
+
+    The latest is copied into ``work`` (where training goes on), each older one into ``scratch``; a file
+    that cannot be read is skipped (and removed from the local copy, so it is never reported again), named
+    with its storage path in the ``sfh.resume.skipped`` tag. Every rank reads the same files, so every rank
+    makes the same choice.
+    """
+    folders = {work: checkpoint.path}
+    checkpoint.to_directory(str(work))
+    parent = checkpoint.path.rstrip("/").rsplit("/", 1)[0]
+    siblings = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    older = sorted((i.path for i in siblings if i.type == pyarrow.fs.FileType.Directory
+                    and i.base_name.startswith("checkpoint_") and i.path != checkpoint.path), reverse=True)
+    for k, path in enumerate(older):
+        local = scratch / f"older-{k}"
+        ray.train.Checkpoint(path, filesystem=checkpoint.filesystem).to_directory(str(local))
+        folders[local] = path
+    candidates = [file for local in folders for file in resume_candidates(local)]
+
+    def named(text: str) -> str:  # local copies -> the files in the Train storage
+        for local, remote in folders.items():
+            text = text.replace(str(local), remote)
+        return text
+
+    try:
+        chosen = newest_intact(candidates)
+    except CheckpointError as err:
+        raise CheckpointError(named(str(err))) from None
+    for problem in chosen.skipped:
+        bad = next((f for f in candidates if str(f) in problem), None)
+        if bad is not None:
+            bad.unlink(missing_ok=True)
+    tags = {"sfh.resume.from": f"{named(str(chosen.path))} (epoch {chosen.content['epoch']})"}
+    if chosen.skipped:
+        tags["sfh.resume.skipped"] = named("; ".join(chosen.skipped))[: tracking.FAILURE_TAG_CHARS]
+    return _Resume(chosen.path, tags)
 
 
 def scratch_dir(name: str, rank: int) -> Path:

@@ -45,14 +45,14 @@ from spikingformer.distributed import (
     rank_and_world,
 )
 from spikingformer.models import build_model
-from spikingformer.neurons import set_lif_backend
 from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
 from spikingformer.tet import TETLoss
 from spikingformer.train_checkpoint import (
     BEST,
     LAST,
     copy_checkpoint,
-    load_checkpoint,
+    newest_intact,
+    resume_candidates,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -168,7 +168,7 @@ class _Run:
 
     config: TrainConfig
     model: nn.Module
-    net: nn.Module  # what trains: the model, under torch.compile when runtime.compile, in DDP when distributed
+    net: nn.Module  # the DDP wrapper under torch.distributed, else the model itself
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
@@ -344,7 +344,6 @@ def set_up(config: TrainConfig, device: torch.device | None = None) -> _Run:
         torch.cuda.set_device(device)
     torch.manual_seed(config.runtime.seed)  # identical initial weights on every rank
     model = build_model(config.model.name, **config.model.kwargs).to(device)
-    set_lif_backend(model, config.runtime.lif_backend, device)
     if config.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_loader, eval_loader = build_loaders(config, rank=rank, world_size=world)
@@ -355,7 +354,7 @@ def set_up(config: TrainConfig, device: torch.device | None = None) -> _Run:
     return _Run(
         config=config,
         model=model,
-        net=torch.compile(model) if config.runtime.compile else model,  # trains through it; shares the weights
+        net=model,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, config.schedule),
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
@@ -479,11 +478,11 @@ def fit(
     mod count. ``progress`` shows a per-epoch tqdm bar on rank 0 when stderr is a terminal.
     """
     run = set_up(config, device)
-    if resume_from is not None:
-        _restore(run, load_checkpoint(resume_from), run.rank)
+    if resume_from is not None:  # a truncated or corrupt last.pt falls back to an intact best.pt, said in the log
+        _restore(run, newest_intact(resume_candidates(resume_from)).content, run.rank)
     if is_distributed():
         run.net = DistributedDataParallel(
-            run.net, device_ids=[run.device.index] if run.device.type == "cuda" else None,
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None,
             find_unused_parameters=False,
         )
     if run.rank == 0:

@@ -23,10 +23,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import yaml
 
 from spikingformer import evaluate
-from spikingformer.config import ConfigError, TrainConfig, deep_merge
+from spikingformer.config import ConfigError, TrainConfig, deep_merge, load_yaml
 from spikingformer.distributed import rank_and_world
 from spikingformer.engine import Callback, fit
 from spikingformer.recipes import load_recipe
@@ -37,7 +36,7 @@ def load_config(path: str | Path, row: str | None = None, epochs: int | None = N
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    doc = yaml.safe_load(path.read_text())
+    doc = load_yaml(path.read_text())
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a mapping (a TrainConfig, or rows: {{name: TrainConfig}})")
     where = str(path)

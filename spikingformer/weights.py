@@ -8,7 +8,6 @@ either kind strictly. Used by ``sfh energy``, the end-of-training evaluation and
 from __future__ import annotations
 
 import argparse
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from spikingformer.config import ModelConfig
-from spikingformer.train_checkpoint import resolve_checkpoint
+from spikingformer.train_checkpoint import read_file, resolve_checkpoint
 from spikingformer.upstream_checkpoint import load_upstream_state_dict, unwrap
 
 
@@ -31,12 +30,9 @@ class Checkpoint(NamedTuple):
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """A checkpoint file, or a training run's checkpoint folder (its last.pt), read as plain data."""
     file = resolve_checkpoint(path)
-    try:
-        # timm training checkpoints (upstream's) also pickle the argparse Namespace of their run.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            content = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(f"cannot read checkpoint {file}: {err}") from err
+    # timm training checkpoints (upstream's) also pickle the argparse Namespace of their run.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        content = read_file(file)
     if not isinstance(content, Mapping):
         raise ValueError(f"checkpoint {file} holds a {type(content).__name__}, not a state_dict")
     return Checkpoint(file, content)

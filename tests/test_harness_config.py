@@ -54,13 +54,14 @@ def test_paper_rows_carry_the_readme_numbers() -> None:
 
 BAD_INPUTS = [
     (lambda d: d.update(colour="red"), r"exp\.yaml: unknown key\(s\) \['colour'\]"),
-    (lambda d: d["rows"][1].update(epochs=3), r"exp\.yaml\.rows\[1\]: unknown key\(s\) \['epochs'\]"),
+    (lambda d: d["rows"][1].update(epochs=3), r"exp\.yaml: row spikformer: unknown key\(s\) \['epochs'\]"),
     (lambda d: d["rows"][0]["train"].update(optim={"lr": -1.0}),
      r"exp\.yaml: row spikingformer\.optim\.lr: -1\.0 is not allowed"),
     (lambda d: d["rows"][0]["train"].update(data={"batchsize": 3}),
      r"exp\.yaml: row spikingformer\.data: unknown key\(s\) \['batchsize'\]"),
-    (lambda d: d["rows"][0]["model"].update(name="resnet50"), r"exp\.yaml\.rows\[0\]\.model\.name: 'resnet50'"),
-    (lambda d: d["rows"][1].update(paper={"top1": "high"}), r"exp\.yaml\.rows\[1\]\.paper\.top1: 'high' matches none"),
+    (lambda d: d["rows"][0]["model"].update(name="resnet50"), r"exp\.yaml: row spikingformer\.model\.name: 'resnet50'"),
+    (lambda d: d["rows"][1].update(paper={"top1": "high"}),
+     r"exp\.yaml: row spikformer\.paper\.top1: 'high' matches none"),
     (lambda d: d["tolerance"].update(warn_pp=0.1), r"exp\.yaml\.tolerance\.warn_pp: 0\.1 is not allowed"),
     (lambda d: d["rows"][1].update(id="spikingformer"), r"unique row ids"),
     (lambda d: d["rows"][0].update(resources={"num_workers": 0}),

@@ -255,3 +255,128 @@ def test_worker_and_driver_kills_then_resume(head: RayNode, store: tracking.Trac
     assert not list(scratch.glob(f"{name}-*")), "a trial's worker scratch outlived it"
     parents = [r for r in store.client.search_runs([store.find_experiment(name)], f"tags.`{tracking.KIND}` = 'parent'")]
     assert [p.info.status for p in parents] == ["FINISHED"]
+
+
+#: Two rows on digits: `ok` trains, `nan` diverges in its first epoch (SGD at lr 1e30). Written as text so that
+#: the CLI reads `1e30` (YAML 1.1 would make it a string) and `--epochs` leaves room to interrupt `ok`.
+RELIABILITY = """
+name: rely
+paper: {arxiv: "-", table: reliability tests, source: "-"}
+recipe: digits
+train:
+  data: {train_size: 128, eval_size: 60, batch_size: 16}
+  runtime: {device: cpu, amp: none}
+resources: {num_workers: 1, use_gpu: false, cpus_per_worker: 1}
+rows:
+  - id: ok
+    model: {name: spikingformer_cifar_2_384}
+  - id: nan
+    model: {name: spikingformer_cifar_2_384}
+    train: {optim: {opt: sgd, lr: 1e30}}
+"""
+
+
+def _epochs_logged(store: tracking.Tracking, name: str, row: str) -> int:
+    run = runs_by_key(store, name).get(f"{name}/{row}/seed0")
+    return len(store.client.get_metric_history(run.info.run_id, "epoch")) if run else 0
+
+
+def _status(store: tracking.Tracking, name: str, row: str) -> str | None:
+    run = runs_by_key(store, name).get(f"{name}/{row}/seed0")
+    return run.info.status if run else None
+
+
+def test_one_driver_per_experiment_nan_fails_once_and_ctrl_c_kills(head: RayNode, store: tracking.Tracking,
+                                                                   tmp_path: Path) -> None:
+    """A second launch of a running experiment is refused at once; a NaN trial fails in one attempt with its
+    reason on its run; Ctrl-C marks the parent and the unfinished trial KILLED, exits 130 and names `sfh resume`."""
+    experiment = tmp_path / "rely.yaml"
+    experiment.write_text(RELIABILITY)
+    storage, name = tmp_path / "ray", "rely-e4"
+    command = [str(BIN / "sfh"), "reproduce", str(experiment), "--epochs", "4", "--address", head.address,
+               "--storage", str(storage), "--tracking-uri", store.uri]
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: _status(store, name, "ok") == "RUNNING", 300, "the first driver's trials")
+        second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 75, second.stdout + second.stderr
+        assert f"experiment {name} is already running" in second.stderr and f"pid {driver.pid}" in second.stderr
+        wait_for(lambda: _status(store, name, "nan") == "FAILED", 300, "the NaN trial to fail")
+        wait_for(lambda: _epochs_logged(store, name, "ok") >= 1, 300, "an epoch of the healthy row")
+        driver.send_signal(signal.SIGINT)
+        code = driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+    out = (tmp_path / "driver.log").read_text()
+    assert code == 130, out
+    assert f"sfh resume {name} --storage {storage}" in out and f"make resume NAME={name}" in out, out
+    assert "Tuner.restore" not in out and "retrying" not in out, out  # the NaN trial had one attempt
+    assert "nan seed0              FAILED after" in out and "training loss is nan" in out, out
+    runs = runs_by_key(store, name)
+    nan, ok = runs[f"{name}/nan/seed0"], runs[f"{name}/ok/seed0"]
+    assert nan.data.tags[tracking.FAILURE_KIND] == "deterministic"
+    assert "FloatingPointError: epoch 0: training loss is nan" in nan.data.tags[tracking.FAILURE]
+    failure = Path(store.client.download_artifacts(nan.info.run_id, tracking.FAILURE_ARTIFACT, str(tmp_path)))
+    assert "FloatingPointError: epoch 0: training loss is nan" in failure.read_text()  # with the worker traceback
+    seconds = (nan.info.end_time - nan.info.start_time) / 1000
+    print(f"NaN trial: FAILED {seconds:.1f} s after its run opened")  # the figure in the closing note
+    assert not store.client.get_metric_history(nan.info.run_id, "epoch")  # no epoch of a diverged run
+    assert ok.info.status == "KILLED" and ok.data.tags[tracking.FAILURE_KIND] == "interrupted"
+    logged = sorted(m.step for m in store.client.get_metric_history(ok.info.run_id, "epoch"))
+    assert logged == list(range(len(logged))), "an epoch logged twice or skipped"
+    parent = store.client.get_run(ok.data.tags[tracking.PARENT_RUN_ID])
+    assert parent.info.status == "KILLED"
+    table = format_table_of(experiment, store, name)
+    assert "- nan seed 0: FAILED: rank 0: FloatingPointError: epoch 0: training loss is nan" in table
+    assert "- ok seed 0: KILLED: interrupted (Ctrl-C) before it finished" in table
+    assert not (storage / name / "sfh.lock").exists()
+
+
+def format_table_of(experiment: Path, store: tracking.Tracking, name: str) -> str:
+    from harness.commands.table import format_table
+    from harness.config import load_experiment
+
+    return format_table(load_experiment(experiment), store.uri, name=name)
+
+
+def test_a_killed_driver_leaves_a_stale_lock_and_resume_falls_back_from_a_truncated_checkpoint(
+    head: RayNode, store: tracking.Tracking, tmp_path: Path, capsys
+) -> None:
+    """SIGKILL the driver mid-trial: its lock stays, naming a pid that is gone. Truncate the newest checkpoint
+    Ray Train kept. ``sfh resume`` takes the lock over, skips the truncated file (named on the run) and finishes
+    from an intact one, every epoch logged once."""
+    experiment = tmp_path / "rely.yaml"
+    experiment.write_text(RELIABILITY)
+    storage, name = tmp_path / "ray", "rely-e3"
+    driver = subprocess.Popen(
+        [str(BIN / "sfh"), "reproduce", str(experiment), "--rows", "ok", "--epochs", "3", "--address", head.address,
+         "--storage", str(storage), "--tracking-uri", store.uri],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        wait_for(lambda: _epochs_logged(store, name, "ok") >= 2, 600, "two epochs")
+        driver.kill()
+        driver.wait(timeout=30)
+        wait_for(lambda: not head.pids(TRAIN_WORKER), 120, "the dead driver's workers to go")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    held = json.loads((storage / name / "sfh.lock").read_text())
+    assert held["pid"] == driver.pid
+    (train_run,) = (storage / name / "train").iterdir()
+    newest = sorted(train_run.glob("checkpoint_*"))[-1] / "last.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    capsys.readouterr()
+
+    assert sfh("resume", name, "--address", head.address, "--storage", storage) == 0
+    err = capsys.readouterr().err
+    assert f"taking over the lock {storage / name / 'sfh.lock'}" in err and "is no longer running" in err
+    (run,) = runs_by_key(store, name).values()
+    check_finished_trial(store, run)  # every epoch logged exactly once
+    skipped = run.data.tags["sfh.resume.skipped"]
+    assert f"cannot read checkpoint {newest}: it is truncated or corrupt" in skipped
+    assert str(newest) not in run.data.tags["sfh.resume.from"]
+    assert not (storage / name / "sfh.lock").exists()

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from ray import tune
 
-from harness import cluster, cost, sweep, tracking
+from harness import cluster, cost, lock, sweep, tracking
 from harness.commands.table import format_table
 from harness.config import Experiment, load_experiment, tracked_name
 from harness.progress import Progress
-from harness.specs import check_tracked, plan
+from harness.specs import check_data_folders, check_tracked, plan
+from harness.trial import first_line
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
@@ -60,14 +61,22 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="forward the workers' output (engine logs)")
 
 
-def finish(results: tune.ResultGrid, experiment: Experiment, tracking_uri: str, name: str) -> int:
-    """Print the table and each failed trial; non-zero when any trial failed."""
+def finish(code: int, results: tune.ResultGrid | None, experiment: Experiment, tracking_uri: str, name: str,
+           storage: str) -> int:
+    """Print the table, each failed trial and, unless every trial finished, how to go on; returns ``code``."""
     print()
     print(format_table(experiment, tracking_uri, name=name), end="")
-    for result in results:
+    for result in results or []:
         if result.error is not None:
-            print(f"trial {result.path} failed: {type(result.error).__name__}: {result.error}", file=sys.stderr)
-    return 1 if results.errors else 0
+            print(f"trial {result.path} failed: {first_line(result.error)}", file=sys.stderr)
+    if code == sweep.EXIT_INTERRUPTED:
+        print(f"\n{name}: interrupted; the unfinished trials are marked KILLED in MLflow and continue from their "
+              f"last checkpoints with:\n  {sweep.resume_hint(name, storage)}", file=sys.stderr)
+    elif code:
+        print(f"\n{name}: not every trial finished (why: under the table above, and on each run in MLflow: its "
+              f"sfh.failure tag and failure.txt). Once the cause is fixed, run `sfh reproduce {experiment.source}` "
+              "with the same options again: finished rows are skipped, the others train again.", file=sys.stderr)
+    return code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,37 +89,47 @@ def run(args: argparse.Namespace) -> int:
         train_storage=sweep.join(storage, name, "train"), smoke=args.smoke, epochs=args.epochs,
         data_root=args.data_root, energy_batches=args.energy_batches, max_failures=args.max_failures,
     )  # every row is validated here, before Ray starts
-    store = tracking.Tracking(uri)
-    tracked = check_tracked(store, specs, str(args.experiment))
-    pending = []
-    for spec in specs:
-        run = tracked.get(spec.run_key)
-        if run is not None and run.info.status == "FINISHED":
-            print(f"{spec.run_key}: already FINISHED in MLflow (run {run.info.run_id}), not trained again")
-        else:
-            pending.append(spec)
-    if not pending:
-        print(format_table(experiment, uri, name=name), end="")
-        return 0
-    cost.announce(store, name, pending, args.max_device_hours)  # the plan's projection; refuses above the limit
-    try:
-        tags = {"sfh.command": "reproduce", "sfh.experiment_file": str(args.experiment),
-                tracking.PAPER_TABLE: experiment.paper.table, "sfh.storage": storage}
-        pending, parent = sweep.start(pending, address=args.address, verbose=args.verbose, store=store, name=name,
-                                      tags=tags)
-        sweep.write_invocation(storage, name, {
-            "experiment_file": str(args.experiment), "experiment_yaml": Path(args.experiment).read_text(),
-            "name": name, "tracking_uri": uri, "parent_run_id": parent, "skip_invalid": args.skip_invalid,
-        })
-        print(f"{name}: {len(pending)} trial(s); Tune state in {sweep.join(storage, name)}; MLflow {uri}", flush=True)
-        grid = {"trial": tune.grid_search([dataclasses.asdict(s) for s in pending])}
-        results = sweep.run(
-            name=name, storage=storage, param_space=grid, max_concurrent=args.max_concurrent, callbacks=[Progress()]
-        )
-    finally:
-        cluster.shutdown()
-    store.end(parent, "FAILED" if results.errors else "FINISHED")
-    return finish(results, experiment, uri, name)
+    if not (args.smoke or args.skip_data_check):
+        check_data_folders(specs)
+    with lock.hold(storage, name, f"experiment {name}"):
+        store = tracking.Tracking(uri)
+        tracked = check_tracked(store, specs, str(args.experiment))
+        pending = []
+        for spec in specs:
+            run = tracked.get(spec.run_key)
+            if run is not None and run.info.status == "FINISHED":
+                print(f"{spec.run_key}: already FINISHED in MLflow (run {run.info.run_id}), not trained again")
+            else:
+                pending.append(spec)
+        if not pending:
+            print(format_table(experiment, uri, name=name), end="")
+            return 0
+        cost.announce(store, name, pending, args.max_device_hours)  # the plan's projection; refuses above the limit
+        parent, results = None, None
+        try:
+            tags = {"sfh.command": "reproduce", "sfh.experiment_file": str(args.experiment),
+                    tracking.PAPER_TABLE: experiment.paper.table, "sfh.storage": storage}
+            pending, parent = sweep.start(pending, address=args.address, verbose=args.verbose, store=store,
+                                          name=name, tags=tags)
+            sweep.write_invocation(storage, name, {
+                "experiment_file": str(args.experiment), "experiment_yaml": Path(args.experiment).read_text(),
+                "name": name, "tracking_uri": uri, "parent_run_id": parent, "skip_invalid": args.skip_invalid,
+            })
+            print(f"{name}: {len(pending)} trial(s); Tune state in {sweep.join(storage, name)}; MLflow {uri}",
+                  flush=True)
+            grid = {"trial": tune.grid_search([dataclasses.asdict(s) for s in pending])}
+            results = sweep.run(
+                name=name, storage=storage, param_space=grid, max_concurrent=args.max_concurrent,
+                callbacks=[Progress()],
+            )
+        except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune took over
+            if parent is None:
+                raise
+        finally:
+            cluster.shutdown()
+        code = sweep.conclude(store, name, parent, results, [s.run_key for s in pending],
+                              interrupted=sweep.INTERRUPTED.is_set())
+        return finish(code, results, experiment, uri, name, storage)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -124,6 +143,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="seconds-long CPU run of each row on synthetic data (tracked as <name>-smoke)")
     parser.add_argument("--epochs", type=at_least(1), help="total epochs of every row (tracked as <name>-e<N>)")
     parser.add_argument("--data-root", help="folder with one subfolder per dataset (DIR/cifar10, DIR/imagenet, ...)")
+    parser.add_argument("--skip-data-check", action="store_true",
+                        help="do not check the rows' data folders on this machine before Ray starts (the data "
+                             "lives only on the worker nodes)")
     parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)")
     parser.add_argument("--max-concurrent", type=at_least(1),
                         help="trials at once (default: as many as the cluster fits)")
@@ -131,6 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-device-hours", type=float, metavar="H",
                         help="refuse to launch when the latest `sfh plan` projects more device-hours (or has none)")
     parser.add_argument("--max-failures", type=at_least(0), default=2,
-                        help="worker-group restarts per trial (from checkpoint)")
+                        help="restarts per trial from its last checkpoint after a lost worker, process or node "
+                             "(a NaN loss, a config or data error fails at once)")
     add_cluster_options(parser)
     parser.set_defaults(func=run)

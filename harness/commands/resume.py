@@ -8,28 +8,30 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
-
-from harness import cluster, sweep, tracking
+from harness import cluster, lock, sweep, tracking
 from harness.commands.reproduce import add_cluster_options, finish
 from harness.config import Experiment
+from spikingformer.config import load_yaml
 
 
 def run(args: argparse.Namespace) -> int:
     storage = sweep.storage_root(args.storage)
     record = sweep.read_invocation(storage, args.name)
-    experiment = Experiment.from_dict(yaml.safe_load(record["experiment_yaml"]), where=record["experiment_file"],
-                                      skip_invalid=record.get("skip_invalid", False))
-    store = tracking.Tracking(record["tracking_uri"])
-    try:
-        print(cluster.connect(args.address, log_to_driver=args.verbose), flush=True)
-        store.client.update_run(record["parent_run_id"], status="RUNNING")
-        print(f"{args.name}: resuming from {sweep.join(storage, args.name)}", flush=True)
-        results = sweep.restore(name=args.name, storage=storage)
-    finally:
-        cluster.shutdown()
-    store.end(record["parent_run_id"], "FAILED" if results.errors else "FINISHED")
-    return finish(results, experiment, record["tracking_uri"], args.name)
+    with lock.hold(storage, args.name, f"experiment {args.name}"):
+        experiment = Experiment.from_dict(load_yaml(record["experiment_yaml"]), where=record["experiment_file"])
+        store = tracking.Tracking(record["tracking_uri"])
+        parent, results = record["parent_run_id"], None
+        try:
+            print(cluster.connect(args.address, log_to_driver=args.verbose), flush=True)
+            store.client.update_run(parent, status="RUNNING")
+            print(f"{args.name}: resuming from {sweep.join(storage, args.name)}", flush=True)
+            results = sweep.restore(name=args.name, storage=storage)
+        except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune took over
+            pass
+        finally:
+            cluster.shutdown()
+        code = sweep.conclude(store, args.name, parent, results, None, interrupted=sweep.INTERRUPTED.is_set())
+        return finish(code, results, experiment, record["tracking_uri"], args.name, storage)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

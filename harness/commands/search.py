@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,12 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from harness import cluster, sweep, tracking
+from harness import cluster, lock, sweep, tracking
 from harness.commands.reproduce import add_cluster_options, at_least
 from harness.config import tracked_name
 from harness.progress import Progress
 from harness.search_space import Sampler, Search, load_search
-from harness.specs import TrialSpec, plan, sampled_run_key
+from harness.specs import TrialSpec, check_data_folders, plan, sampled_run_key
 
 OPTUNA_STUDY, OPTUNA_TRIAL, STOPPED_EARLY = "sfh.optuna.study", "sfh.optuna.trial", "sfh.search.stopped_early"
 
@@ -80,10 +81,15 @@ class TrialRuns(tune.Callback):
         number = trial.config.get("optuna_trial")
         store.set_tags(run.info.run_id, {OPTUNA_STUDY: self.study, OPTUNA_TRIAL: str(number)})
         store.client.update_run(run.info.run_id, name=f"trial {number}")
-        if run.info.status != "FINISHED":
-            if status == "FINISHED":
-                store.set_tags(run.info.run_id, {STOPPED_EARLY: "true"})
+        if run.info.status != "RUNNING":  # FINISHED, or FAILED with its reason by the trial itself
+            return
+        if status == "FINISHED":
+            store.set_tags(run.info.run_id, {STOPPED_EARLY: "true"})
             store.end(run.info.run_id, status)
+        else:
+            store.record_failure(run.info.run_id, f"the trial's process failed (Tune's error.txt in {trial.path})",
+                                 f"Tune reported an error for trial {trial.trial_id}; see {trial.path}/error.txt",
+                                 kind="trial error")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._close(trial, "FINISHED")
@@ -146,10 +152,20 @@ def run(args: argparse.Namespace) -> int:
         train_storage=sweep.join(storage, invocation, "train"), smoke=args.smoke, data_root=args.data_root,
         energy_batches=args.energy_batches, max_failures=args.max_failures,
     )
+    if not (args.smoke or args.skip_data_check):
+        check_data_folders([spec])
+    with lock.hold(storage, name, f"search {name}"):
+        return _search(args, search, spec, name, storage, invocation, uri, study_url)
+
+
+def _search(args: argparse.Namespace, search: Search, spec: TrialSpec, name: str, storage: str, invocation: str,
+            uri: str, study_url: str) -> int:
+    """One search invocation under the experiment's lock: trials, the study's summary, the best row."""
     study_storage, study = open_study(study_url, name, search)
     before = len(study.trials)
     epochs = spec.total_epochs
     store = tracking.Tracking(uri)
+    parent, results = None, None
     try:
         tags = {"sfh.command": "search", "sfh.search_file": str(args.search), OPTUNA_STUDY: f"{name} in {study_url}",
                 "sfh.storage": storage}
@@ -164,9 +180,16 @@ def run(args: argparse.Namespace) -> int:
             metric=search.metric, mode=search.mode, num_samples=trials, max_concurrent=search.max_concurrent,
             callbacks=[SearchProgress(), TrialRuns(uri, name)],
         )
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune took over
+        if parent is None:
+            raise
     finally:
         cluster.shutdown()
-    store.end(parent, "FAILED" if results.errors else "FINISHED")
+    code = sweep.conclude(store, name, parent, results, [], interrupted=sweep.INTERRUPTED.is_set())
+    if code == sweep.EXIT_INTERRUPTED:
+        print(f"{name}: interrupted; its unfinished trials are KILLED in MLflow. The study keeps every finished "
+              f"trial: run `sfh search {args.search}` again to go on.", file=sys.stderr)
+        return code
     print(f"\n{name}: this run's trials\n{summarize(results, study, search.metric, epochs)}")
     print(f"study {name}: {len(study.trials)} trials ({before} before this run)")
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
@@ -177,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     store.set_tags(parent, {"sfh.search.best_trial": str(best.number), "sfh.search.best_row": str(out)})
     print(f"best: trial {best.number}, {search.metric} {best.value:.4g}: {_values(best.params)}")
     print(f"best row written to {out}; train it with: sfh reproduce {out}")
-    return 1 if results.errors else 0
+    return code
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -189,12 +212,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="seconds-long CPU trials on synthetic data (study and MLflow as <name>-smoke)")
     parser.add_argument("--data-root", help="folder with one subfolder per dataset (DIR/cifar10, ...)")
+    parser.add_argument("--skip-data-check", action="store_true",
+                        help="do not check the base row's data folder on this machine before Ray starts (the data "
+                             "lives only on the worker nodes)")
     parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)")
     parser.add_argument("--study-storage", help="Optuna storage URL (default: sqlite:///runs/optuna.db)")
     parser.add_argument("--out", type=Path, help="best-row experiment file (default: runs/search/<name>-best.yaml)")
     parser.add_argument("--energy-batches", type=at_least(1), default=1,
                         help="evaluation batches of each trial's energy pass")
     parser.add_argument("--max-failures", type=at_least(0), default=2,
-                        help="worker-group restarts per trial (from checkpoint)")
+                        help="restarts per trial from its last checkpoint after a lost worker, process or node "
+                             "(a NaN loss, a config or data error fails at once)")
     add_cluster_options(parser)
     parser.set_defaults(func=run)

@@ -12,6 +12,7 @@ from spikingformer.data.loaders import (
     build_eval_dataset,
     build_eval_loader,
     build_loaders,
+    check_data,
     input_spec,
 )
 from spikingformer.data.synthetic import SyntheticDataset
@@ -25,5 +26,6 @@ __all__ = [
     "build_eval_dataset",
     "build_eval_loader",
     "build_loaders",
+    "check_data",
     "input_spec",
 ]

@@ -96,7 +96,7 @@ def _check_frames(name: str, events: Path, cache: Path) -> None:
         )
 
 
-def _check_root(name: str, root: str | None, frames: int) -> Path:
+def check_root(name: str, root: str | None, frames: int) -> Path:
     """ROOT, once what spikingjelly will read from it is complete: events_np/ (else download/) and the cache."""
     layout = LAYOUT[name]
     if root is None:
@@ -121,7 +121,7 @@ def _check_root(name: str, root: str | None, frames: int) -> Path:
 
 def event_frames(name: str, root: str | None, frames: int, train: bool) -> tuple[DatasetFolder, list[int], dict]:
     """The frame dataset, the indices of the requested split within it, and the split's description."""
-    base = _check_root(name, root, frames)
+    base = check_root(name, root, frames)
     split = {"train": train} if name == "dvs128-gesture" else {}
     try:
         dataset = _dataset_class(name)(str(base), data_type="frame", frames_number=frames, split_by="number", **split)

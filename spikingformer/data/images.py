@@ -106,8 +106,8 @@ def _require_root(root: str | None, dataset: str, layout: str) -> Path:
     return path
 
 
-def imagenet_folder(root: str | None, train: bool) -> ImageFolder:
-    """``ROOT/train`` or ``ROOT/val`` as a torchvision ImageFolder (PIL images, class index by sorted name)."""
+def check_imagenet(root: str | None) -> Path:
+    """ROOT, once it holds train/ and val/ with the same class folders (no image is listed)."""
     base = _require_root(root, "imagenet", IMAGENET_LAYOUT)
     missing = [name for name in ("train", "val") if not (base / name).is_dir()]
     if missing:
@@ -117,6 +117,12 @@ def imagenet_folder(root: str | None, train: bool) -> ImageFolder:
     if train_classes != val_classes:
         only = sorted(set(train_classes) ^ set(val_classes))
         raise ValueError(f"imagenet: train/ and val/ class folders differ (e.g. {only[:5]}); {IMAGENET_LAYOUT}")
+    return base
+
+
+def imagenet_folder(root: str | None, train: bool) -> ImageFolder:
+    """``ROOT/train`` or ``ROOT/val`` as a torchvision ImageFolder (PIL images, class index by sorted name)."""
+    base = check_imagenet(root)
     try:
         return ImageFolder(str(base / ("train" if train else "val")))
     except FileNotFoundError as err:
@@ -136,13 +142,23 @@ def _unpickle(path: Path, layout: str) -> dict[str, Any]:
     return entry
 
 
+def check_cifar(root: str | None, name: str) -> Path:
+    """The folder holding CIFAR ``name``'s batch files, once every one of them is there (none is read)."""
+    folder, train_files, test_files, _, meta_file, _ = CIFAR_FILES[name]
+    base = _require_root(root, name, CIFAR_LAYOUT[name])
+    if (base / folder).is_dir():
+        base = base / folder
+    missing = [file for file in (meta_file, *train_files, *test_files) if not (base / file).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{name}: {base} lacks {', '.join(missing)}; {CIFAR_LAYOUT[name]}")
+    return base
+
+
 def cifar_batches(root: str | None, name: str, train: bool) -> ArrayImages:
     """Read the python-pickle CIFAR batches directly (torchvision's reader insists on the download md5s)."""
     layout = CIFAR_LAYOUT[name]
-    folder, train_files, test_files, label_key, meta_file, names_key = CIFAR_FILES[name]
-    base = _require_root(root, name, layout)
-    if (base / folder).is_dir():
-        base = base / folder
+    _, train_files, test_files, label_key, meta_file, names_key = CIFAR_FILES[name]
+    base = check_cifar(root, name)
     classes = [str(c) for c in _unpickle(base / meta_file, layout).get(names_key, [])]
     images, labels = [], []
     for file in train_files if train else test_files:

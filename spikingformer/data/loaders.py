@@ -16,8 +16,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from spikingformer.config import ModelConfig, TrainConfig
 from spikingformer.data.dvs_augment import DVSTrainTransform, ResizedFrames, frames_to_tensor
-from spikingformer.data.events import event_frames
-from spikingformer.data.images import DEFAULT_STATS, cifar_batches, digits, image_transform, imagenet_folder
+from spikingformer.data.events import check_root, event_frames
+from spikingformer.data.images import (
+    DEFAULT_STATS,
+    check_cifar,
+    check_imagenet,
+    cifar_batches,
+    digits,
+    image_transform,
+    imagenet_folder,
+)
 from spikingformer.data.splits import SUBSET_SEED, stratified_subset
 from spikingformer.data.synthetic import SyntheticDataset
 from spikingformer.distributed import rank0_first
@@ -75,6 +83,21 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def check_data(config: TrainConfig) -> None:
+    """Check ``config``'s data folder (layout and files, no sample read), as the loaders would find it.
+
+    A launcher calls it before starting workers, so a missing or incomplete folder fails at once, naming
+    what is missing, instead of on every worker after start-up.
+    """
+    name, root = config.data.dataset, config.data.root
+    if name in EVENT_DATASETS:
+        check_root(name, root, config.data.frames or input_spec(config.model).input_shape[0])
+    elif name == "imagenet":
+        check_imagenet(root)
+    elif name in ("cifar10", "cifar100"):
+        check_cifar(root, name)
 
 
 def build_dataset(config: TrainConfig, split: Split) -> LabelledSplit:
