@@ -207,6 +207,12 @@ class ScheduleConfig(_Section):
     warmup_lr: float = 1e-6
     min_lr: float = 1e-5
     cooldown_epochs: int = 10
+    #: timm's ``--sched-on-updates``: the schedule advances every optimizer update (MAE-style recipes such as
+    #: QKFormer's ImageNet one) instead of once per epoch.
+    sched_on_updates: bool = False
+    #: MAE's half-cosine: the cosine spans the ``epochs - warmup_epochs`` after the warmup (timm's
+    #: ``warmup_prefix``) instead of all ``epochs`` with the warmup inside them (timm's default).
+    cosine_after_warmup: bool = False
 
     @property
     def total_epochs(self) -> int:

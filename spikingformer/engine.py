@@ -196,6 +196,16 @@ class _Run:
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
+def train_batches(config: TrainConfig, loader: DataLoader) -> int:
+    """Batches one epoch trains on this rank (``data.max_train_batches`` caps smoke runs)."""
+    return min(len(loader), config.data.max_train_batches or len(loader))
+
+
+def updates_per_epoch(config: TrainConfig, loader: DataLoader) -> int:
+    """Optimizer updates in one epoch: the batches in groups of ``grad_accum_steps`` (the last may be short)."""
+    return math.ceil(train_batches(config, loader) / config.optim.grad_accum_steps)
+
+
 def train_one_epoch(run: _Run, loader: DataLoader, epoch: int, progress: bool) -> tuple[float, float]:
     """One pass over this rank's batches; returns (sum of sample losses, samples) on this rank."""
     config = run.config
@@ -204,7 +214,7 @@ def train_one_epoch(run: _Run, loader: DataLoader, epoch: int, progress: bool) -
         off = config.augment.mixup_off_epoch
         run.mixup.mixup_enabled = off is None or epoch < off
     accum = config.optim.grad_accum_steps
-    batches = min(len(loader), config.data.max_train_batches or len(loader))
+    batches = train_batches(config, loader)
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     seen = 0
     run.optimizer.zero_grad(set_to_none=True)
@@ -232,6 +242,7 @@ def train_one_epoch(run: _Run, loader: DataLoader, epoch: int, progress: bool) -
             run.scaler.update()
             run.optimizer.zero_grad(set_to_none=True)
             run.num_updates += 1
+            run.scheduler.step_update(run.num_updates)
             if run.ema is not None:
                 run.ema.update(run.model, step=run.num_updates)
         loss_sum += loss.detach().double() * len(x)
@@ -356,7 +367,7 @@ def set_up(config: TrainConfig, device: torch.device | None = None) -> _Run:
         model=model,
         net=model,
         optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, config.schedule),
+        scheduler=build_scheduler(optimizer, config.schedule, updates_per_epoch(config, train_loader)),
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         ema=ModelEmaV3(model, decay=config.runtime.ema_decay) if config.runtime.ema_decay else None,
         criterion=criterion,
@@ -395,6 +406,7 @@ def run_epoch(run: _Run, epoch: int, progress: bool = False) -> dict[str, float]
     seed_epoch(config.runtime.seed, run.rank, epoch)
     run.train_loader.sampler.set_epoch(epoch)
     run.scheduler.step(epoch)
+    run.scheduler.step_update(run.num_updates)  # a per-update schedule: the LR of this epoch's first update
     lr = run.optimizer.param_groups[0]["lr"]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

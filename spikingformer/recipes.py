@@ -171,6 +171,59 @@ SPIKFORMER_CIFAR100 = deep_merge(SPIKFORMER_CIFAR10, {"model": {"kwargs": {"num_
 
 _T10 = {"model": {"kwargs": {"T": 10}}, "data": {"frames": 10}}
 
+#: QKFormer ImageNet (``imagenet/train.py``, MAE's fine-tuning script; the Namespace dumps in its logs): AdamW at
+#: 6e-4 x effective batch / 256 with no decay on 1-D parameters, 32 per GPU x 2 accumulated x 8 GPUs = 512
+#: (lr 1.2e-3); a half-cosine to 1e-6 stepped per update over the 195 epochs after a 5-epoch linear warmup
+#: from 0 (200 in all, no cooldown); RandAugment, pixel erasing, no mixup or cutmix, RRC (0.08, 1) bicubic;
+#: eval Resize 256 -> centre crop 224; AMP in training and evaluation; seed 0. ``--drop_path 0.1`` never
+#: reaches a block (0 here).
+QKFORMER_IMAGENET: dict[str, Any] = {
+    "model": {"name": "qkformer_10_384", "kwargs": {"num_classes": 1000, "T": 4, "drop_path_rate": 0.0}},
+    "data": {"dataset": "imagenet", "batch_size": 32, "eval_batch_size": 32, "num_workers": 10,
+             "recipe_global_batch": 512},
+    "optim": {"opt": "adamw", "lr": 6e-4, "weight_decay": 0.05, "eps": 1e-8, "lr_scaling": "linear",
+              "base_batch": 256, "grad_accum_steps": 2},
+    "schedule": {"sched": "cosine", "epochs": 200, "warmup_epochs": 5, "warmup_lr": 0.0, "min_lr": 1e-6,
+                 "cooldown_epochs": 0, "sched_on_updates": True, "cosine_after_warmup": True},
+    "augment": {"auto_augment": "rand-m9-mstd0.5-inc1", "hflip": 0.5, "color_jitter": 0.0,
+                "re_prob": 0.25, "re_mode": "pixel", "re_count": 1, "interpolation": "bicubic",
+                "scale": [0.08, 1.0], "ratio": [0.75, 4 / 3], "crop_pct": 224 / 256,
+                "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
+                "smoothing": 0.1, "dvs_augment": False},
+    "runtime": {"seed": 0, "amp": "fp16", "amp_eval": True, "ema_decay": None, "channels_last": False},
+}
+QKFORMER_IMAGENET_ROWS = {
+    "qkformer-imagenet-10-384": QKFORMER_IMAGENET,
+    "qkformer-imagenet-10-512": deep_merge(QKFORMER_IMAGENET, {"model": {"name": "qkformer_10_512"}}),
+    # the 64M log: 24 per GPU x 3 accumulated x 8 GPUs = 576 (lr 1.35e-3)
+    "qkformer-imagenet-10-768": deep_merge(QKFORMER_IMAGENET, {
+        "model": {"name": "qkformer_10_768"},
+        "data": {"batch_size": 24, "eval_batch_size": 24, "recipe_global_batch": 576},
+        "optim": {"grad_accum_steps": 3},
+    }),
+}
+
+#: QKFormer CIFAR (``cifar10/cifar10.yml``, ``cifar100/cifar100.yml``): Spikingformer's CIFAR yml with lr 1e-3,
+#: 400 epochs (+10 cooldown) and 8 heads; cifar100.yml keeps the CIFAR-10 mean and std.
+QKFORMER_CIFAR10 = deep_merge(CIFAR10, {
+    "model": {"name": "qkformer_cifar_4_384", "kwargs": {"num_classes": 10, "num_heads": 8}},
+    "optim": {"lr": 1e-3},
+    "schedule": {"epochs": 400},
+})
+QKFORMER_CIFAR100 = deep_merge(QKFORMER_CIFAR10, {"model": {"kwargs": {"num_classes": 100}},
+                                                 "data": {"dataset": "cifar100"}})
+
+#: QKFormer DVS (``cifar10-dvs/train.py``, ``dvs128-gesture/train.py`` defaults): Spikingformer's SEW-style DVS
+#: script (mixup off from epoch 75) with tau 2.0; CIFAR10-DVS at lr 5e-3, DVS128 at 1e-3 to a 2e-5 floor.
+QKFORMER_CIFAR10_DVS = deep_merge(CIFAR10_DVS, {
+    "model": {"name": "qkformer_cifar10dvs_2_256", "kwargs": {"tau": 2.0}},
+    "optim": {"lr": 5e-3},
+})
+QKFORMER_DVS128 = deep_merge(DVS128_GESTURE, {
+    "model": {"name": "qkformer_dvs_2_256", "kwargs": {"tau": 2.0}},
+    "schedule": {"min_lr": 2e-5},
+})
+
 RECIPES: dict[str, dict[str, Any]] = {
     "imagenet": IMAGENET,
     "imagenet-8-768": deep_merge(IMAGENET, {"model": {"name": "spikingformer_8_768"},
@@ -196,6 +249,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     "spikformer-imagenet": SPIKFORMER_IMAGENET,
     "spikformer-cifar10": SPIKFORMER_CIFAR10,
     "spikformer-cifar100": SPIKFORMER_CIFAR100,
+    **QKFORMER_IMAGENET_ROWS,
+    "qkformer-cifar10": QKFORMER_CIFAR10,
+    "qkformer-cifar100": QKFORMER_CIFAR100,
+    "qkformer-cifar10-dvs": QKFORMER_CIFAR10_DVS,
+    "qkformer-cifar10-dvs-t10": deep_merge(QKFORMER_CIFAR10_DVS, _T10),
+    "qkformer-dvs128-gesture": QKFORMER_DVS128,
+    "qkformer-dvs128-gesture-t10": deep_merge(QKFORMER_DVS128, _T10),
 }
 
 

@@ -168,11 +168,14 @@ def test_amp_dtype_per_setting(monkeypatch: pytest.MonkeyPatch, amp: str, bf16: 
 
 
 def linear_run(optim: dict) -> _Run:
-    """A _Run around a linear classifier and plain SGD (lr 1), so an update is minus the gradient."""
+    """A _Run around a linear classifier and plain SGD (lr 1, held by a per-epoch schedule from 1 to 1), so an
+    update is minus the gradient."""
     model = nn.Linear(4, 3)
+    config = TrainConfig.from_dict({"optim": optim, "schedule": {"warmup_epochs": 0, "min_lr": 1.0}})
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = build_scheduler(optimizer, config.schedule)
     return _Run(
-        config=TrainConfig.from_dict({"optim": optim}), model=model, net=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=1.0), scheduler=None,
+        config=config, model=model, net=model, optimizer=optimizer, scheduler=scheduler,
         scaler=torch.amp.GradScaler("cpu", enabled=False), ema=None, criterion=nn.CrossEntropyLoss(), mixup=None,
         device=torch.device("cpu"), dtype=None, train_loader=None, eval_loader=None, rank=0, world=1, global_batch=4,
     )
