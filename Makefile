@@ -22,6 +22,7 @@ SFH_FLAGS := $(CLUSTER_FLAGS) $(TRACKING_FLAGS) $(if $(DATA),--data-root $(DATA)
 TABLES := imagenet cifar10 cifar100 cifar10-dvs dvs128-gesture \
           sdt-imagenet sdt-cifar10 sdt-cifar100 sdt-cifar10-dvs sdt-dvs128-gesture \
           spikformer-imagenet spikformer-cifar10 spikformer-cifar100
+TABLES += qkformer-imagenet qkformer-cifar10 qkformer-cifar100 qkformer-cifar10-dvs qkformer-dvs128-gesture
 
 .PHONY: install test test-fast lint demo bench params
 

@@ -37,6 +37,14 @@ PAPER_PARAMS_M = {
     "sdt_cifar_2_512": 10.28,
     "sdt_dvs_2_256": 2.57,
     "sdt_cifar10dvs_2_256": 2.57,
+    # QKFormer README / paper (PEERS.md c): 6.74M is the 100-class CIFAR count, 1.50M the MLP-ratio-1 DVS model
+    # (the DVS128 code trains MLP ratio 4: 2.00M)
+    "qkformer_10_384": 16.47,
+    "qkformer_10_512": 29.08,
+    "qkformer_10_768": 64.96,
+    "qkformer_cifar_4_384": 6.74,
+    "qkformer_cifar10dvs_2_256": 1.50,
+    "qkformer_dvs_2_256": 1.50,
 }
 
 #: Parameters of the two unused LayerNorms (weight + bias) in each upstream block, per channel.
