@@ -51,10 +51,12 @@ demo: install
 	@echo "table: runs/reports/demo.md; figures: make report; browse runs: make mlflow-ui"
 
 # A grid on this CPU (experiments/grid/digits.yaml: T x width of the demo's model, 6 points), its table by
-# axes and its report with top-1 and energy against each axis.
+# axes and its report with top-1 and energy against each axis. GRID_CONCURRENT trials at once: a started
+# trial holds its Train controller and workers (~2 GB) even while it waits for a CPU.
+GRID_CONCURRENT ?= 2
 .PHONY: demo-grid
 demo-grid: install
-	$(SFH) reproduce experiments/grid/digits.yaml $(SFH_FLAGS)
+	$(SFH) reproduce experiments/grid/digits.yaml $(SFH_FLAGS) --max-concurrent $(GRID_CONCURRENT)
 	@$(SFH) table experiments/grid/digits.yaml $(TRACKING_FLAGS) --out runs/reports/demo-grid.md > /dev/null
 	@$(SFH) report experiments/grid/digits.yaml $(TRACKING_FLAGS) --name demo-grid > /dev/null
 	@echo "table: runs/reports/demo-grid.md; report: runs/reports/demo-grid/index.html"

@@ -18,21 +18,10 @@ from typing import Any, Literal
 import optuna
 
 from harness.config import Experiment, check_model, check_recipe, load_experiment, read_yaml
+from harness.grid import nest
 from spikingformer.config import ConfigError, ModelConfig, _from_dict, _require, _Section, deep_merge
 
 KINDS = ("uniform", "loguniform", "integer", "choice")
-
-
-def nest(values: dict[str, Any]) -> dict[str, Any]:
-    """{"optim.lr": 1e-3} -> {"optim": {"lr": 1e-3}}, the shape TrainConfig overrides take."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
 
 
 @dataclass
