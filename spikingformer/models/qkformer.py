@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from timm.layers import register_notrace_function
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
@@ -142,11 +143,26 @@ class TokenQKAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.flatten(3)  # [T, B, D, N]
-        t, b, d, n = s.shape
-        q = self.q_lif(self.q(s)).reshape(t, b, self.num_heads, d // self.num_heads, n)
-        k = self.k_lif(self.k(s)).reshape(t, b, self.num_heads, d // self.num_heads, n)
-        mask = self.attn_lif(q.sum(3, keepdim=True))  # [T, B, h, 1, N]
-        return self.proj_lif(self.proj((mask * k).reshape(t, b, d, n))).reshape(x.shape)
+        q, k = self.q_lif(self.q(s)), self.k_lif(self.k(s))
+        mask = self.attn_lif(head_sums(q, self.num_heads))  # [T, B, h, 1, N]
+        return self.proj_lif(self.proj(mask_tokens(mask, k))).reshape(x.shape)
+
+
+@register_notrace_function
+def head_sums(q: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``[T, B, D, N]`` spikes -> their sum over each head's channels, ``[T, B, h, 1, N]``.
+
+    Channel ``c`` belongs to head ``c // (D / h)``, as upstream's reshape assigns it.
+    """
+    t, b, d, n = q.shape
+    return q.reshape(t, b, num_heads, d // num_heads, n).sum(3, keepdim=True)
+
+
+@register_notrace_function
+def mask_tokens(mask: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """K ``[T, B, D, N]`` with each head's tokens kept where its mask ``[T, B, h, 1, N]`` fired."""
+    t, b, heads, _, n = mask.shape
+    return (mask * k.reshape(t, b, heads, -1, n)).reshape(k.shape)
 
 
 class QKFormer(SpikingTransformer):
@@ -158,16 +174,20 @@ class QKFormer(SpikingTransformer):
     """
 
     LAYOUTS = tuple(LAYOUTS)
-    #: The paper's appendix: E = E_MAC x FLOPs(first conv) + E_AC x all other SOPs, with SOP = rate x T x FLOPs.
-    #: The first conv appears without T, and the convs reading the integer spike counts of the residual stream
-    #: and shortcut sums are SOPs, i.e. ACs weighted by the mean value. The stream can hold at most
-    #: 2 + 2 x (blocks in a stage) (16 in HST-10), so a bound of 30 admits every count it can carry.
+    #: The paper's appendix 6.6 (PEERS.md c): E = E_MAC x FLOPs(first conv) + E_AC x all other SOPs, with
+    #: SOP = rate x T x FLOPs. The first conv appears without T, and the convs reading the integer spike counts of
+    #: the residual stream and shortcut sums are SOPs, i.e. ACs weighted by the mean value. The stream can hold at
+    #: most 2 + 2 x (blocks in a stage) (16 in HST-10), so a bound of 30 admits every count it can carry. Not
+    #: stated there: how the Q-K token attention's sums and masks are counted (T*N*D each at Q's and K's rates
+    #: here) and the head (a MAC here: it reads averaged counts). The paper's 15.13 / 21.99 / 38.91 mJ need the
+    #: trained models' firing rates; upstream has no energy script and its checkpoints were withdrawn.
     PAPER_ENERGY = EnergyConvention(
         "paper",
         max_spike_count=30,
         first_layer_once=True,
         description="QKFormer's appendix: the first conv's MACs once per image (no T), integer spike counts "
-        "as ACs weighted by value (up to 30)",
+        "as ACs weighted by value (up to 30); the paper's 15.13 / 21.99 / 38.91 mJ are NOT recomputable here "
+        "(they need the trained weights' firing rates: no energy script upstream, checkpoints withdrawn)",
     )
 
     def __init__(
@@ -185,6 +205,15 @@ class QKFormer(SpikingTransformer):
         super().__init__(
             layout=layout, embed_dim=embed_dim, depth=depth, num_heads=num_heads, img_size=img_size, **kwargs
         )
+        #: timm's taps: the stem, then each stage at its own width and stride.
+        stem = self.tokenizer.downsample
+        self.feature_info = [
+            dict(num_chs=self.tokenizer.shortcut.conv_bn.conv.out_channels, reduction=stem, module="tokenizer"),
+            *(
+                dict(num_chs=embed_dim // divisor, reduction=stem * 2**s, module=f"blocks.{s}")
+                for s, divisor in enumerate(LAYOUTS[layout].stage_divisors)
+            ),
+        ]
 
     def build_tokenizer(self, in_chans: int, embed_dim: int, tau: float, layout: str) -> nn.Module:
         spec = LAYOUTS[layout]
@@ -229,6 +258,10 @@ class QKFormer(SpikingTransformer):
     @property
     def depth(self) -> int:
         return sum(isinstance(m, ResidualBlock) for m in self.blocks.modules())
+
+    def upstream_unused_params(self) -> int:
+        """Upstream builds nothing it does not call (``qkv_mp`` has no parameters): its count is ours."""
+        return 0
 
     def upstream_key_rules(self) -> list[Rule]:
         """Upstream's ``patch_embed{n}`` / ``stage{n}`` names -> ours (``tokenizer``, ``blocks.{n-1}``).
