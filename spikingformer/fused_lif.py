@@ -12,8 +12,9 @@ are recomputed from it. With ``sg(h) = alpha * sigmoid(alpha (h - v_th)) (1 - si
     dL/dV[t-1] = dL/dH[t] - dL/dH[t] / tau
 
 spikingjelly's autograd graph keeps two tensors per step (the surrogate's input and ``1 - S``); this keeps one.
-CUDA tensors run the Triton kernels of ``spikingformer.lif_triton``; CPU tensors run the loop below, each step
-a handful of in-place vector operations (no autograd graph, no per-step allocations but the output).
+CUDA tensors run the Triton kernels of ``spikingformer.lif_triton``; fp32 CPU tensors the C kernels of
+``spikingformer.lif_cpu``; other CPU tensors (bf16, fp16, or no C compiler) the torch loops below, each step a
+handful of in-place vector operations (no autograd graph).
 The backward always computes in fp32 and returns the input's dtype.
 """
 
@@ -21,8 +22,15 @@ from __future__ import annotations
 
 import torch
 
+from spikingformer import lif_cpu
+
 #: The surrogate gradient's sharpness (spikingjelly ``surrogate.Sigmoid(alpha=4)``).
 SURROGATE_ALPHA = 4.0
+
+
+def c_kernels_apply(x: torch.Tensor) -> bool:
+    """fp32 CPU tensors run ``spikingformer.lif_cpu``'s C kernels when they built; the rest the loops below."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and lif_cpu.kernels() is not None
 
 
 def _forward_cpu(x: torch.Tensor, v: torch.Tensor, tau: float, v_threshold: float) -> tuple[torch.Tensor, ...]:
@@ -66,6 +74,8 @@ class FusedLIFFunction(torch.autograd.Function):
             from spikingformer import lif_triton
 
             spikes, h, v_last = lif_triton.forward(x, v0, tau, v_threshold)
+        elif c_kernels_apply(x):
+            spikes, h, v_last = lif_cpu.forward(x, v0.to(x.dtype), tau, v_threshold)
         else:
             spikes, h, v_last = _forward_cpu(x, v0.to(x.dtype), tau, v_threshold)
         ctx.save_for_backward(h)
@@ -85,6 +95,8 @@ class FusedLIFFunction(torch.autograd.Function):
             from spikingformer import lif_triton
 
             grad_x, grad_v0 = lif_triton.backward(grad_spikes, grad_v_last, h, tau, v_threshold, alpha)
+        elif c_kernels_apply(h):
+            grad_x, grad_v0 = lif_cpu.backward(grad_spikes, grad_v_last, h, tau, v_threshold, alpha)
         else:
             grad_x, grad_v0 = _backward_cpu(grad_spikes, grad_v_last, h, tau, v_threshold, alpha)
         return grad_x.to(dtype), grad_v0.to(dtype), None, None, None

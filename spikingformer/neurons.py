@@ -18,6 +18,7 @@ import torch
 from spikingjelly.activation_based import neuron, surrogate
 from torch import nn
 
+from spikingformer import lif_cpu
 from spikingformer.fused_lif import SURROGATE_ALPHA, fused_lif
 
 #: Membrane time constant for static-image models (ImageNet, CIFAR).
@@ -130,7 +131,7 @@ def describe_lif_backend(backend: str, device: torch.device | str) -> str:
     """What runs, in words (the ``sfh.lif`` tag): implementation, kernel kind and device."""
     kind = torch.device(device).type
     if backend == "fused":
-        kernels = "Triton kernels" if kind == "cuda" else "torch vector loop"
+        kernels = "Triton kernels" if kind == "cuda" else "C kernels" if lif_cpu.kernels() else "torch vector loop"
         return f"fused multi-step LIF ({kernels}, {kind})"
     kernels = "Triton/CUDA" if kind == "cuda" else "torch autograd reference"
     return f"spikingjelly {metadata.version('spikingjelly')} LIFNode ({kernels}, {kind})"

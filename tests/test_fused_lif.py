@@ -89,7 +89,7 @@ def test_fused_keeps_at_most_60_percent_of_spikingjelly_for_backward() -> None:
 
 @pytest.mark.parametrize("name", ["spikingformer_cifar_4_384", "spikformer_cifar_4_384"])
 def test_whole_model_parameter_gradients_equal(name: str) -> None:
-    """Same weights, same batch: identical logits and parameter gradients (1e-6 relative) under both backends."""
+    """Same weights, same batch: identical logits, parameter gradients within 1e-6 of the largest one."""
     torch.manual_seed(0)
     model = build_model(name, embed_dim=64, num_heads=4, depth=1)
     x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 7])
@@ -109,15 +109,18 @@ def test_whole_model_parameter_gradients_equal(name: str) -> None:
     (logits_ref, grads_ref, rates_ref), (logits, grads, rates) = runs["spikingjelly"], runs["fused"]
     assert torch.equal(logits, logits_ref)
     assert rates == rates_ref and all(0.0 < r < 1.0 for r in rates)  # every LIF fires, identically
+    # Relative to the model's largest gradient: a conv bias ahead of BN has a true gradient of 0, so its own
+    # scale is rounding noise.
+    scale = max(g.abs().max().item() for g in grads_ref.values())
     for n, g_ref in grads_ref.items():
-        torch.testing.assert_close(grads[n], g_ref, rtol=1e-6, atol=1e-6 * g_ref.abs().max().item(), msg=n)
+        assert (grads[n] - g_ref).abs().max().item() <= 1e-6 * scale, n
 
 
 def test_backend_selection() -> None:
     assert fused_is_exact("cpu")
     assert resolve_lif_backend("auto", "cpu") == "fused"
     assert resolve_lif_backend("spikingjelly", torch.device("cpu")) == "spikingjelly"
-    assert describe_lif_backend("fused", "cpu") == "fused multi-step LIF (torch vector loop, cpu)"
+    assert describe_lif_backend("fused", "cpu") == "fused multi-step LIF (C kernels, cpu)"
     assert describe_lif_backend("spikingjelly", "cpu").startswith("spikingjelly 2.0.0 LIFNode")
     with pytest.raises(ValueError, match="lif_backend='cupy' is not one of"):
         resolve_lif_backend("cupy", "cpu")
@@ -134,17 +137,24 @@ def test_runtime_config_keys() -> None:
         TrainConfig.from_dict({"runtime": {"compile": "yes"}})
 
 
-def test_engine_trains_identically_under_both_backends() -> None:
-    """One epoch through ``fit``: the fused backend ends on bit-identical weights."""
+def test_engine_trains_the_same_under_both_backends(tmp_path) -> None:
+    """One epoch (two SGD updates) through ``fit``: the fused backend ends on the same weights, to rounding (its C
+    backward agrees with spikingjelly's to a few 1e-7). SGD, because AdamW turns the rounding noise of a conv bias
+    ahead of BN (true gradient 0) into full learning-rate steps under either backend."""
     from spikingformer.engine import fit
+    from spikingformer.train_checkpoint import LAST, read_file
 
-    def train(backend: str) -> str:
+    def train(backend: str) -> dict[str, torch.Tensor]:
         config = TrainConfig.from_dict({
             "model": {"name": "spikingformer_cifar_4_384", "kwargs": {"embed_dim": 64, "num_heads": 4, "depth": 1}},
             "data": {"dataset": "synthetic", "batch_size": 4, "train_size": 8, "eval_size": 4, "num_workers": 0},
+            "optim": {"opt": "sgd", "lr": 0.1, "weight_decay": 0.0},
             "schedule": {"epochs": 1, "warmup_epochs": 0, "cooldown_epochs": 0},
             "runtime": {"device": "cpu", "lif_backend": backend},
         })
-        return fit(config).weights_sha256
+        fit(config, checkpoint_dir=tmp_path / backend)
+        return read_file(tmp_path / backend / LAST)["model"]
 
-    assert train("fused") == train("spikingjelly")
+    fused, reference = train("fused"), train("spikingjelly")
+    for name, weight in reference.items():
+        torch.testing.assert_close(fused[name], weight, rtol=1e-5, atol=1e-6, msg=name)
