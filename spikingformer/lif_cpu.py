@@ -2,8 +2,8 @@
 
 Why C: the recurrence is memory-bound, and one pass over the time axis per block of neurons (the membrane in
 L1, the inner loop vectorized) reads X once and writes S and H once, where torch ops need about six passes per
-step. Measured on this project's 2-core CPU (one thread, a ``[4, 8, 1536, 64]`` LIF, CPU time): forward 4 ms
-against 46 ms for the torch loop; the backward about 4x faster than the torch loop. The forward does
+step. Measured on this project's shared 2-core CPU (one thread, a ``[4, 8, 1536, 64]`` LIF, best CPU time):
+forward + backward 12 ms, against 47-58 ms for spikingjelly and about 60 ms for the torch loop. The forward does
 spikingjelly's operations in its order without contraction (``-ffp-contract=off``, no fast-math), so its
 spikes and H are bit-identical; the backward's sigmoid uses a polynomial exp (Cephes' expf, about 1 ulp), so
 its gradients agree with the reference to a few 1e-7 relative.
