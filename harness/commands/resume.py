@@ -18,7 +18,8 @@ def run(args: argparse.Namespace) -> int:
     storage = sweep.storage_root(args.storage)
     record = sweep.read_invocation(storage, args.name)
     with lock.hold(storage, args.name, f"experiment {args.name}"):
-        experiment = Experiment.from_dict(load_yaml(record["experiment_yaml"]), where=record["experiment_file"])
+        experiment = Experiment.from_dict(load_yaml(record["experiment_yaml"]), where=record["experiment_file"],
+                                          skip_invalid=record.get("skip_invalid", False))
         store = tracking.Tracking(record["tracking_uri"])
         parent, results = record["parent_run_id"], None
         try:
