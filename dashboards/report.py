@@ -82,7 +82,7 @@ def write_report(
     shutil.rmtree(folder / FIGURES, ignore_errors=True)
     (folder / FIGURES).mkdir(parents=True)
     ctx = Context(experiment, rows, results.row_setups(experiment), runs, folder, upstream_root or DEFAULT_ROOT)
-    sections = [_table(ctx), *_grid(ctx), _tradeoffs(ctx), _curves(ctx), _energy(ctx)]
+    sections = [_table(ctx), *_grid(ctx), _tradeoffs(ctx), _curves(ctx), _energy(ctx), _cost(ctx, name)]
     paper = experiment.paper
     subtitle = (
         f"{paper.table} (arXiv {paper.arxiv}). Tracking: {runs.uri}. "
@@ -277,7 +277,7 @@ def _curves(ctx: Context) -> markup.Section:
     parts = []
     for r in ctx.rows:
         setup = ctx.setups[r.row_id]
-        heading = f"<h3>{escape(r.row_id)}: {escape(setup.model)} on {escape(setup.dataset)}, T={setup.time_steps}</h3>"
+        heading = f"<h3>{escape(r.row_id)}: {escape(setup.label)} on {escape(setup.dataset)}, T={setup.time_steps}</h3>"
         _, curve, problem = ctx.upstream(r.row_id, UpstreamRun.curve)
         notes = markup.note(problem) if problem else ""
         if not r.runs:
@@ -346,7 +346,7 @@ def _energy(ctx: Context) -> markup.Section:
                 continue
             try:
                 bars, matched = _layer_bars(report, reference)
-                title = f"{caption}: {setup.model}, {report['totals']['energy_mJ']:.4g} mJ per image"
+                title = f"{caption}: {setup.label}, {report['totals']['energy_mJ']:.4g} mJ per image"
             except (KeyError, TypeError) as err:  # written by an older harness
                 shown.append(markup.note(f"{caption}: {results.ENERGY_ARTIFACT} lacks {err}; re-run its energy pass"))
                 continue
@@ -367,6 +367,48 @@ def _energy(ctx: Context) -> markup.Section:
         "ImageNet val), matched layer by layer in forward order.</p>"
     )
     return markup.Section("energy", "Firing rates and energy per layer", intro + "".join(parts))
+
+
+# --- what it cost -------------------------------------------------------------------------------------------
+
+
+def _cost(ctx: Context, name: str) -> markup.Section:
+    """Device-hours and training energy per row beside the plan's projection (rows not run yet: the projection
+    alone), and the paper's inference energy per image beside the energy the reproduction took to train."""
+    costs, plan = ctx.runs.costs(ctx.rows, name)
+    header = [
+        "row", "seeds done", "device-h ours", "device-h plan", "time ours / plan", "training kWh ours",
+        "training kWh plan", "inference mJ/img ours", "inference mJ/img paper", "training energy",
+    ]  # fmt: skip
+    rows = []
+    for c in costs:
+        planned = plan.row(c.row) if plan is not None else None
+        planned_kwh = None
+        if planned is not None and planned.energy_kWh is not None:
+            planned_kwh = planned.energy_kWh / planned.seeds * (c.finished or planned.seeds)
+        rows.append([
+            markup.text_cell(c.row), str(c.finished), results.format_number(c.device_hours),
+            results.format_number(c.planned_device_hours),
+            results.NA if c.plan_ratio is None else f"{c.plan_ratio:.2f}", results.format_number(c.energy_kWh),
+            results.format_number(planned_kwh), results.format_number(c.inference_mJ),
+            results.format_number(c.paper_inference_mJ), markup.text_cell(c.energy_note or "no finished run"),
+        ])
+    if plan is None:
+        intro = markup.note(f"no plan of {name} yet: `sfh plan` measures each row's step and projects the run")
+    else:
+        intro = (
+            f"<p>Plan ({escape(plan.file)}, measured on {escape(plan.device)}, {plan.steps} timed steps a row): "
+            f"{plan.wall_s / 3600:.3g} h wall-clock for all its trials, {plan.device_hours:.3g} device-hours, "
+            f"{results.format_number(plan.energy_kWh)} kWh ({escape(plan.energy_basis)}).</p>"
+        )
+    legend = (
+        "<p class='small'>Device-hours: training time (the epochs' own timings) x workers, summed over finished "
+        "seeds; the plan's for the same seeds, or for all planned seeds of a row not run yet. Time ours / plan: "
+        "the mean finished seed's training time over the plan's. Training kWh: the devices' energy counters, "
+        "n/a where there are none (the reason is in the last column). Inference mJ/img: the energy one image "
+        "would take on 45 nm neuromorphic hardware (ours from the trial's energy pass, the paper's).</p>"
+    )
+    return markup.Section("cost", "What it cost", intro + markup.table(header, rows) + legend)
 
 
 def _layer_bars(report: dict, reference: EnergyLog | None) -> tuple[list[figures.LayerBar], bool]:

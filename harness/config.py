@@ -20,18 +20,18 @@ import yaml
 from spikingformer.config import (
     ConfigError,
     ModelConfig,
+    Section,
     TrainConfig,
-    _from_dict,
-    _require,
-    _Section,
     deep_merge,
     load_yaml,
+    require,
+    section_from_dict,
 )
 from spikingformer.models import build_model
 
 
 @dataclass
-class PaperTable(_Section):
+class PaperTable(Section):
     """Where the table's numbers come from."""
 
     arxiv: str
@@ -40,7 +40,7 @@ class PaperTable(_Section):
 
 
 @dataclass
-class PaperNumbers(_Section):
+class PaperNumbers(Section):
     """One row's published figures (null where the paper gives none) and their evidence."""
 
     top1: float | None = None
@@ -52,22 +52,22 @@ class PaperNumbers(_Section):
     source: str = ""
 
     def validate(self, where: str) -> None:
-        _require(self.top1 is None or 0.0 <= self.top1 <= 100.0, where, "top1", self.top1, "a percentage")
+        require(self.top1 is None or 0.0 <= self.top1 <= 100.0, where, "top1", self.top1, "a percentage")
         for key in ("params_M", "sops_G", "energy_mJ"):
             value = getattr(self, key)
-            _require(value is None or value > 0, where, key, value, "null or > 0")
+            require(value is None or value > 0, where, key, value, "null or > 0")
 
 
 @dataclass
-class Tolerance(_Section):
+class Tolerance(Section):
     """Verdict bands on |reproduced best top-1 - paper top-1|, in percentage points."""
 
     pass_pp: float = 0.5
     warn_pp: float = 1.5
 
     def validate(self, where: str) -> None:
-        _require(self.pass_pp >= 0, where, "pass_pp", self.pass_pp, ">= 0")
-        _require(self.warn_pp >= self.pass_pp, where, "warn_pp", self.warn_pp, f">= pass_pp ({self.pass_pp})")
+        require(self.pass_pp >= 0, where, "pass_pp", self.pass_pp, ">= 0")
+        require(self.warn_pp >= self.pass_pp, where, "warn_pp", self.warn_pp, f">= pass_pp ({self.pass_pp})")
 
     def verdict(self, delta_pp: float) -> str:
         if abs(delta_pp) <= self.pass_pp:
@@ -76,7 +76,7 @@ class Tolerance(_Section):
 
 
 @dataclass
-class Resources(_Section):
+class Resources(Section):
     """DDP workers of one trial; ``use_gpu: auto`` takes GPUs when the Ray cluster has any."""
 
     num_workers: int = 1
@@ -85,12 +85,12 @@ class Resources(_Section):
     cpus_per_worker: float = 1.0
 
     def validate(self, where: str) -> None:
-        _require(self.num_workers >= 1, where, "num_workers", self.num_workers, ">= 1")
-        _require(self.cpus_per_worker > 0, where, "cpus_per_worker", self.cpus_per_worker, "> 0")
+        require(self.num_workers >= 1, where, "num_workers", self.num_workers, ">= 1")
+        require(self.cpus_per_worker > 0, where, "cpus_per_worker", self.cpus_per_worker, "> 0")
 
 
 @dataclass
-class Row(_Section):
+class Row(Section):
     """One paper configuration: a model, its overrides of the recipe and the paper's numbers."""
 
     id: str
@@ -104,15 +104,19 @@ class Row(_Section):
     point: dict[str, Any] = field(default_factory=dict)
     #: The paper row a grid point equals (its numbers are in ``paper``), or null.
     reference: str | None = None
+    #: This row's ``spikingformer.recipes`` recipe where it differs from the experiment's (SDT's ImageNet
+    #: configs each have their own upstream conf), or null.
+    recipe: str | None = None
 
     def validate(self, where: str) -> None:
         # '/' and '=' are allowed (grid points: 4-384/T=2); ',' separates ids in --rows.
-        _require(bool(self.id) and "," not in self.id and self.id == self.id.strip(), where, "id", self.id,
+        require(bool(self.id) and "," not in self.id and self.id == self.id.strip(), where, "id", self.id,
                  "a non-empty name without ',' or surrounding spaces")
+        check_recipe(self.recipe, where)
 
 
 @dataclass
-class Experiment(_Section):
+class Experiment(Section):
     """One paper table: rows to train, how to judge them, and what they run on."""
 
     name: str
@@ -137,28 +141,29 @@ class Experiment(_Section):
         A ``grid`` section is expanded into rows first (``harness.grid``); ``skip_invalid`` drops its
         impossible points instead of refusing the file.
         """
-        if isinstance(data, dict) and "grid" in data:
+        grid = isinstance(data, dict) and "grid" in data
+        if grid:
             from harness.grid import expand
 
-            data = expand(data, where, skip_invalid=skip_invalid)
+            data = expand(data, where, skip_invalid=skip_invalid)  # checks every point as below
         try:
-            experiment = _from_dict(cls, data, where)
+            experiment = section_from_dict(cls, data, where)
         except ConfigError as err:
             raise ConfigError(_by_row_id(str(err), data)) from None
         experiment.source = where
-        for row in experiment.rows:
+        for row in () if grid else experiment.rows:
             check_model(experiment.train_config(row).model, f"{where}: row {row.id}")
             experiment.resources_for(row)
         return experiment
 
     def validate(self, where: str) -> None:
-        _require(bool(self.name) and "/" not in self.name, where, "name", self.name, "a non-empty name without '/'")
+        require(bool(self.name) and "/" not in self.name, where, "name", self.name, "a non-empty name without '/'")
         check_recipe(self.recipe, where)
-        _require(len(self.rows) >= 1, where, "rows", self.rows, "at least one row")
-        _require(self.seeds >= 1, where, "seeds", self.seeds, ">= 1")
+        require(len(self.rows) >= 1, where, "rows", self.rows, "at least one row")
+        require(self.seeds >= 1, where, "seeds", self.seeds, ">= 1")
         ids = [row.id for row in self.rows]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        _require(not duplicates, where, "rows", duplicates, "unique row ids")
+        require(not duplicates, where, "rows", duplicates, "unique row ids")
 
     def row(self, row_id: str) -> Row:
         for row in self.rows:
@@ -167,10 +172,12 @@ class Experiment(_Section):
         raise ConfigError(f"{self.source}: no row {row_id!r}; rows: {[r.id for r in self.rows]}")
 
     def train_mapping(self, row: Row) -> dict[str, Any]:
-        """The row's TrainConfig as a plain mapping: recipe <- experiment train <- row model <- row train."""
+        """The row's TrainConfig as a plain mapping: recipe (the row's, else the experiment's) <- experiment train
+        <- row model <- row train."""
         from spikingformer.recipes import load_recipe
 
-        base = load_recipe(self.recipe) if self.recipe else {}
+        recipe = row.recipe or self.recipe
+        base = load_recipe(recipe) if recipe else {}
         row_part = deep_merge({"model": {"name": row.model.name, "kwargs": row.model.kwargs}}, row.train)
         return deep_merge(deep_merge(base, self.train), row_part)
 
@@ -181,7 +188,7 @@ class Experiment(_Section):
 
     def resources_for(self, row: Row) -> Resources:
         merged = deep_merge(vars(self.resources), row.resources)
-        return _from_dict(Resources, merged, f"{self.source}: row {row.id}: resources")
+        return section_from_dict(Resources, merged, f"{self.source}: row {row.id}: resources")
 
 
 def _by_row_id(message: str, data: Any) -> str:

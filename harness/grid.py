@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spikingformer.config import ConfigError, TrainConfig, _from_dict, _require, _Section, deep_merge
+from spikingformer.config import ConfigError, Section, TrainConfig, deep_merge, require, section_from_dict
 from spikingformer.models import MODEL_CONFIGS
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ _OVERLAY = ("paper", "description", "tolerance", "resources", "seeds")
 
 
 @dataclass
-class Grid(_Section):
+class Grid(Section):
     """The ``grid:`` section: axes (dotted TrainConfig keys, or ``dataset``) over base rows of a table."""
 
     axes: dict[str, Any]
@@ -59,19 +59,19 @@ class Grid(_Section):
     table: str | dict[str, str] | None = None
 
     def validate(self, where: str) -> None:
-        _require(len(self.axes) >= 1, where, "axes", self.axes, "at least one axis")
+        require(len(self.axes) >= 1, where, "axes", self.axes, "at least one axis")
         for key, values in self.axes.items():
-            _require(key == DATASET or all(k.split(".")[0] in _SECTIONS for k in key.split(",")), where, "axes", key,
+            require(key == DATASET or all(k.split(".")[0] in _SECTIONS for k in key.split(",")), where, "axes", key,
                      f"'{DATASET}', a dotted TrainConfig key under one of {list(_SECTIONS)} (e.g. model.kwargs.T), "
                      "or several joined by ',' that take each value together (model.kwargs.T,data.frames)")
-            _require(isinstance(values, list) and len(values) >= 1, where, f"axes.{key}", values,
+            require(isinstance(values, list) and len(values) >= 1, where, f"axes.{key}", values,
                      "a non-empty list of values")
-            _require(len({repr(v) for v in values}) == len(values), where, f"axes.{key}", values, "distinct values")
+            require(len({repr(v) for v in values}) == len(values), where, f"axes.{key}", values, "distinct values")
         if DATASET in self.axes:
-            _require(isinstance(self.table, dict) and set(self.axes[DATASET]) <= set(self.table), where, "table",
+            require(isinstance(self.table, dict) and set(self.axes[DATASET]) <= set(self.table), where, "table",
                      self.table, f"a mapping naming an experiment file for each dataset of {self.axes[DATASET]}")
         else:
-            _require(not isinstance(self.table, dict), where, "table", self.table,
+            require(not isinstance(self.table, dict), where, "table", self.table,
                      f"one experiment file (a mapping needs the '{DATASET}' axis)")
 
     def bases(self, default: list[str]) -> list[str]:
@@ -127,16 +127,16 @@ def _tables(grid: Grid, data: dict[str, Any], where: str) -> dict[Any, Experimen
     from harness.config import Experiment, read_yaml
 
     if grid.table is None:
-        _require("rows" in data, where, "grid.table", None, "an experiment file, or rows in this file")
+        require("rows" in data, where, "grid.table", None, "an experiment file, or rows in this file")
         return {None: Experiment.from_dict({k: v for k, v in data.items() if k != "grid"}, where)}
     extra = sorted(set(data) - {"name", "grid", "train", *_OVERLAY})
-    _require(not extra, where, "grid.table", grid.table, f"no {extra} beside it: the table gives those")
+    require(not extra, where, "grid.table", grid.table, f"no {extra} beside it: the table gives those")
     paths = grid.table if isinstance(grid.table, dict) else {None: grid.table}
     tables = {}
     for key, path in paths.items():
         path = Path(where).parent / path
         mapping = read_yaml(path, f"{where}: grid.table")
-        _require(isinstance(mapping, dict) and "grid" not in mapping, where, "grid.table", str(path),
+        require(isinstance(mapping, dict) and "grid" not in mapping, where, "grid.table", str(path),
                  "a paper table (an experiment file without a grid)")
         tables[key] = Experiment.from_dict(mapping, str(path))
     return tables
@@ -158,7 +158,7 @@ def _row_mapping(
     config = TrainConfig.from_dict(mapping, where=here)
     check_model(config.model, here)
     merged = deep_merge(vars(table.resources_for(row)), resources)
-    _from_dict(Resources, merged, f"{here}: resources")
+    section_from_dict(Resources, merged, f"{here}: resources")
     reference, paper = references.get(identity(config), (None, {"source": NO_REFERENCE}))
     return {
         "id": point_id, "model": mapping.pop("model"), "train": mapping, "resources": merged,
@@ -172,7 +172,7 @@ def expand(data: dict[str, Any], where: str, *, skip_invalid: bool = False) -> d
     Every point is validated here; impossible ones (a width the head count does not divide, ...) are all
     named in one error, or, with ``skip_invalid``, dropped and named on stderr.
     """
-    grid = _from_dict(Grid, data["grid"], f"{where}: grid")
+    grid = section_from_dict(Grid, data["grid"], f"{where}: grid")
     tables = _tables(grid, data, where)
     first = next(iter(tables.values()))
     keys = list(grid.axes)
@@ -187,7 +187,7 @@ def expand(data: dict[str, Any], where: str, *, skip_invalid: bool = False) -> d
     bases = grid.bases(common)
     for table in tables.values():
         missing = [b for b in bases if all(r.id != b for r in table.rows)]
-        _require(not missing, f"{where}: grid", "base", missing,
+        require(not missing, f"{where}: grid", "base", missing,
                  f"row ids of {table.source}: {[r.id for r in table.rows]}")
     rows, invalid = [], []
     for base_id in bases:
@@ -203,7 +203,7 @@ def expand(data: dict[str, Any], where: str, *, skip_invalid: bool = False) -> d
                           + "\n  ".join(invalid))
     for err in invalid:
         print(f"skipping an impossible grid point: {err}", file=sys.stderr)
-    _require(bool(rows), where, "grid", data["grid"], "at least one possible point")
+    require(bool(rows), where, "grid", data["grid"], "at least one possible point")
     header = {k: v for k, v in vars(first).items() if k in _OVERLAY}
     header.update(paper=vars(first.paper), tolerance=vars(first.tolerance))
     header.update({k: v for k, v in data.items() if k in (*_OVERLAY, "name")})

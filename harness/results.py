@@ -29,7 +29,8 @@ from harness import tracking
 from harness.config import Experiment, PaperNumbers, Tolerance, discover, load_experiment
 from harness.grid import NO_REFERENCE, axes, format_value
 from harness.tracking import default_tracking_uri
-from spikingformer.models import MODEL_CONFIGS
+from spikingformer import evaluate
+from spikingformer.models import MODEL_CONFIGS, model_label
 
 __all__ = [
     "ENERGY_ARTIFACT", "NA", "Experiment", "RowResult", "RowSetup", "RunReader", "SeedRun", "collect",
@@ -40,7 +41,7 @@ __all__ = [
 
 NA = "n/a"
 #: The per-layer firing-rate and energy report a finished trial logs (``EnergyReport.to_json``).
-ENERGY_ARTIFACT = "energy_layers.json"
+ENERGY_ARTIFACT = evaluate.ENERGY_ARTIFACT
 
 
 @dataclass
@@ -105,10 +106,10 @@ def summarize(
     """Aggregate one row's seed runs and judge it."""
     result = RowResult(experiment, row_id, paper, tolerance, sorted(runs, key=lambda r: r.seed))
     done = result.finished
-    result.best_top1_mean, result.best_top1_sd = _mean_sd(_values(done, "best_top1"))
-    result.last_top1_mean, result.last_top1_sd = _mean_sd(_values(done, "last_top1"))
+    result.best_top1_mean, result.best_top1_sd = _mean_sd(_values(done, evaluate.BEST_TOP1))
+    result.last_top1_mean, result.last_top1_sd = _mean_sd(_values(done, evaluate.LAST_TOP1))
     result.params, result.sops_G, result.energy_mJ = (
-        _mean_sd(_values(done, key))[0] for key in ("params", "sops_G", "energy_mJ")
+        _mean_sd(_values(done, key))[0] for key in (evaluate.PARAMS, evaluate.SOPS_G, evaluate.ENERGY_MJ)
     )
     if result.best_top1_mean is not None and paper.top1 is not None:
         result.delta = result.best_top1_mean - paper.top1
@@ -159,6 +160,8 @@ class RowSetup:
     model: str
     dataset: str
     time_steps: int
+    #: What the model is (``spikingformer.models.model_label``): the registered name, or its real depth-width.
+    label: str = ""
 
 
 def row_setups(experiment: Experiment) -> dict[str, RowSetup]:
@@ -167,7 +170,8 @@ def row_setups(experiment: Experiment) -> dict[str, RowSetup]:
     for row in experiment.rows:
         config = experiment.train_config(row)
         kwargs = {**MODEL_CONFIGS[config.model.name][1], **config.model.kwargs}  # every registered config sets T
-        setups[row.id] = RowSetup(config.model.name, config.data.dataset, int(kwargs["T"]))
+        label = model_label(config.model.name, **config.model.kwargs)
+        setups[row.id] = RowSetup(config.model.name, config.data.dataset, int(kwargs["T"]), label)
     return setups
 
 
@@ -209,6 +213,14 @@ class RunReader:
                 return json.loads(Path(self._store.client.download_artifacts(run_id, path, tmp)).read_text())
             except (MlflowException, OSError, ValueError):
                 return None
+
+    def costs(self, rows: Sequence[RowResult], name: str) -> tuple[list[Any], Any | None]:
+        """What each row cost (``harness.cost.RowCost``) beside the latest ``sfh plan`` of the tracked ``name``
+        (``harness.cost.Plan``, None without one)."""
+        from harness import cost  # it builds on this module's rows
+
+        plan = cost.latest_plan(self._store, name)
+        return cost.row_costs(self._store, list(rows), plan), plan
 
 
 # --- formatting, shared by every rendering ----------------------------------------------------------------

@@ -19,13 +19,13 @@ import optuna
 
 from harness.config import Experiment, check_model, check_recipe, load_experiment, read_yaml
 from harness.grid import nest
-from spikingformer.config import ConfigError, ModelConfig, _from_dict, _require, _Section, deep_merge
+from spikingformer.config import ConfigError, ModelConfig, Section, deep_merge, require, section_from_dict
 
 KINDS = ("uniform", "loguniform", "integer", "choice")
 
 
 @dataclass
-class Dimension(_Section):
+class Dimension(Section):
     """One key's distribution, exactly one of: ``uniform``/``loguniform``/``integer`` (both ends included)
     as ``[low, high]``, or ``choice`` as a list of values."""
 
@@ -40,14 +40,14 @@ class Dimension(_Section):
 
     def validate(self, where: str) -> None:
         given = [k for k in KINDS if getattr(self, k) is not None]
-        _require(len(given) == 1, where, "distribution", given or None, f"exactly one of {list(KINDS)}")
+        require(len(given) == 1, where, "distribution", given or None, f"exactly one of {list(KINDS)}")
         value = getattr(self, given[0])
         if given[0] == "choice":
-            _require(len(value) >= 1 and len(set(map(repr, value))) == len(value), where, "choice", list(value),
+            require(len(value) >= 1 and len(set(map(repr, value))) == len(value), where, "choice", list(value),
                      "a non-empty list of distinct values")
             return
-        _require(value[0] < value[1], where, given[0], list(value), "[low, high] with low < high")
-        _require(given[0] != "loguniform" or value[0] > 0, where, "loguniform", list(value), "low > 0")
+        require(value[0] < value[1], where, given[0], list(value), "[low, high] with low < high")
+        require(given[0] != "loguniform" or value[0] > 0, where, "loguniform", list(value), "low > 0")
 
     def candidates(self) -> list[Any]:
         """The values validation tries: both ends of a range, every choice."""
@@ -77,7 +77,7 @@ class Sampler:
 
 
 @dataclass
-class Base(_Section):
+class Base(Section):
     """Where the tuned row starts: ``experiment`` (path relative to the search file) + ``row``, or
     ``recipe`` + ``model``. ``train``/``resources`` change it for good (they stay in the best row)."""
 
@@ -99,19 +99,19 @@ class Base(_Section):
 
 
 @dataclass
-class Asha(_Section):
+class Asha(Section):
     """ASHA rungs at ``grace_period * reduction_factor**k`` epochs; below the top 1/reduction_factor stops."""
 
     grace_period: int = 1
     reduction_factor: int = 2
 
     def validate(self, where: str) -> None:
-        _require(self.grace_period >= 1, where, "grace_period", self.grace_period, ">= 1")
-        _require(self.reduction_factor >= 2, where, "reduction_factor", self.reduction_factor, ">= 2")
+        require(self.grace_period >= 1, where, "grace_period", self.grace_period, ">= 1")
+        require(self.reduction_factor >= 2, where, "reduction_factor", self.reduction_factor, ">= 2")
 
 
 @dataclass
-class Search(_Section):
+class Search(Section):
     """A search space around one row, how to rank trials, and how many to run per invocation."""
 
     name: str
@@ -139,9 +139,9 @@ class Search(_Section):
     def from_dict(cls, data: Any, where: str) -> Search:
         """Validate a parsed search file, its base row and every value of its space."""
         if isinstance(data, dict) and isinstance(data.get("space"), dict):
-            space = {k: _from_dict(Dimension, v, f"{where}: space.{k}") for k, v in data["space"].items()}
+            space = {k: section_from_dict(Dimension, v, f"{where}: space.{k}") for k, v in data["space"].items()}
             data = {**data, "space": space}
-        search = _from_dict(cls, data, where)
+        search = section_from_dict(cls, data, where)
         search.source = where
         experiment = search.experiment()
         for key, dim in search.space.items():
@@ -150,12 +150,12 @@ class Search(_Section):
         return search
 
     def validate(self, where: str) -> None:
-        _require(bool(self.name) and "/" not in self.name, where, "name", self.name, "a non-empty name without '/'")
-        _require(len(self.space) >= 1, where, "space", self.space, "at least one key")
-        _require(self.num_samples >= 1, where, "num_samples", self.num_samples, ">= 1")
-        _require(self.max_concurrent is None or self.max_concurrent >= 1, where, "max_concurrent",
+        require(bool(self.name) and "/" not in self.name, where, "name", self.name, "a non-empty name without '/'")
+        require(len(self.space) >= 1, where, "space", self.space, "at least one key")
+        require(self.num_samples >= 1, where, "num_samples", self.num_samples, ">= 1")
+        require(self.max_concurrent is None or self.max_concurrent >= 1, where, "max_concurrent",
                  self.max_concurrent, "null or >= 1")
-        _require(self.startup_trials >= 0, where, "startup_trials", self.startup_trials, ">= 0")
+        require(self.startup_trials >= 0, where, "startup_trials", self.startup_trials, ">= 0")
 
     def _base(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The base as (experiment file without rows, row), both plain mappings, with ``base.train``/``resources``."""

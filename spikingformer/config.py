@@ -65,7 +65,7 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
         return value
     if dataclasses.is_dataclass(tp):
-        return _from_dict(tp, value, where)
+        return section_from_dict(tp, value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -94,7 +94,9 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     raise TypeError(f"unsupported config type {tp} at {where}")
 
 
-def _from_dict(cls: type, data: Any, where: str) -> Any:
+def section_from_dict(cls: type, data: Any, where: str) -> Any:
+    """A ``Section`` dataclass from a mapping: unknown keys and mistyped values are ``ConfigError``s naming
+    ``where`` and the key; then the section's own ``validate``. Public: the harness's schemas reuse it."""
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
@@ -116,18 +118,21 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
     return obj
 
 
-def _require(cond: bool, where: str, key: str, value: Any, allowed: str) -> None:
+def require(cond: bool, where: str, key: str, value: Any, allowed: str) -> None:
+    """A ``ConfigError`` naming the key, the value and what is allowed, unless ``cond``."""
     if not cond:
         raise ConfigError(f"{where + '.' if where else ''}{key}: {value!r} is not allowed ({allowed})")
 
 
-class _Section:
+class Section:
+    """Base of every validated configuration dataclass (here and in the harness's schemas)."""
+
     def validate(self, where: str) -> None:
         """Cross-field and range checks; overridden per section."""
 
 
 @dataclass
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """A registered model name plus constructor overrides (num_classes, num_heads, T, ...)."""
 
     name: str = "spikingformer_cifar_4_384"
@@ -136,11 +141,11 @@ class ModelConfig(_Section):
     def validate(self, where: str) -> None:
         from spikingformer.models import MODEL_CONFIGS
 
-        _require(self.name in MODEL_CONFIGS, where, "name", self.name, f"one of {sorted(MODEL_CONFIGS)}")
+        require(self.name in MODEL_CONFIGS, where, "name", self.name, f"one of {sorted(MODEL_CONFIGS)}")
 
 
 @dataclass
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where the data lives and how it is batched. ``batch_size`` is per device (per DDP rank)."""
 
     dataset: str = "synthetic"
@@ -161,18 +166,18 @@ class DataConfig(_Section):
     max_eval_batches: int | None = None
 
     def validate(self, where: str) -> None:
-        _require(self.dataset in DATASETS, where, "dataset", self.dataset, f"one of {list(DATASETS)}")
-        _require(self.batch_size >= 1, where, "batch_size", self.batch_size, ">= 1")
-        _require(self.num_workers >= 0, where, "num_workers", self.num_workers, ">= 0")
+        require(self.dataset in DATASETS, where, "dataset", self.dataset, f"one of {list(DATASETS)}")
+        require(self.batch_size >= 1, where, "batch_size", self.batch_size, ">= 1")
+        require(self.num_workers >= 0, where, "num_workers", self.num_workers, ">= 0")
         optional = ("eval_batch_size", "recipe_global_batch", "frames", "train_size", "eval_size",
                     "max_train_batches", "max_eval_batches")
         for key in optional:
             value = getattr(self, key)
-            _require(value is None or value >= 1, where, key, value, "null or >= 1")
+            require(value is None or value >= 1, where, key, value, "null or >= 1")
 
 
 @dataclass
-class OptimConfig(_Section):
+class OptimConfig(Section):
     """timm AdamW, SGD or LAMB (SDT); 1-D parameters (biases, BN) get no weight decay, as timm does."""
 
     opt: Literal["adamw", "sgd", "lamb"] = "adamw"
@@ -187,18 +192,18 @@ class OptimConfig(_Section):
     clip_grad: float | None = None
 
     def validate(self, where: str) -> None:
-        _require(self.lr > 0, where, "lr", self.lr, "> 0")
-        _require(self.weight_decay >= 0, where, "weight_decay", self.weight_decay, ">= 0")
-        _require(self.grad_accum_steps >= 1, where, "grad_accum_steps", self.grad_accum_steps, ">= 1")
-        _require(
+        require(self.lr > 0, where, "lr", self.lr, "> 0")
+        require(self.weight_decay >= 0, where, "weight_decay", self.weight_decay, ">= 0")
+        require(self.grad_accum_steps >= 1, where, "grad_accum_steps", self.grad_accum_steps, ">= 1")
+        require(
             self.lr_scaling == "none" or (self.base_batch or 0) >= 1,
             where, "base_batch", self.base_batch, "an integer >= 1 when lr_scaling is 'linear'",
         )
-        _require(self.clip_grad is None or self.clip_grad > 0, where, "clip_grad", self.clip_grad, "null or > 0")
+        require(self.clip_grad is None or self.clip_grad > 0, where, "clip_grad", self.clip_grad, "null or > 0")
 
 
 @dataclass
-class ScheduleConfig(_Section):
+class ScheduleConfig(Section):
     """timm cosine schedule stepped per epoch; total epochs = epochs + cooldown_epochs."""
 
     sched: Literal["cosine", "constant"] = "cosine"
@@ -219,15 +224,15 @@ class ScheduleConfig(_Section):
         return self.epochs + self.cooldown_epochs
 
     def validate(self, where: str) -> None:
-        _require(self.epochs >= 1, where, "epochs", self.epochs, ">= 1")
-        _require(0 <= self.warmup_epochs <= self.epochs, where, "warmup_epochs", self.warmup_epochs, "0..epochs")
-        _require(self.warmup_lr >= 0, where, "warmup_lr", self.warmup_lr, ">= 0")
-        _require(self.min_lr >= 0, where, "min_lr", self.min_lr, ">= 0")
-        _require(self.cooldown_epochs >= 0, where, "cooldown_epochs", self.cooldown_epochs, ">= 0")
+        require(self.epochs >= 1, where, "epochs", self.epochs, ">= 1")
+        require(0 <= self.warmup_epochs <= self.epochs, where, "warmup_epochs", self.warmup_epochs, "0..epochs")
+        require(self.warmup_lr >= 0, where, "warmup_lr", self.warmup_lr, ">= 0")
+        require(self.min_lr >= 0, where, "min_lr", self.min_lr, ">= 0")
+        require(self.cooldown_epochs >= 0, where, "cooldown_epochs", self.cooldown_epochs, ">= 0")
 
 
 @dataclass
-class AugmentConfig(_Section):
+class AugmentConfig(Section):
     """Train-time augmentation and the loss's label smoothing, per SPEC §6."""
 
     auto_augment: str | None = None
@@ -269,18 +274,18 @@ class AugmentConfig(_Section):
     def validate(self, where: str) -> None:
         for key in ("hflip", "re_prob", "mixup_prob", "mixup_switch_prob"):
             value = getattr(self, key)
-            _require(0.0 <= value <= 1.0, where, key, value, "a probability in [0, 1]")
-        _require(0.0 <= self.smoothing < 1.0, where, "smoothing", self.smoothing, "in [0, 1)")
-        _require(self.color_jitter >= 0.0, where, "color_jitter", self.color_jitter, ">= 0")
-        _require(self.re_count >= 1, where, "re_count", self.re_count, ">= 1")
+            require(0.0 <= value <= 1.0, where, key, value, "a probability in [0, 1]")
+        require(0.0 <= self.smoothing < 1.0, where, "smoothing", self.smoothing, "in [0, 1)")
+        require(self.color_jitter >= 0.0, where, "color_jitter", self.color_jitter, ">= 0")
+        require(self.re_count >= 1, where, "re_count", self.re_count, ">= 1")
         off = self.mixup_off_epoch
-        _require(off is None or off >= 1, where, "mixup_off_epoch", off, "null (never) or an epoch >= 1")
+        require(off is None or off >= 1, where, "mixup_off_epoch", off, "null (never) or an epoch >= 1")
         lamb = self.tet_lamb
-        _require(lamb is None or 0.0 <= lamb <= 1.0, where, "tet_lamb", lamb, "null (no TET) or in [0, 1]")
+        require(lamb is None or 0.0 <= lamb <= 1.0, where, "tet_lamb", lamb, "null (no TET) or in [0, 1]")
 
 
 @dataclass
-class RuntimeConfig(_Section):
+class RuntimeConfig(Section):
     """Where and how a run executes; nothing here changes the recipe's mathematics except ``amp``."""
 
     seed: int = 42
@@ -303,13 +308,13 @@ class RuntimeConfig(_Section):
 
     def validate(self, where: str) -> None:
         ema_ok = self.ema_decay is None or 0.0 < self.ema_decay < 1.0
-        _require(ema_ok, where, "ema_decay", self.ema_decay, "null or in (0, 1)")
-        _require(self.eval_every >= 1, where, "eval_every", self.eval_every, ">= 1")
-        _require(self.checkpoint_every >= 1, where, "checkpoint_every", self.checkpoint_every, ">= 1")
+        require(ema_ok, where, "ema_decay", self.ema_decay, "null or in (0, 1)")
+        require(self.eval_every >= 1, where, "eval_every", self.eval_every, ">= 1")
+        require(self.checkpoint_every >= 1, where, "checkpoint_every", self.checkpoint_every, ">= 1")
 
 
 @dataclass
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Everything one training run needs."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -322,7 +327,7 @@ class TrainConfig(_Section):
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "") -> TrainConfig:
         """Validate a plain mapping (e.g. parsed YAML); ``where`` prefixes error messages (file, row)."""
-        return _from_dict(cls, data, where)
+        return section_from_dict(cls, data, where)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,7 +2,7 @@
 
 from spikingformer.models.base import SpikingTransformer
 from spikingformer.models.qkformer import QKFormer
-from spikingformer.models.registry import MODEL_CONFIGS, build_model
+from spikingformer.models.registry import MODEL_CONFIGS, build_model, model_label
 from spikingformer.models.spike_driven import SpikeDrivenTransformer
 from spikingformer.models.spikformer import Spikformer
 from spikingformer.models.spikingformer import Spikingformer
@@ -15,4 +15,5 @@ __all__ = [
     "Spikingformer",
     "SpikingTransformer",
     "build_model",
+    "model_label",
 ]

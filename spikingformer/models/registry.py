@@ -113,3 +113,14 @@ def build_model(name: str, **overrides: Any) -> torch.nn.Module:
     if name not in MODEL_CONFIGS:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(MODEL_CONFIGS)}")
     return timm.create_model(name, **overrides)
+
+
+def model_label(name: str, **overrides: Any) -> str:
+    """What a configuration is: its registered name, or, when ``overrides`` change its depth or width, the
+    family with its real depth-width and where it came from (``Spikingformer-1-64, from spikingformer_cifar_2_384``).
+    """
+    family, defaults = MODEL_CONFIGS[name]
+    built = {**defaults, **overrides}
+    if all(built.get(key) == defaults.get(key) for key in ("depth", "embed_dim")):
+        return name
+    return f"{family.__name__}-{built.get('depth')}-{built.get('embed_dim')}, from {name}"
