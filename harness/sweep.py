@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import threading
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from ray.tune.experiment import Trial
 
 from harness import cluster, tracking
 from harness.specs import TrialSpec, bind, path_name, trial_resources
-from harness.trial import trainable
+from harness.trial import METRIC, trainable
 
 #: What the sweep was started with, beside Tune's own state: the resume command reads it back.
 INVOCATION = "sfh_invocation.json"
@@ -68,6 +69,13 @@ def resume_hint(name: str, storage: str) -> str:
     flag = "" if Path(storage) == Path("runs/ray").resolve() else f" --storage {storage}"
     make = f"make resume NAME={name}" + (f" STORAGE={storage}" if flag else "")
     return f"sfh resume {name}{flag}   (or: {make})"
+
+
+def driver_failed(store: tracking.Tracking, parent: str | None, err: BaseException) -> None:
+    """The driver itself failed (Tune, Ray): its parent run ends FAILED with the reason, not RUNNING forever."""
+    if parent is not None:
+        store.record_failure(parent, f"the driver failed: {type(err).__name__}: {err}"[: tracking.FAILURE_TAG_CHARS],
+                             "".join(traceback.format_exception(err)), kind="driver error")
 
 
 def conclude(store: tracking.Tracking, name: str, parent: str, results: tune.ResultGrid | None,
@@ -161,7 +169,7 @@ def run(
     """
     tuner = tune.Tuner(
         trainable(),
-        param_space=param_space,
+        param_space={**param_space, METRIC: metric},  # a failed trial reports it (as NaN): Tune requires it
         tune_config=tune.TuneConfig(
             metric=metric,
             mode=mode,

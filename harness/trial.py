@@ -15,6 +15,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -123,13 +124,15 @@ def run_trial(config: dict[str, Any]) -> None:
             store.record_failure(run_id, reason, str(err), kind="deterministic" if fatal else "retries exhausted")
             # Ended here, not raised: Tune would retry any exception (it cannot tell a NaN from a lost node),
             # training the whole trial again. The driver reads the outcome from the MLflow run.
-            tune.report({FAILED: reason})
+            tune.report({FAILED: reason, config.get(METRIC, "top1"): math.nan})
             return
     store.end(run_id, "FINISHED")
 
 
 #: The result key of a trial that ended FAILED (its reason): Tune sees it complete, MLflow records it FAILED.
 FAILED = "sfh_failed"
+#: The config key naming the sweep's metric, which every result must hold (a failed trial's is NaN).
+METRIC = "sfh_metric"
 
 
 #: Worker exceptions that fail the same way on every attempt: non-finite loss, configuration, data layout and

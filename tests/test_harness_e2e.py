@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -299,7 +300,9 @@ def test_one_driver_per_experiment_nan_fails_once_and_ctrl_c_kills(head: RayNode
     driver = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: _status(store, name, "ok") == "RUNNING", 300, "the first driver's trials")
+        began = time.monotonic()
         second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+        print(f"second launch refused after {time.monotonic() - began:.1f} s (process start included)")
         assert second.returncode == 75, second.stdout + second.stderr
         assert f"experiment {name} is already running" in second.stderr and f"pid {driver.pid}" in second.stderr
         wait_for(lambda: _status(store, name, "nan") == "FAILED", 300, "the NaN trial to fail")

@@ -125,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune took over
             if parent is None:
                 raise
+        except Exception as err:
+            sweep.driver_failed(store, parent, err)
+            raise
         finally:
             cluster.shutdown()
         code = sweep.conclude(store, name, parent, results, [s.run_key for s in pending],

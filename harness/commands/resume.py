@@ -29,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
             results = sweep.restore(name=args.name, storage=storage)
         except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune took over
             pass
+        except Exception as err:
+            sweep.driver_failed(store, parent, err)
+            raise
         finally:
             cluster.shutdown()
         code = sweep.conclude(store, args.name, parent, results, None, interrupted=sweep.INTERRUPTED.is_set())

@@ -183,6 +183,9 @@ def _search(args: argparse.Namespace, search: Search, spec: TrialSpec, name: str
     except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune took over
         if parent is None:
             raise
+    except Exception as err:
+        sweep.driver_failed(store, parent, err)
+        raise
     finally:
         cluster.shutdown()
     code = sweep.conclude(store, name, parent, results, [], interrupted=sweep.INTERRUPTED.is_set())
