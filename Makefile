@@ -24,7 +24,7 @@ TABLES := imagenet cifar10 cifar100 cifar10-dvs dvs128-gesture \
           spikformer-imagenet spikformer-cifar10 spikformer-cifar100
 TABLES += qkformer-imagenet qkformer-cifar10 qkformer-cifar100 qkformer-cifar10-dvs qkformer-dvs128-gesture
 
-.PHONY: install test test-fast lint demo bench params
+.PHONY: install test test-fast lint demo bench params gpu-check
 
 install: $(STAMP)
 
@@ -79,6 +79,10 @@ table: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# One GPU, no dataset, under 8 minutes: what the CPU suite cannot run (README: GPU acceptance). Exits 2 without a GPU.
+gpu-check: install
+	$(BIN)/python bench/gpu_check.py
 
 params: install
 	$(SFH) params
