@@ -14,8 +14,9 @@ What is adjusted, and why, is explicit (``timm_selection``):
 - Heavy groups (real forward/backward passes at the paper's fixed input sizes) and the TorchScript ones run
   on the cheapest model of each family, ``HEAVY_MODELS``; every model runs ``test_model_default_cfgs`` (on
   the meta device: a shape-level forward of the whole model, the head, ``num_classes=0`` and
-  ``global_pool=''``). Without this the file takes tens of minutes on a 2-core CPU (timm's size limits
-  never shrink a fixed-size input).
+  ``global_pool=''``); the prune contract (timm's slowest, kept out of timm's own CI) runs on ``ONE_MODEL``.
+  Without this the file takes tens of minutes on a 2-core CPU (timm's size limits never shrink a fixed-size
+  input).
 - Groups with nothing to test on our models are named in ``NOT_APPLICABLE``; every other group must have
   an item for our models, or collection stops (no group silently empty).
 """
@@ -27,7 +28,15 @@ from collections import defaultdict
 import pytest
 import timm
 from timm.models import split_model_name_tag
-from timm_selection import EXPECTED_GROUPS, HEAVY_GROUPS, HEAVY_MODELS, OURS, TORCHSCRIPT_GROUPS
+from timm_selection import (
+    EXPECTED_GROUPS,
+    HEAVY_GROUPS,
+    HEAVY_MODELS,
+    ONE_MODEL,
+    ONE_MODEL_GROUPS,
+    OURS,
+    TORCHSCRIPT_GROUPS,
+)
 
 _list_models = timm.list_models
 
@@ -65,7 +74,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in here:
         model = getattr(getattr(item, "callspec", None), "params", {}).get("model_name")
         group = item.originalname
-        if model not in OURS or (group in HEAVY_GROUPS | TORCHSCRIPT_GROUPS and model not in HEAVY_MODELS):
+        heavy = group in HEAVY_GROUPS | TORCHSCRIPT_GROUPS and model not in HEAVY_MODELS
+        if model not in OURS or heavy or (group in ONE_MODEL_GROUPS and model != ONE_MODEL):
             drop.append(item)
             continue
         if group in TORCHSCRIPT_GROUPS:
