@@ -185,3 +185,32 @@ def test_deterministic_worker_errors_end_a_trial_and_lost_workers_are_retried() 
     assert deterministic_cause(lost) is None
     assert deterministic_cause(WorkerGroupError("gloo", {0: RuntimeError("Connection reset by peer")})) is None
     assert first_line(nan) == "rank 0 failed"
+
+
+def test_a_restarted_rank_resumes_from_the_newest_intact_of_the_checkpoints_ray_train_keeps(tmp_path: Path) -> None:
+    """Ray Train keeps the last two reported checkpoints: with both files of the newest cut short, the rank
+    resumes from the older one, tags the run with where from and what was skipped (their storage paths), and
+    drops the broken local copies so they are never reported again."""
+    import ray.train
+    import torch
+
+    from harness.trial import _resume_point
+    from spikingformer.train_checkpoint import save_checkpoint
+
+    run = tmp_path / "storage" / "run"
+    older, newest = run / "checkpoint_2026-12-01_10-00-00.000001", run / "checkpoint_2026-12-01_10-05-00.000001"
+    for folder, epoch in ((older, 0), (newest, 1)):
+        for name in ("last.pt", "best.pt"):
+            save_checkpoint({"epoch": epoch, "model": {"w": torch.zeros(256)}}, folder / name)
+    for name in ("last.pt", "best.pt"):
+        (newest / name).write_bytes((newest / name).read_bytes()[:100])
+    work, scratch = tmp_path / "scratch" / "checkpoints", tmp_path / "scratch"
+    work.mkdir(parents=True)
+    resume = _resume_point(ray.train.Checkpoint(str(newest)), work, scratch)
+    assert resume.path == scratch / "older-0" / "last.pt"
+    assert resume.tags["sfh.resume.from"] == f"{older / 'last.pt'} (epoch 0)"
+    skipped = resume.tags["sfh.resume.skipped"]
+    assert f"cannot read checkpoint {newest / 'last.pt'}: it is truncated or corrupt" in skipped
+    assert f"cannot read checkpoint {newest / 'best.pt'}: it is truncated or corrupt" in skipped
+    assert not list(work.iterdir()), "the unreadable local copies are gone"
+    assert (newest / "last.pt").stat().st_size == 100, "the storage itself is left as it is"
