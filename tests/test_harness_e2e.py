@@ -31,7 +31,10 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 EXPERIMENTS = REPO / "experiments"
-PAPER_FILES = ("imagenet", "cifar10", "cifar100", "cifar10-dvs", "dvs128-gesture")
+PAPER_FILES = (
+    "imagenet", "cifar10", "cifar100", "cifar10-dvs", "dvs128-gesture",
+    "qkformer-imagenet", "qkformer-cifar10", "qkformer-cifar100", "qkformer-cifar10-dvs", "qkformer-dvs128-gesture",
+)
 HOST = "127.0.0.2"
 #: Logical CPUs of the test head: more than the cores, so the five smoke trials overlap their start-up waits.
 LOGICAL_CPUS = 6
@@ -117,8 +120,8 @@ def check_finished_trial(store: tracking.Tracking, run) -> None:
 def test_smoke_every_paper_table(head: RayNode, tmp_path: Path) -> None:
     """Every table runs on CPU: its first row, synthetic data of the row's shape, 1 epoch of 1 batch.
 
-    The five drivers run side by side (their trials' start-up is mostly waiting on process spawns), each
-    with its own sqlite store.
+    The drivers (Spikingformer's five tables and the peers') run side by side (their trials' start-up is mostly
+    waiting on process spawns), each with its own sqlite store.
     """
     from harness.config import load_experiment
 
