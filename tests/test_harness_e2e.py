@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,7 +149,12 @@ def test_smoke_every_paper_table(head: RayNode, tmp_path: Path) -> None:
 def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_server: str, tmp_path: Path,
                                                                     capsys) -> None:
     """Without --address: a private Ray of its own on 127.0.0.2 (the trials' node, as their runs record)."""
+    # A plan first (one timed step): the launch prints its projection and the table its plan-vs-actual ratio. The
+    # system-metrics monitor samples often enough for seconds-long trials.
+    assert sfh("plan", EXPERIMENTS / "demo.yaml", "--smoke", "--seeds", "2", "--rows", "spikingformer", "--steps",
+               "1", "--tracking-uri", mlflow_server) == 0
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.2"
     driver = subprocess.run(
         [str(BIN / "sfh"), "reproduce", str(EXPERIMENTS / "demo.yaml"), "--smoke", "--seeds", "2", "--rows",
          "spikingformer", "--storage", str(tmp_path / "ray"), "--tracking-uri", mlflow_server],
@@ -164,6 +170,15 @@ def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_serv
         check_finished_trial(server, run)
         assert run.data.tags["sfh.node"] == LOCAL_NODE_IP
     assert "| spikingformer | n/a |" in out and "| 2/2 | n/a |" in out
+    # What it cost: the plan's projection before the launch; each run's training time and device-hours, its
+    # energy or (no counters, as here) n/a with the reason, MLflow's system metrics; the ratio to the plan.
+    assert "plan (cpu (1 threads), 1 timed steps a row): 2 trial(s) projected at" in out
+    for run in runs.values():
+        metrics, source = run.data.metrics, run.data.tags["sfh.energy.source"]
+        assert metrics["train_time_s"] > 0 and metrics["device_hours"] == pytest.approx(metrics["train_time_s"] / 3600)
+        assert ("energy_kWh" in metrics) != source.startswith("n/a: "), source
+        assert "system/cpu_utilization_percentage" in metrics
+    assert re.search(r"\| spikingformer \| 2 \| \S+ / \S+ \| \d+\.\d\d \| ", out), out
     for seed in (0, 1):  # the progress lines, in place of Tune's tables
         assert f"spikingformer seed{seed}" in out and "epoch 1/1  top-1" in out and "done in" in out
     assert "Trial status" not in out and "Number of trials" not in out
