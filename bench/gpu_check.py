@@ -58,12 +58,14 @@ class Scale:
     model_kwargs: dict = field(default_factory=dict)
     batch: int = 64
     train_batches: int = 40
+    #: Batches per epoch of the killed run: long enough an epoch that the kill lands between epoch 0 and 1.
+    resume_batches: int = 150
     bench: bool = True
 
 
 GPU = Scale("cuda", (16, 384, 196))
 CPU = Scale("cpu", (2, 24, 40), {"embed_dim": 64, "num_heads": 4, "depth": 1}, batch=4, train_batches=3,
-            bench=False)
+            resume_batches=40, bench=False)
 
 
 def lif_exactness(scale: Scale, work: Path) -> dict:
@@ -92,9 +94,10 @@ def lif_exactness(scale: Scale, work: Path) -> dict:
 
 
 def _train_config(scale: Scale, amp: str, epochs: int = 1) -> dict:
+    batches = scale.train_batches if epochs == 1 else scale.resume_batches
     return {
         "model": {"name": "spikingformer_cifar_4_384", "kwargs": dict(scale.model_kwargs)},
-        "data": {"dataset": "synthetic", "batch_size": scale.batch, "train_size": scale.batch * scale.train_batches,
+        "data": {"dataset": "synthetic", "batch_size": scale.batch, "train_size": scale.batch * batches,
                  "eval_size": scale.batch, "num_workers": 0},
         "schedule": {"epochs": epochs, "warmup_epochs": 0, "cooldown_epochs": 0},
         "runtime": {"device": scale.device, "amp": amp},
