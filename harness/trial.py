@@ -41,6 +41,7 @@ from spikingformer.data import build_eval_loader
 from spikingformer.energy import GIGA, measure_conventions
 from spikingformer.engine import Callback, FitResult, fit
 from spikingformer.models import Spikformer, build_model
+from spikingformer.neurons import describe_lif_backend, resolve_lif_backend
 from spikingformer.train_checkpoint import (
     BEST,
     LAST,
@@ -214,7 +215,9 @@ def train_worker(job: WorkerJob) -> None:
     log = tracking.EpochLog(store, job.run_id) if store is not None else None
     if store is not None:
         world = ray.train.get_context().get_world_size()
-        store.set_tags(job.run_id, {"sfh.device": _device_name(device), "sfh.world_size": str(world),
+        lif_device = device or torch.device("cpu")  # the device the engine resolves runtime.lif_backend for
+        lif = describe_lif_backend(resolve_lif_backend(config.runtime.lif_backend, lif_device), lif_device)
+        store.set_tags(job.run_id, {"sfh.device": _device_name(device), "sfh.lif": lif, "sfh.world_size": str(world),
                                     "sfh.node": ray.util.get_node_ip_address(),
                                     **(resume.tags if resume is not None else {})})
     try:

@@ -45,6 +45,7 @@ from spikingformer.distributed import (
     rank_and_world,
 )
 from spikingformer.models import build_model
+from spikingformer.neurons import set_lif_backend
 from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
 from spikingformer.tet import TETLoss
 from spikingformer.train_checkpoint import (
@@ -168,7 +169,7 @@ class _Run:
 
     config: TrainConfig
     model: nn.Module
-    net: nn.Module  # the DDP wrapper under torch.distributed, else the model itself
+    net: nn.Module  # what trains: the model, under torch.compile when runtime.compile, in DDP when distributed
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
@@ -355,6 +356,7 @@ def set_up(config: TrainConfig, device: torch.device | None = None) -> _Run:
         torch.cuda.set_device(device)
     torch.manual_seed(config.runtime.seed)  # identical initial weights on every rank
     model = build_model(config.model.name, **config.model.kwargs).to(device)
+    set_lif_backend(model, config.runtime.lif_backend, device)
     if config.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_loader, eval_loader = build_loaders(config, rank=rank, world_size=world)
@@ -365,7 +367,7 @@ def set_up(config: TrainConfig, device: torch.device | None = None) -> _Run:
     return _Run(
         config=config,
         model=model,
-        net=model,
+        net=torch.compile(model) if config.runtime.compile else model,  # trains through it; shares the weights
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, config.schedule, updates_per_epoch(config, train_loader)),
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
@@ -494,7 +496,7 @@ def fit(
         _restore(run, newest_intact(resume_candidates(resume_from)).content, run.rank)
     if is_distributed():
         run.net = DistributedDataParallel(
-            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None,
+            run.net, device_ids=[run.device.index] if run.device.type == "cuda" else None,
             find_unused_parameters=False,
         )
     if run.rank == 0:
