@@ -38,8 +38,6 @@ SPLIT_SIZES: dict[str, tuple[int, int]] = {
     "dvs128-gesture": (1_176, 288),
     "digits": (1_437, 360),
 }
-#: Datasets that need no files on disk.
-BUILT_IN = ("digits", "synthetic")
 
 
 def split_size(config: TrainConfig, split: str) -> int:
@@ -134,12 +132,14 @@ def input_source(config: TrainConfig, device: torch.device) -> tuple[TrainConfig
     samples of the model's input shape (no augmentation pipeline then; made in the measured process on a CPU,
     whose cores loader processes would take from the step)."""
     data = config.data
-    if data.dataset in BUILT_IN:
+    if data.dataset == "digits":
         return config, data.dataset
+    shape = list(input_spec(config.model).input_shape)
+    if data.dataset == "synthetic":
+        return config, f"synthetic {shape}"
     if data.root is not None and Path(data.root).is_dir():
         return config, f"{data.dataset} at {data.root}"
     why = f"no {data.dataset} folder at {data.root}" if data.root else f"no data root given for {data.dataset}"
-    shape = list(input_spec(config.model).input_shape)
     synthetic = {"dataset": "synthetic", "root": None, "train_size": None, "eval_size": None, "frames": None,
                  **({"num_workers": 0} if device.type == "cpu" else {})}
     return TrainConfig.from_dict(deep_merge(config.to_dict(), {"data": synthetic})), f"synthetic {shape} ({why})"
