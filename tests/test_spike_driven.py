@@ -260,3 +260,14 @@ def test_the_imagenet_table_trains_each_row_with_its_own_conf() -> None:
     assert (configs["10-512"].data.batch_size, configs["10-512"].augment.mixup_prob) == (36, 0.75)
     assert (configs["6-512"].optim.lr, configs["6-512"].augment.scale) == (1e-3, (0.08, 1.0))
     assert (configs["8-512-T1"].model.kwargs["T"], configs["8-512-T1"].optim.lr) == (1, 1.5e-3)
+
+
+def test_sfh_energy_says_the_paper_figure_cannot_be_recomputed(capsys: pytest.CaptureFixture) -> None:
+    from harness.cli import main
+
+    args = ["energy", "--model", "sdt_cifar10dvs_2_256", "--T", "1", "--max-batches", "1", "--batch-size", "1",
+            "--device", "cpu"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "- convention: paper" in out and "- counting: paper: SDT's supplementary" in out
+    assert "NOT recomputable from upstream code" in out and "| blocks.1.attn | SDSA h=8 N=256 d=32 |" in out
