@@ -102,6 +102,7 @@ class FusedLIFFunction(torch.autograd.Function):
         return grad_x.to(dtype), grad_v0.to(dtype), None, None, None
 
 
+@torch.compiler.disable  # under runtime.compile the neuron runs its own kernels between compiled regions
 def fused_lif(
     x: torch.Tensor,
     v0: torch.Tensor | None,
