@@ -99,7 +99,7 @@ def test_plan_a_paper_table_on_synthetic_data_and_project_the_full_run(store: tr
 
 def test_schedule_places_trials_as_the_cluster_allows() -> None:
     one_cpu = {"CPU": 1.01}
-    assert cost.schedule([(10.0, one_cpu)] * 3, {"CPU": 3.0}) == (10.0, 2)  # 2 fit at once (2.02 <= 3)
+    assert cost.schedule([(10.0, one_cpu)] * 3, {"CPU": 3.0}) == (20.0, 2)  # 2 fit at once (3.03 > 3): the third waits
     assert cost.schedule([(10.0, one_cpu), (5.0, one_cpu), (5.0, one_cpu)], {"CPU": 2.5}) == (10.0, 2)
     assert cost.schedule([(4.0, {"CPU": 1, "GPU": 8}), (4.0, {"CPU": 1, "GPU": 8})], {"CPU": 9, "GPU": 8}) == (8.0, 1)
 
