@@ -33,27 +33,17 @@ from ray.train import TrainingFailedError, WorkerGroupError
 from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from harness import results, tracking
+from harness import cost, tracking
 from harness.config import Resources
 from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, sampled_run_key
+from spikingformer import evaluate
 from spikingformer.config import TrainConfig, deep_merge
-from spikingformer.data import build_eval_loader
-from spikingformer.energy import GIGA, measure_conventions
 from spikingformer.engine import Callback, FitResult, fit
-from spikingformer.models import Spikformer, build_model
+from spikingformer.evaluate import evaluate_run
 from spikingformer.neurons import describe_lif_backend, resolve_lif_backend
-from spikingformer.train_checkpoint import (
-    BEST,
-    LAST,
-    CheckpointError,
-    load_checkpoint,
-    newest_intact,
-    resume_candidates,
-)
+from spikingformer.train_checkpoint import BEST, LAST, CheckpointError, newest_intact, resume_candidates
 
 CHECKPOINTS_KEPT = 2
-#: Spike-test conventions of the energy pass: upstream's (binary inputs only) and its alternative for Spikformer.
-SPIKE_COUNT_CONVENTIONS = (1, 30)
 
 
 @dataclass(frozen=True)
@@ -220,18 +210,25 @@ def train_worker(job: WorkerJob) -> None:
         store.set_tags(job.run_id, {"sfh.device": _device_name(device), "sfh.lif": lif, "sfh.world_size": str(world),
                                     "sfh.node": ray.util.get_node_ip_address(),
                                     **(resume.tags if resume is not None else {})})
+    context = ray.train.get_context()
+    several_nodes = context.get_local_world_size() < context.get_world_size()
+    meter = cost.TrialMeter(store, job.run_id, job.tracking_uri, device or torch.device("cpu"),
+                            local_rank=context.get_local_rank(),
+                            node=f"node{context.get_node_rank()}" if several_nodes else None)
     try:
         result = fit(
             config,
-            callbacks=[_ReportEpochs(work, log)],
+            callbacks=[_ReportEpochs(work, log), meter.callback],
             checkpoint_dir=work,
             resume_from=resume.path if resume is not None else None,
             device=device,
         )
         if store is not None:
             log.backfill(result.history)
+            cost.log_actual(store, job.run_id, result.history, world, meter.meter)
             _log_final(store, job.run_id, config, result, job.energy_batches, device)
     finally:
+        meter.stop()
         shutil.rmtree(scratch, ignore_errors=True)
         with contextlib.suppress(OSError):  # the last rank out removes the trial's folder
             scratch.parent.rmdir()
@@ -299,28 +296,9 @@ def _log_final(
     store: tracking.Tracking, run_id: str, config: TrainConfig, result: FitResult, batches: int,
     device: torch.device | None,
 ) -> None:
-    """Best/last top-1 and the energy pass (best weights, ``batches`` evaluation batches, fp32)."""
-    figures = {"best_top1": result.best_top1, "best_epoch": result.best_epoch, "last_top1": result.last_top1}
-    weights = result.best_checkpoint or result.last_checkpoint
-    model = build_model(config.model.name, **config.model.kwargs)
-    if weights is not None:
-        model.load_state_dict(load_checkpoint(weights)["model"])
-    # Spikformer's residual stream carries spike sums: upstream counts them as MACs (the primary figures) or,
-    # in its alternative convention, integer counts up to 30 as ACs (the "_spike_counts" figures).
-    conventions = SPIKE_COUNT_CONVENTIONS if isinstance(model, Spikformer) else SPIKE_COUNT_CONVENTIONS[:1]
-    report, *others = measure_conventions(
-        model.to(device or "cpu"), build_eval_loader(config), conventions, max_batches=batches
-    )
-    totals = report.totals()
-    figures.update({k: v for k, v in totals.items() if k not in ("top1", "images")})
-    figures.update(sops_G=report.acs / GIGA, energy_images=totals["images"])
-    for other in others:
-        figures.update(energy_mJ_spike_counts=other.energy_mj, sops_G_spike_counts=other.acs / GIGA,
-                       macs_G_spike_counts=other.macs / GIGA)
-    if report.top1 is not None:
-        figures["energy_top1"] = 100 * report.top1
-    store.log_metrics(run_id, figures)
-    labels = {k: v for k, v in result.selection.items() if k != "ema_top1" or result.ema_top1 is not None}
-    store.set_tags(run_id, {f"sfh.selection.{k}": v for k, v in labels.items()})
-    store.log_text(run_id, report.to_json(), results.ENERGY_ARTIFACT)
-    store.log_text(run_id, report.to_table(), "energy.md")
+    """The library's final figures of the run (:func:`spikingformer.evaluate.evaluate_run`), logged."""
+    final = evaluate_run(config, result, energy_batches=batches, device=device)
+    store.log_metrics(run_id, final.metrics)
+    store.set_tags(run_id, {f"{evaluate.SELECTION_TAG}{k}": v for k, v in final.selection.items()})
+    store.log_text(run_id, final.report.to_json(), evaluate.ENERGY_ARTIFACT)
+    store.log_text(run_id, final.report.to_table(), evaluate.ENERGY_TABLE_ARTIFACT)

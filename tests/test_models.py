@@ -18,8 +18,8 @@ from torch import nn
 import harness.cli
 import spikingformer
 from spikingformer import MODEL_CONFIGS, Spikformer, Spikingformer, build_model
-from spikingformer.pixel_stats import CIFAR_MEAN, CIFAR_STD
 from spikingformer.models.layers import SeqDropPath
+from spikingformer.pixel_stats import CIFAR_MEAN, CIFAR_STD
 
 #: SPEC §4, "w/o unused LN" column: what our models (which omit the never-called LayerNorms) must have.
 EXPECTED_PARAMS = {
@@ -36,6 +36,13 @@ EXPECTED_PARAMS = {
     "spikformer_cifar_4_256": 4_155_178,
     "spikformer_cifar_2_384": 5_765_050,
     "spikformer_cifar_4_384": 9_324_730,
+    # QKFormer (PEERS.md c): the upstream code's counts (it builds nothing unused)
+    "qkformer_10_384": 16_473_688,
+    "qkformer_10_512": 29_079_336,
+    "qkformer_10_768": 64_962_760,
+    "qkformer_cifar_4_384": 6_706_234,
+    "qkformer_cifar10dvs_2_256": 1_504_138,
+    "qkformer_dvs_2_256": 1_999_371,
     # SDT (PEERS.md a): the upstream code's count less talking_heads (8 x 8 per block)
     "sdt_8_384": 16_816_024,
     "sdt_6_512": 23_373_352,
@@ -45,13 +52,6 @@ EXPECTED_PARAMS = {
     "sdt_cifar_2_512": 10_233_418,
     "sdt_dvs_2_256": 2_566_923,
     "sdt_cifar10dvs_2_256": 2_566_666,
-    # QKFormer (PEERS.md c): the upstream code's counts (it builds nothing unused)
-    "qkformer_10_384": 16_473_688,
-    "qkformer_10_512": 29_079_336,
-    "qkformer_10_768": 64_962_760,
-    "qkformer_cifar_4_384": 6_706_234,
-    "qkformer_cifar10dvs_2_256": 1_504_138,
-    "qkformer_dvs_2_256": 1_999_371,
 }
 
 #: Other class counts of the same configs (CIFAR100, CIFAR10-DVS).
@@ -60,8 +60,8 @@ EXPECTED_PARAMS_OTHER_HEADS = [
     ("spikingformer_cifar_2_384", 100, 5_797_396),
     ("spikingformer_cifar_4_384", 100, 9_354_772),
     ("spikingformer_dvs_2_256", 10, 2_566_666),
-    ("sdt_cifar_2_512", 100, 10_279_588),
     ("qkformer_cifar_4_384", 100, 6_740_884),
+    ("sdt_cifar_2_512", 100, 10_279_588),
 ]
 
 SMALL = [name for name, (_, cfg) in MODEL_CONFIGS.items() if cfg["layout"] != "imagenet"]

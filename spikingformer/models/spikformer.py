@@ -12,6 +12,7 @@ import torch
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
+from spikingformer.energy.conventions import EnergyConvention
 from spikingformer.models.base import SpikingTransformer
 from spikingformer.models.layers import (
     ResidualBlock,
@@ -71,6 +72,9 @@ class SpikingPatchSplitting(nn.Module):
 class SpikformerSelfAttention(nn.Module):
     """Q, K, V (1x1 conv, BN, LIF) on the stream -> attention -> LIF(v_th 0.5) -> conv, BN, LIF."""
 
+    #: How the energy accounting costs its spike products (spikingformer.energy: SPEC §5 SSA).
+    energy_attention = "ssa"
+
     def __init__(self, dim: int, num_heads: int, tau: float, qkv_bias: bool) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -113,6 +117,14 @@ class Spikformer(SpikingTransformer):
 
     LAYOUTS = tuple(POOLED_STAGES)
     UPSTREAM_UNUSED = UNUSED_BLOCK_NORMS
+    #: Its residual stream carries spike sums: the paper's figures count them as MACs (the spike test of
+    #: SPEC §5, as COMMON); upstream's calculator can instead count integer sums up to 30 as ACs.
+    EXTRA_ENERGY = (
+        EnergyConvention(
+            "spike_counts", max_spike_count=30,
+            description="upstream's alternative: integer spike counts up to 30 are ACs weighted by value",
+        ),
+    )
 
     def build_tokenizer(self, in_chans: int, embed_dim: int, tau: float, layout: str) -> nn.Module:
         return SpikingPatchSplitting(in_chans, embed_dim, tau, layout)

@@ -69,6 +69,9 @@ class SpikingTokenizer(nn.Sequential):
 class SpikingSelfAttention(nn.Module):
     """LIF -> Q, K, V (1x1 conv, BN, LIF) -> softmax-free attention -> LIF(v_th 0.5) -> 1x1 conv + BN."""
 
+    #: How the energy accounting costs its spike products (spikingformer.energy: SPEC §5 SSA).
+    energy_attention = "ssa"
+
     def __init__(self, dim: int, num_heads: int, tau: float) -> None:
         super().__init__()
         self.num_heads = num_heads
