@@ -152,7 +152,8 @@ def test_smoke_every_paper_table(head: RayNode, tmp_path: Path) -> None:
         (run,) = runs_by_key(store, f"{name}-smoke").values()
         assert run.data.tags[tracking.RUN_KEY].startswith(f"{name}-smoke/{first}/seed")
         check_finished_trial(store, run)
-        assert f"| {first} |" in out and "| 1/1 |" in out and "NOT RUN" in out  # the other rows
+        assert f"| {first} |" in out and "| 1/1 |" in out
+        assert "NOT RUN" in out or len(load_experiment(EXPERIMENTS / f"{name}.yaml").rows) == 1  # the other rows
 
 
 def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_server: str, tmp_path: Path,
