@@ -46,6 +46,7 @@ def check_dims(embed_dim: int, num_heads: int) -> None:
 
 
 @register_notrace_function
+@torch.fx.wrap  # also a leaf when a family's own forward (not this module's) starts the trace
 def time_first(x: torch.Tensor, sample_shape: tuple[int, ...], T: int, event: bool, model: str) -> torch.Tensor:
     """Check the input against one sample's shape and return it time-first, ``[T, B, C, H, W]``.
 
@@ -67,6 +68,7 @@ def time_first(x: torch.Tensor, sample_shape: tuple[int, ...], T: int, event: bo
 
 
 @register_notrace_function
+@torch.fx.wrap
 def start_at_rest(x: torch.Tensor, *modules: nn.Module) -> torch.Tensor:
     """Reset every neuron in ``modules`` and pass ``x`` on: a node of a traced graph, so it resets too."""
     for module in modules:
