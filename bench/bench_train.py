@@ -21,7 +21,8 @@ import torch
 
 from spikingformer.config import TrainConfig, deep_merge
 from spikingformer.distributed import default_device
-from spikingformer.engine import amp_dtype, fit
+from spikingformer.engine import fit
+from spikingformer.epoch import amp_dtype
 from spikingformer.recipes import load_recipe
 
 #: (label, recipe, timed batches per epoch, per-device batch on CPU: None = the recipe's)

@@ -11,12 +11,10 @@ reseed at the next epoch's start, which overrides them.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import random
-import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,16 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from timm.data import Mixup
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from spikingformer.config import AugmentConfig, RuntimeConfig, TrainConfig
+from spikingformer.config import TrainConfig
 from spikingformer.data import build_loaders
 from spikingformer.distributed import (
     all_gather,
@@ -44,10 +36,19 @@ from spikingformer.distributed import (
     is_distributed,
     rank_and_world,
 )
+from spikingformer.epoch import (
+    EvalSums,
+    RunState,
+    amp_dtype,
+    build_criterion,
+    evaluate,
+    peak_memory_mb,
+    train_one_epoch,
+    updates_per_epoch,
+)
 from spikingformer.models import build_model
 from spikingformer.neurons import set_lif_backend
 from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
-from spikingformer.tet import TETLoss
 from spikingformer.train_checkpoint import (
     BEST,
     LAST,
@@ -121,182 +122,7 @@ def seed_epoch(seed: int, rank: int, epoch: int) -> None:
     torch.manual_seed(state)
 
 
-def amp_dtype(runtime: RuntimeConfig, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: bf16/fp16 on CUDA per ``runtime.amp`` ('auto' = bf16 when supported), None (fp32) on CPU."""
-    if device.type != "cuda" or runtime.amp == "none":
-        return None
-    if runtime.amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if runtime.amp == "bf16" else torch.float16
-
-
-def build_criterion(aug: AugmentConfig, num_classes: int) -> tuple[nn.Module, Mixup | None]:
-    """Mixup/CutMix emit smoothed soft targets (SoftTargetCE); without them, label-smoothing CE.
-
-    With ``aug.tet_lamb`` set, that criterion is applied per time step inside the TET loss.
-    """
-    criterion, mixup = _criterion(aug, num_classes)
-    return (criterion if aug.tet_lamb is None else TETLoss(criterion, aug.tet_means, aug.tet_lamb)), mixup
-
-
-def _criterion(aug: AugmentConfig, num_classes: int) -> tuple[nn.Module, Mixup | None]:
-    if aug.mixup_active:
-        mixup = Mixup(
-            mixup_alpha=aug.mixup_alpha,
-            cutmix_alpha=aug.cutmix_alpha,
-            prob=aug.mixup_prob,
-            switch_prob=aug.mixup_switch_prob,
-            mode=aug.mixup_mode,
-            label_smoothing=aug.smoothing,
-            num_classes=num_classes,
-        )
-        return SoftTargetCrossEntropy(), mixup
-    if aug.smoothing > 0:
-        return LabelSmoothingCrossEntropy(aug.smoothing), None
-    return nn.CrossEntropyLoss(), None
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: peak allocated since the epoch began. CPU: the process's peak resident set (lifetime)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-@dataclass
-class _Run:
-    """What one training run holds between epochs: its parts, where it stands, and what it has seen."""
-
-    config: TrainConfig
-    model: nn.Module
-    net: nn.Module  # what trains: the model, under torch.compile when runtime.compile, in DDP when distributed
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-    ema: ModelEmaV3 | None
-    criterion: nn.Module
-    mixup: Mixup | None
-    device: torch.device
-    dtype: torch.dtype | None
-    train_loader: DataLoader
-    eval_loader: DataLoader
-    rank: int
-    world: int
-    global_batch: int
-    num_updates: int = 0
-    start_epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    #: (best top-1, its epoch) so far.
-    best: tuple[float, int] = (-math.inf, -1)
-
-    def autocast(self, enabled: bool = True) -> contextlib.AbstractContextManager:
-        on = enabled and self.dtype is not None
-        return torch.autocast(self.device.type, dtype=self.dtype, enabled=on) if on else contextlib.nullcontext()
-
-    def to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-
-def train_batches(config: TrainConfig, loader: DataLoader) -> int:
-    """Batches one epoch trains on this rank (``data.max_train_batches`` caps smoke runs)."""
-    return min(len(loader), config.data.max_train_batches or len(loader))
-
-
-def updates_per_epoch(config: TrainConfig, loader: DataLoader) -> int:
-    """Optimizer updates in one epoch: the batches in groups of ``grad_accum_steps`` (the last may be short)."""
-    return math.ceil(train_batches(config, loader) / config.optim.grad_accum_steps)
-
-
-def train_one_epoch(run: _Run, loader: DataLoader, epoch: int, progress: bool) -> tuple[float, float]:
-    """One pass over this rank's batches; returns (sum of sample losses, samples) on this rank."""
-    config = run.config
-    run.net.train()
-    if run.mixup is not None:
-        off = config.augment.mixup_off_epoch
-        run.mixup.mixup_enabled = off is None or epoch < off
-    accum = config.optim.grad_accum_steps
-    batches = train_batches(config, loader)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
-    seen = 0
-    run.optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(loader, total=batches, desc=f"epoch {epoch}", leave=False, disable=None if progress else True)
-    for step, (x, y) in enumerate(bar):
-        if step == batches:
-            break
-        x, y = run.to_device(x, y)
-        if run.mixup is not None:
-            x, y = run.mixup(x, y)
-        if config.runtime.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        update = (step + 1) % accum == 0 or step + 1 == batches
-        group = min(accum, batches - step // accum * accum)  # micro-batches in this update; the last may be short
-        skip_sync = isinstance(run.net, DistributedDataParallel) and not update
-        with run.net.no_sync() if skip_sync else contextlib.nullcontext():
-            with run.autocast():
-                loss = run.criterion(run.net(x), y)
-            run.scaler.scale(loss / group).backward()
-        if update:
-            if config.optim.clip_grad is not None:
-                run.scaler.unscale_(run.optimizer)
-                nn.utils.clip_grad_norm_(run.model.parameters(), config.optim.clip_grad)
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-            run.optimizer.zero_grad(set_to_none=True)
-            run.num_updates += 1
-            run.scheduler.step_update(run.num_updates)
-            if run.ema is not None:
-                run.ema.update(run.model, step=run.num_updates)
-        loss_sum += loss.detach().double() * len(x)
-        seen += len(x)
-    return float(loss_sum), float(seen)
-
-
-@dataclass(frozen=True)
-class EvalSums:
-    """Evaluation totals on one rank (or, after :meth:`reduced`, over all ranks); NaN when not evaluated."""
-
-    loss: float
-    top1: float
-    top5: float
-    samples: float
-
-    @classmethod
-    def skipped(cls) -> EvalSums:
-        return cls(math.nan, math.nan, math.nan, math.nan)
-
-    def reduced(self, device: torch.device) -> EvalSums:
-        """Summed over every rank (a collective: every rank calls it)."""
-        return EvalSums(*all_reduce([self.loss, self.top1, self.top5, self.samples], device))
-
-    def metrics(self, prefix: str = "") -> dict[str, float]:
-        """Mean loss and top-1/top-5 in %; with a ``prefix`` (the EMA's), the accuracies only."""
-        top = {f"{prefix}top1": 100 * self.top1 / self.samples, f"{prefix}top5": 100 * self.top5 / self.samples}
-        return top if prefix else {"eval_loss": self.loss / self.samples, **top}
-
-
-@torch.no_grad()
-def evaluate(run: _Run, model: nn.Module, loader: DataLoader) -> EvalSums:
-    """Summed CE loss, top-1 and top-5 hits and samples on this rank's shard."""
-    model.eval()
-    batches = run.config.data.max_eval_batches
-    totals = torch.zeros(4, dtype=torch.float64, device=run.device)
-    for step, (x, y) in enumerate(loader):
-        if batches is not None and step == batches:
-            break
-        x, y = run.to_device(x, y)
-        if run.config.runtime.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with run.autocast(run.config.runtime.amp_eval):
-            logits = model(x).float()
-        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(y[:, None])
-        totals[0] += F.cross_entropy(logits, y, reduction="sum")
-        totals[1] += hits[:, 0].sum()
-        totals[2] += hits.any(1).sum()
-        totals[3] += len(y)
-    return EvalSums(*totals.tolist())
-
-
-def _checkpoint_state(run: _Run, epoch: int, rng: list[dict[str, Any]]) -> dict[str, Any]:
+def _checkpoint_state(run: RunState, epoch: int, rng: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything a resumed run needs; ``rng`` holds each rank's generator states, in rank order."""
     return {
         "format": CHECKPOINT_FORMAT,
@@ -317,7 +143,7 @@ def _checkpoint_state(run: _Run, epoch: int, rng: list[dict[str, Any]]) -> dict[
     }
 
 
-def _restore(run: _Run, ckpt: dict[str, Any], rank: int) -> None:
+def _restore(run: RunState, ckpt: dict[str, Any], rank: int) -> None:
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT}")
     if ckpt["seed"] != run.config.runtime.seed:
@@ -348,7 +174,7 @@ def _on_disk(folder: Path | None, name: str, rank: int) -> Path | None:
     return folder / name if folder is not None and rank == 0 and (folder / name).is_file() else None
 
 
-def set_up(config: TrainConfig, device: torch.device | None = None) -> _Run:
+def set_up(config: TrainConfig, device: torch.device | None = None) -> RunState:
     """Model, data, optimizer, schedule, scaler, EMA and loss of one run on this rank, nothing trained yet."""
     rank, world = rank_and_world()
     device = device or default_device(config.runtime.device, rank)
@@ -364,7 +190,7 @@ def set_up(config: TrainConfig, device: torch.device | None = None) -> _Run:
     optimizer = build_optimizer(model, config.optim, scaled_lr(config.optim, global_batch))
     dtype = amp_dtype(config.runtime, device)
     criterion, mixup = build_criterion(config.augment, model.num_classes)
-    return _Run(
+    return RunState(
         config=config,
         model=model,
         net=torch.compile(model) if config.runtime.compile else model,  # trains through it; shares the weights
@@ -384,7 +210,7 @@ def set_up(config: TrainConfig, device: torch.device | None = None) -> _Run:
     )
 
 
-def _log_start(run: _Run) -> None:
+def _log_start(run: RunState) -> None:
     config, recipe_batch = run.config, run.config.data.recipe_global_batch
     log.info(
         "%s on %s: %d rank(s) on %s, global batch %d (recipe %s, lr rule %r, lr %.3g), amp %s, epochs %d..%d",
@@ -397,11 +223,11 @@ def _log_start(run: _Run) -> None:
     log.info("data: %s", _data_info(run))
 
 
-def _data_info(run: _Run) -> dict[str, dict[str, Any]]:
+def _data_info(run: RunState) -> dict[str, dict[str, Any]]:
     return {"train": run.train_loader.dataset.info, "eval": run.eval_loader.dataset.info}
 
 
-def run_epoch(run: _Run, epoch: int, progress: bool = False) -> dict[str, float]:
+def run_epoch(run: RunState, epoch: int, progress: bool = False) -> dict[str, float]:
     """Train one epoch, evaluate when due (the model and its EMA) and return the epoch's metrics, reduced
     over ranks (identical on every rank). A non-finite training loss stops the run here."""
     config, device = run.config, run.device
@@ -443,7 +269,7 @@ def run_epoch(run: _Run, epoch: int, progress: bool = False) -> dict[str, float]
     return metrics
 
 
-def checkpoint_when_due(run: _Run, epoch: int, improved: bool, folder: Path | None) -> Path | None:
+def checkpoint_when_due(run: RunState, epoch: int, improved: bool, folder: Path | None) -> Path | None:
     """Write ``last`` (and ``best`` when ``improved``) on rank 0 every ``checkpoint_every`` epochs, on the last
     epoch and on every improvement; returns the file written, if any. Every rank joins the gathering of
     generator states, so every rank calls this."""
@@ -458,7 +284,7 @@ def checkpoint_when_due(run: _Run, epoch: int, improved: bool, folder: Path | No
     return written
 
 
-def _result(run: _Run, folder: Path | None) -> FitResult:
+def _result(run: RunState, folder: Path | None) -> FitResult:
     evaluated = [h for h in run.history if not math.isnan(h["top1"])]
     return FitResult(
         best_top1=run.best[0],

@@ -26,7 +26,8 @@ import torch
 
 from spikingformer.config import TrainConfig, deep_merge
 from spikingformer.data.loaders import SYNTHETIC_SIZES, input_spec
-from spikingformer.engine import Callback, amp_dtype, fit, peak_memory_mb
+from spikingformer.engine import Callback, fit
+from spikingformer.epoch import amp_dtype, peak_memory_mb
 
 #: Train / evaluation split sizes: ImageNet-1K, CIFAR-10/100, CIFAR10-DVS (upstream's 90 % head split per
 #: class), DVS128 Gesture (official split), scikit-learn digits (the demo's fixed split).

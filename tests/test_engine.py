@@ -17,17 +17,8 @@ from torch import nn
 
 from spikingformer.config import ConfigError, TrainConfig, deep_merge
 from spikingformer.distributed import default_device
-from spikingformer.engine import (
-    SELECTION,
-    TIMING_KEYS,
-    Callback,
-    FitResult,
-    _Run,
-    amp_dtype,
-    build_criterion,
-    fit,
-    train_one_epoch,
-)
+from spikingformer.engine import SELECTION, TIMING_KEYS, Callback, FitResult, fit
+from spikingformer.epoch import RunState, amp_dtype, build_criterion, train_one_epoch
 from spikingformer.models import build_model
 from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
 from spikingformer.recipes import list_recipes, load_recipe
@@ -167,14 +158,14 @@ def test_amp_dtype_per_setting(monkeypatch: pytest.MonkeyPatch, amp: str, bf16: 
     assert amp_dtype(runtime, torch.device("cpu")) is None
 
 
-def linear_run(optim: dict) -> _Run:
-    """A _Run around a linear classifier and plain SGD (lr 1, held by a per-epoch schedule from 1 to 1), so an
+def linear_run(optim: dict) -> RunState:
+    """A RunState around a linear classifier and plain SGD (lr 1, held by a per-epoch schedule from 1 to 1), so an
     update is minus the gradient."""
     model = nn.Linear(4, 3)
     config = TrainConfig.from_dict({"optim": optim, "schedule": {"warmup_epochs": 0, "min_lr": 1.0}})
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = build_scheduler(optimizer, config.schedule)
-    return _Run(
+    return RunState(
         config=config, model=model, net=model, optimizer=optimizer, scheduler=scheduler,
         scaler=torch.amp.GradScaler("cpu", enabled=False), ema=None, criterion=nn.CrossEntropyLoss(), mixup=None,
         device=torch.device("cpu"), dtype=None, train_loader=None, eval_loader=None, rank=0, world=1, global_batch=4,

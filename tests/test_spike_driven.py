@@ -22,7 +22,7 @@ from spikingformer import build_model, load_upstream_state_dict
 from spikingformer.config import AugmentConfig, ConfigError, TrainConfig
 from spikingformer.data.dvs_augment import ResizedFrames, frames_to_tensor
 from spikingformer.energy.measure import measure_conventions
-from spikingformer.engine import build_criterion
+from spikingformer.epoch import build_criterion
 from spikingformer.models.spike_driven import SpikeDrivenTransformer
 from spikingformer.optim import build_optimizer
 from spikingformer.recipes import load_recipe
