@@ -71,45 +71,66 @@ def resume_hint(name: str, storage: str) -> str:
     return f"sfh resume {name}{flag}   (or: {make})"
 
 
-def driver_failed(store: tracking.Tracking, parent: str | None, err: BaseException) -> None:
-    """The driver itself failed (Tune, Ray): its parent run ends FAILED with the reason, not RUNNING forever."""
-    if parent is not None:
-        store.record_failure(parent, f"the driver failed: {type(err).__name__}: {err}"[: tracking.FAILURE_TAG_CHARS],
-                             "".join(traceback.format_exception(err)), kind="driver error")
+class Drive:
+    """One command's sweep on the driver, from joining Ray to the parent run's end.
 
-
-def conclude(store: tracking.Tracking, name: str, parent: str, results: tune.ResultGrid | None,
-             keys: Sequence[str] | None, *, interrupted: bool) -> int:
-    """End the parent run as what happened and return the command's exit status.
-
-    Interrupted (Ctrl-C): the parent and every trial run of ``name`` left RUNNING become KILLED (the lock
-    guarantees no other driver of ``name`` runs), 130. Otherwise a trial run that Tune saw fail without its
-    reason recorded gets one from Tune's error; 0 only when no trial failed and every run of ``keys`` (when
-    None: the run of each trial of ``results``) is FINISHED.
+    As a context manager around the launch: Ray is shut down however the block ends; an error of the driver
+    itself (Tune, Ray) ends the parent run FAILED with its reason instead of leaving it RUNNING; a Ctrl-C that
+    Tune did not catch (a second one, or one before Tune took over) ends the block quietly once the parent run
+    exists, so that :meth:`conclude` marks what was left KILLED. ``parent`` and ``results`` are set as they
+    become known.
     """
-    runs = {r.data.tags[tracking.RUN_KEY]: r for r in store.trial_runs(name)}
-    if interrupted or results is None:
-        for run in runs.values():
-            if run.info.status == "RUNNING":
-                store.record_failure(run.info.run_id, "interrupted (Ctrl-C) before it finished",
-                                     "The driver was interrupted; the trial continues with `sfh resume`.",
-                                     kind="interrupted", status="KILLED")
-        store.end(parent, "KILLED")
-        return EXIT_INTERRUPTED
-    grid_keys = []
-    for result in results:
-        spec = (result.config or {}).get("trial")
-        key = tracking.run_key(spec["experiment"], spec["row"], spec["seed"]) if spec else None
-        grid_keys.append(key)
-        run = runs.get(key)
-        if result.error is not None and run is not None and run.info.status == "RUNNING":
-            store.record_failure(run.info.run_id, f"{type(result.error).__name__}: {result.error}",
-                                 str(result.error), kind="trial error")
-    runs = {r.data.tags[tracking.RUN_KEY]: r for r in store.trial_runs(name)}
-    wanted = [runs.get(k) for k in (grid_keys if keys is None else keys)]
-    ok = not results.errors and all(r is not None and r.info.status == "FINISHED" for r in wanted)
-    store.end(parent, "FINISHED" if ok else "FAILED")
-    return 0 if ok else 1
+
+    def __init__(self, store: tracking.Tracking, name: str, parent: str | None = None) -> None:
+        self.store, self.name, self.parent = store, name, parent
+        self.results: tune.ResultGrid | None = None
+
+    def __enter__(self) -> Drive:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: Any) -> bool:
+        try:
+            if isinstance(err, Exception) and self.parent is not None:
+                self.store.record_failure(
+                    self.parent, f"the driver failed: {type(err).__name__}: {err}"[: tracking.FAILURE_TAG_CHARS],
+                    "".join(traceback.format_exception(err)), kind="driver error",
+                )
+        finally:
+            cluster.shutdown()
+        return isinstance(err, KeyboardInterrupt) and self.parent is not None
+
+    def conclude(self, keys: Sequence[str] | None) -> int:
+        """End the parent run as what happened and return the command's exit status.
+
+        Interrupted (Ctrl-C): the parent and every trial run of the experiment left RUNNING become KILLED (the
+        lock guarantees no other driver of it runs), 130. Otherwise a trial run that Tune saw fail without its
+        reason recorded gets one from Tune's error; 0 only when no trial failed and every run of ``keys`` (when
+        None: the run of each trial of the results) is FINISHED.
+        """
+        store, results = self.store, self.results
+        runs = {r.data.tags[tracking.RUN_KEY]: r for r in store.trial_runs(self.name)}
+        if INTERRUPTED.is_set() or results is None:
+            for run in runs.values():
+                if run.info.status == "RUNNING":
+                    store.record_failure(run.info.run_id, "interrupted (Ctrl-C) before it finished",
+                                         "The driver was interrupted; the trial continues with `sfh resume`.",
+                                         kind="interrupted", status="KILLED")
+            store.end(self.parent, "KILLED")
+            return EXIT_INTERRUPTED
+        grid_keys = []
+        for result in results:
+            spec = (result.config or {}).get("trial")
+            key = tracking.run_key(spec["experiment"], spec["row"], spec["seed"]) if spec else None
+            grid_keys.append(key)
+            run = runs.get(key)
+            if result.error is not None and run is not None and run.info.status == "RUNNING":
+                store.record_failure(run.info.run_id, f"{type(result.error).__name__}: {result.error}",
+                                     str(result.error), kind="trial error")
+        runs = {r.data.tags[tracking.RUN_KEY]: r for r in store.trial_runs(self.name)}
+        wanted = [runs.get(k) for k in (grid_keys if keys is None else keys)]
+        ok = not results.errors and all(r is not None and r.info.status == "FINISHED" for r in wanted)
+        store.end(self.parent, "FINISHED" if ok else "FAILED")
+        return 0 if ok else 1
 
 
 def storage_root(storage: str) -> str:

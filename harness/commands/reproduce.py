@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ray import tune
 
-from harness import cluster, cost, lock, sweep, tracking
+from harness import cost, lock, sweep, tracking
 from harness.commands.table import format_table
 from harness.config import Experiment, load_experiment, tracked_name
 from harness.progress import Progress
@@ -105,34 +105,24 @@ def run(args: argparse.Namespace) -> int:
             print(format_table(experiment, uri, name=name), end="")
             return 0
         cost.announce(store, name, pending, args.max_device_hours)  # the plan's projection; refuses above the limit
-        parent, results = None, None
-        try:
+        with sweep.Drive(store, name) as drive:
             tags = {"sfh.command": "reproduce", "sfh.experiment_file": str(args.experiment),
                     tracking.PAPER_TABLE: experiment.paper.table, "sfh.storage": storage}
-            pending, parent = sweep.start(pending, address=args.address, verbose=args.verbose, store=store,
-                                          name=name, tags=tags)
+            pending, drive.parent = sweep.start(pending, address=args.address, verbose=args.verbose, store=store,
+                                                name=name, tags=tags)
             sweep.write_invocation(storage, name, {
                 "experiment_file": str(args.experiment), "experiment_yaml": Path(args.experiment).read_text(),
-                "name": name, "tracking_uri": uri, "parent_run_id": parent, "skip_invalid": args.skip_invalid,
+                "name": name, "tracking_uri": uri, "parent_run_id": drive.parent, "skip_invalid": args.skip_invalid,
             })
             print(f"{name}: {len(pending)} trial(s); Tune state in {sweep.join(storage, name)}; MLflow {uri}",
                   flush=True)
             grid = {"trial": tune.grid_search([dataclasses.asdict(s) for s in pending])}
-            results = sweep.run(
+            drive.results = sweep.run(
                 name=name, storage=storage, param_space=grid, max_concurrent=args.max_concurrent,
                 callbacks=[Progress()],
             )
-        except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune took over
-            if parent is None:
-                raise
-        except Exception as err:
-            sweep.driver_failed(store, parent, err)
-            raise
-        finally:
-            cluster.shutdown()
-        code = sweep.conclude(store, name, parent, results, [s.run_key for s in pending],
-                              interrupted=sweep.INTERRUPTED.is_set())
-        return finish(code, results, experiment, uri, name, storage)
+        code = drive.conclude([s.run_key for s in pending])
+        return finish(code, drive.results, experiment, uri, name, storage)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

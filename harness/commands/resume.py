@@ -21,21 +21,13 @@ def run(args: argparse.Namespace) -> int:
         experiment = Experiment.from_dict(load_yaml(record["experiment_yaml"]), where=record["experiment_file"],
                                           skip_invalid=record.get("skip_invalid", False))
         store = tracking.Tracking(record["tracking_uri"])
-        parent, results = record["parent_run_id"], None
-        try:
+        with sweep.Drive(store, args.name, record["parent_run_id"]) as drive:
             print(cluster.connect(args.address, log_to_driver=args.verbose), flush=True)
-            store.client.update_run(parent, status="RUNNING")
+            store.client.update_run(drive.parent, status="RUNNING")
             print(f"{args.name}: resuming from {sweep.join(storage, args.name)}", flush=True)
-            results = sweep.restore(name=args.name, storage=storage)
-        except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune took over
-            pass
-        except Exception as err:
-            sweep.driver_failed(store, parent, err)
-            raise
-        finally:
-            cluster.shutdown()
-        code = sweep.conclude(store, args.name, parent, results, None, interrupted=sweep.INTERRUPTED.is_set())
-        return finish(code, results, experiment, record["tracking_uri"], args.name, storage)
+            drive.results = sweep.restore(name=args.name, storage=storage)
+        code = drive.conclude(None)
+        return finish(code, drive.results, experiment, record["tracking_uri"], args.name, storage)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

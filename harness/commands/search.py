@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from harness import cluster, lock, sweep, tracking
+from harness import lock, sweep, tracking
 from harness.commands.reproduce import add_cluster_options, at_least
 from harness.config import tracked_name
 from harness.progress import Progress
@@ -165,30 +165,22 @@ def _search(args: argparse.Namespace, search: Search, spec: TrialSpec, name: str
     before = len(study.trials)
     epochs = spec.total_epochs
     store = tracking.Tracking(uri)
-    parent, results = None, None
-    try:
+    with sweep.Drive(store, name) as drive:
         tags = {"sfh.command": "search", "sfh.search_file": str(args.search), OPTUNA_STUDY: f"{name} in {study_url}",
                 "sfh.storage": storage}
-        [spec], parent = sweep.start([spec], address=args.address, verbose=args.verbose, store=store, name=name,
-                                     tags=tags)
+        [spec], drive.parent = sweep.start([spec], address=args.address, verbose=args.verbose, store=store,
+                                           name=name, tags=tags)
         trials = args.trials or search.num_samples
         print(f"{name}: {trials} trial(s) of up to {epochs} epochs, study {name} ({before} trials so far) in "
               f"{study_url}; Tune state in {sweep.join(storage, invocation)}; MLflow {uri}", flush=True)
-        results = sweep.run(
+        drive.results = sweep.run(
             name=invocation, storage=storage, param_space={"trial": dataclasses.asdict(spec)},
             searcher=searcher(search, study_storage, study), scheduler=scheduler(search, epochs),
             metric=search.metric, mode=search.mode, num_samples=trials, max_concurrent=search.max_concurrent,
             callbacks=[SearchProgress(), TrialRuns(uri, name)],
         )
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune took over
-        if parent is None:
-            raise
-    except Exception as err:
-        sweep.driver_failed(store, parent, err)
-        raise
-    finally:
-        cluster.shutdown()
-    code = sweep.conclude(store, name, parent, results, [], interrupted=sweep.INTERRUPTED.is_set())
+    code = drive.conclude([])
+    results, parent = drive.results, drive.parent
     if code == sweep.EXIT_INTERRUPTED:
         print(f"{name}: interrupted; its unfinished trials are KILLED in MLflow. The study keeps every finished "
               f"trial: run `sfh search {args.search}` again to go on.", file=sys.stderr)
