@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install test-deps
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 # The edit loop: everything but the end-to-end tests marked slow (Ray/MLflow runs through the CLI, real training).
 test-fast: install test-deps

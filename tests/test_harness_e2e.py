@@ -32,12 +32,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 EXPERIMENTS = REPO / "experiments"
-PAPER_FILES = (
-    "imagenet", "cifar10", "cifar100", "cifar10-dvs", "dvs128-gesture",
-    "qkformer-imagenet", "qkformer-cifar10", "qkformer-cifar100", "qkformer-cifar10-dvs", "qkformer-dvs128-gesture",
-)
 HOST = "127.0.0.2"
-#: Logical CPUs of the test head: more than the cores, so the five smoke trials overlap their start-up waits.
+#: Logical CPUs of the test head: more than the cores, so trials overlap their start-up waits.
 LOGICAL_CPUS = 6
 TRAIN_WORKER = "RayTrainWorker"
 
@@ -116,44 +112,6 @@ def check_finished_trial(store: tracking.Tracking, run) -> None:
     epochs = sorted(m.step for m in store.client.get_metric_history(run.info.run_id, "epoch"))
     total = int(run.data.params["schedule.epochs"]) + int(run.data.params["schedule.cooldown_epochs"])
     assert epochs == list(range(total))
-
-
-#: Smoke drivers side by side: ten at once filled this 24 GiB machine (Ray's memory monitor killed trials).
-SMOKE_AT_ONCE = 4
-
-
-def test_smoke_every_paper_table(head: RayNode, tmp_path: Path) -> None:
-    """Every table runs on CPU: its first row, synthetic data of the row's shape, 1 epoch of 1 batch.
-
-    The drivers (Spikingformer's five tables and the peers') run a few at a time side by side (their trials'
-    start-up is mostly waiting on process spawns), each with its own sqlite store.
-    """
-    from harness.config import load_experiment
-
-    firsts = {name: load_experiment(EXPERIMENTS / f"{name}.yaml").rows[0].id for name in PAPER_FILES}
-    stores = {name: tracking.Tracking(f"sqlite:///{tmp_path / name}.db") for name in PAPER_FILES}
-    drivers: dict[str, subprocess.Popen] = {}
-    outputs: dict[str, str] = {}
-    names = list(firsts)
-    for start in range(0, len(names), SMOKE_AT_ONCE):  # each driver and its trial hold ~1-2 GB: a few at a time
-        batch = {
-            name: subprocess.Popen(
-                [str(BIN / "sfh"), "reproduce", str(EXPERIMENTS / f"{name}.yaml"), "--smoke", "--rows", firsts[name],
-                 "--address", head.address, "--storage", str(tmp_path / "ray"), "--tracking-uri", stores[name].uri],
-                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )
-            for name in names[start:start + SMOKE_AT_ONCE]
-        }
-        outputs.update({name: driver.communicate(timeout=900)[0] for name, driver in batch.items()})
-        drivers.update(batch)
-    for name, first in firsts.items():
-        out, store = outputs[name], stores[name]
-        assert drivers[name].returncode == 0, out
-        (run,) = runs_by_key(store, f"{name}-smoke").values()
-        assert run.data.tags[tracking.RUN_KEY].startswith(f"{name}-smoke/{first}/seed")
-        check_finished_trial(store, run)
-        assert f"| {first} |" in out and "| 1/1 |" in out
-        assert "NOT RUN" in out or len(load_experiment(EXPERIMENTS / f"{name}.yaml").rows) == 1  # the other rows
 
 
 def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_server: str, tmp_path: Path,
