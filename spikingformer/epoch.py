@@ -12,6 +12,7 @@ import contextlib
 import math
 import resource
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -69,6 +70,17 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak for :func:`peak_memory_mb`: CUDA's allocator statistics; on a Linux CPU the process's
+    resident high-water mark (``/proc/self/clear_refs``), so a long-lived process measures what comes next, not
+    the largest thing it ever held. Elsewhere the lifetime peak stands."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch
 from spikingformer.config import TrainConfig, deep_merge
 from spikingformer.data.loaders import SYNTHETIC_SIZES, input_spec
 from spikingformer.engine import Callback, fit
-from spikingformer.epoch import amp_dtype, peak_memory_mb
+from spikingformer.epoch import amp_dtype, peak_memory_mb, reset_peak_memory
 
 #: Train / evaluation split sizes: ImageNet-1K, CIFAR-10/100, CIFAR10-DVS (upstream's 90 % head split per
 #: class), DVS128 Gesture (official split), scikit-learn digits (the demo's fixed split).
@@ -220,6 +220,7 @@ def measure(
         if micro < batch:
             note = f"batch {batch} runs out of memory on {device}; {micro} fits"
     else:
+        reset_peak_memory(device)  # the warm-ups' growth, not a peak this process reached before
         before = peak_memory_mb(device)
         first = warm_up(unit) - before
         per_image = max(warm_up(2 * unit) - before - first, 0.0) / unit if batch > unit else first / unit

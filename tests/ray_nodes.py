@@ -94,12 +94,19 @@ class RayNode:
             self.address = head_address
             args.append(f"--address={head_address}")
         self.log = log
+        self.env = {**ENV, **(env or {})}
         with log.open("w") as out:
-            self.proc = subprocess.Popen(args, env={**os.environ, **ENV, **(env or {})}, stdout=out,
+            self.proc = subprocess.Popen(args, env=self.driver_env(), stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: self.proc.poll() is not None or "Ray runtime started" in log.read_text(), 180,
                  f"the Ray node on {ip}")
         assert self.proc.poll() is None, log.read_text()
+
+    def driver_env(self) -> dict[str, str]:
+        """The environment of a driver joining this node: its ``RAY_AUTH_MODE``. A driver in another mode than
+        the cluster's fails at random: the GCS's calls to it are refused, so the GCS takes it for dead and
+        cancels the actors it owns (seen: a Tune trial "cancelled before it started running")."""
+        return {**os.environ, **self.env}
 
     def pids(self, title: str) -> list[int]:
         """Pids of this node's processes whose command line contains ``title``."""
@@ -113,7 +120,7 @@ class RayNode:
         before Ray is imported, which a test process cannot promise.
         """
         holder = subprocess.Popen([sys.executable, "-c", _HOLD, self.address, self.ip, str(cpus)],
-                                  env={**os.environ, **ENV}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                  env=self.driver_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             assert holder.stdout.readline().strip() == "held", f"could not hold {cpus} CPUs on {self.ip}"
             yield

@@ -72,7 +72,7 @@ def test_example_grids_pass_smoke(head: RayNode, tmp_path: Path) -> None:
         name: subprocess.Popen(
             [str(BIN / "sfh"), "reproduce", str(GRIDS / f"{name}.yaml"), "--smoke", "--rows", first,
              "--address", head.address, "--storage", str(tmp_path / "ray"), "--tracking-uri", uri],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=REPO, env=head.driver_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for name, first in firsts.items()
     }

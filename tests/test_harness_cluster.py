@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
-from ray_nodes import ENV, RayNode, wait_for
+from ray_nodes import RayNode, wait_for
 
 from harness import cluster, tracking
 
@@ -85,7 +85,7 @@ def test_trial_survives_losing_the_worker_node(tmp_path: Path, two_nodes: tuple[
             sfh = subprocess.Popen(
                 [str(SFH), "reproduce", str(experiment_file(tmp_path)), "--address", head.address,
                  "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--energy-batches", "1"],
-                env={**os.environ, **ENV}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env=head.driver_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
             wait_for(lambda: sfh.poll() is not None or first_epoch_reported(), 400, "the first epoch")
             assert sfh.poll() is None, log.read_text()

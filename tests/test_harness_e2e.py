@@ -200,7 +200,7 @@ def test_worker_and_driver_kills_then_resume(head: RayNode, store: tracking.Trac
     driver = subprocess.Popen(
         [str(BIN / "sfh"), "reproduce", str(experiment), "--epochs", str(EPOCHS), "--max-concurrent", "1",
          "--address", head.address, "--storage", str(storage), "--tracking-uri", store.uri],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO, env=head.driver_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
         def epochs_logged(row: str) -> int:
@@ -284,11 +284,13 @@ def test_one_driver_per_experiment_nan_fails_once_and_ctrl_c_kills(head: RayNode
     command = [str(BIN / "sfh"), "reproduce", str(experiment), "--epochs", "30", "--address", head.address,
                "--storage", str(storage), "--tracking-uri", store.uri]
     log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    driver = subprocess.Popen(command, cwd=REPO, env=head.driver_env(), stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
     try:
         wait_for(lambda: _status(store, name, "ok") == "RUNNING", 300, "the first driver's trials")
         began = time.monotonic()
-        second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+        second = subprocess.run(command, cwd=REPO, env=head.driver_env(), capture_output=True, text=True,
+                                timeout=300)
         print(f"second launch refused after {time.monotonic() - began:.1f} s (process start included)")
         assert second.returncode == 75, second.stdout + second.stderr
         assert f"experiment {name} is already running" in second.stderr and f"pid {driver.pid}" in second.stderr
@@ -345,7 +347,7 @@ def test_a_killed_driver_leaves_a_stale_lock_and_resume_falls_back_from_a_trunca
     driver = subprocess.Popen(
         [str(BIN / "sfh"), "reproduce", str(experiment), "--rows", "ok", "--epochs", "3", "--address", head.address,
          "--storage", str(storage), "--tracking-uri", store.uri],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=REPO, env=head.driver_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
         wait_for(lambda: _epochs_logged(store, name, "ok") >= 2, 600, "two epochs")

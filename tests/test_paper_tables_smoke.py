@@ -92,7 +92,7 @@ def test_one_table_per_peer_family_through_ray_and_compare(head: RayNode, tmp_pa
         name: subprocess.Popen(
             [str(BIN / "sfh"), "reproduce", str(EXPERIMENTS / f"{name}.yaml"), "--smoke", "--rows", firsts[name],
              "--address", head.address, "--storage", str(tmp_path / "ray"), "--tracking-uri", stores[name].uri],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=REPO, env=head.driver_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for name in THROUGH_RAY
     }
