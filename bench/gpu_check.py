@@ -65,7 +65,7 @@ class Scale:
 
 GPU = Scale("cuda", (16, 384, 196))
 CPU = Scale("cpu", (2, 24, 40), {"embed_dim": 64, "num_heads": 4, "depth": 1}, batch=4, train_batches=3,
-            resume_batches=40, bench=False)
+            resume_batches=160, bench=False)  # 40 batches (~2 s an epoch) let the kill miss epoch 1 under load
 
 
 def lif_exactness(scale: Scale, work: Path) -> dict:

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.slow
 def test_cpu_form_passes_every_check(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--out", str(tmp_path)], capture_output=True,
                           text=True, timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr[-5000:]
     report = json.loads((tmp_path / "report.json").read_text())
+    failed = {name: check for name, check in report["checks"].items() if not check["ok"]}
+    assert done.returncode == 0, json.dumps(failed, indent=1)[-6000:] + done.stdout + done.stderr[-3000:]
     checks = report["checks"]
     assert list(checks) == ["lif_exactness", "amp_steps", "bench", "kill_resume", "energy"]
     assert all(c["ok"] for c in checks.values()), checks
