@@ -178,7 +178,10 @@ class Experiment(Section):
 
         recipe = row.recipe or self.recipe
         base = load_recipe(recipe) if recipe else {}
-        row_part = deep_merge({"model": {"name": row.model.name, "kwargs": row.model.kwargs}}, row.train)
+        model: dict[str, Any] = {"name": row.model.name, "kwargs": row.model.kwargs}
+        if row.model.finetune is not None:
+            model["finetune"] = row.model.finetune
+        row_part = deep_merge({"model": model}, row.train)
         return deep_merge(deep_merge(base, self.train), row_part)
 
     def train_config(self, row: Row, overrides: dict[str, Any] | None = None) -> TrainConfig:

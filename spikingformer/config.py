@@ -137,11 +137,16 @@ class ModelConfig(Section):
 
     name: str = "spikingformer_cifar_4_384"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Fine-tune: start from this checkpoint (ours, a file or a run's folder, or upstream's) instead of random
+    #: weights; a classifier of another class count is replaced by a new one (timm's ``reset_classifier``).
+    finetune: str | None = None
 
     def validate(self, where: str) -> None:
         from spikingformer.models import MODEL_CONFIGS
 
         require(self.name in MODEL_CONFIGS, where, "name", self.name, f"one of {sorted(MODEL_CONFIGS)}")
+        require(self.finetune is None or bool(self.finetune), where, "finetune", self.finetune,
+                "a checkpoint path, or null to start from random weights")
 
 
 @dataclass

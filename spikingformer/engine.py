@@ -60,6 +60,7 @@ from spikingformer.train_checkpoint import (
     set_rng_state,
     state_sha256,
 )
+from spikingformer.weights import load_weights, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,10 @@ def set_up(config: TrainConfig, device: torch.device | None = None) -> RunState:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     torch.manual_seed(config.runtime.seed)  # identical initial weights on every rank
-    model = build_model(config.model.name, **config.model.kwargs).to(device)
+    model = build_model(config.model.name, **config.model.kwargs)
+    if config.model.finetune is not None:  # before .to(device): a new head is made where the model is
+        load_weights(model, read_checkpoint(config.model.finetune), new_head=True)
+    model = model.to(device)
     set_lif_backend(model, config.runtime.lif_backend, device)
     if config.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)

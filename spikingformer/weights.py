@@ -19,6 +19,9 @@ from spikingformer.config import ModelConfig
 from spikingformer.train_checkpoint import read_file, resolve_checkpoint
 from spikingformer.upstream_checkpoint import load_upstream_state_dict, unwrap
 
+#: The classifier's weight, under the same name in our layout and upstream's.
+HEAD_WEIGHT = "head.weight"
+
 
 class Checkpoint(NamedTuple):
     """A checkpoint's file and its content (plain data)."""
@@ -52,12 +55,30 @@ def model_config(name: str | None, checkpoint: Checkpoint | None, overrides: dic
     return ModelConfig(trained["name"], {**trained["kwargs"], **overrides})
 
 
-def load_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
+def head_classes(checkpoint: Checkpoint) -> int | None:
+    """The class count of the checkpoint's classifier (``head.weight``, in our layout and upstream's), if any."""
+    weight = unwrap(checkpoint.content).get(HEAD_WEIGHT)
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim == 2 else None
+
+
+def load_weights(model: nn.Module, checkpoint: Checkpoint, *, new_head: bool = False) -> None:
     """Load our own state_dict or an upstream checkpoint (told apart by whether most keys are ours).
 
     Either may sit in a training-script wrapper. The weights must fit the model exactly, or a
-    ``ValueError`` names what does not.
+    ``ValueError`` names what does not; with ``new_head``, a classifier of another class count is the
+    exception: every other weight loads and the model keeps a new classifier of its own count (fine-tuning
+    from another dataset, through timm's ``reset_classifier``).
     """
+    classes, trained = model.num_classes, head_classes(checkpoint)
+    if new_head and trained is not None and trained != classes:
+        model.reset_classifier(trained)
+        _load_exactly(model, checkpoint)
+        model.reset_classifier(classes)
+    else:
+        _load_exactly(model, checkpoint)
+
+
+def _load_exactly(model: nn.Module, checkpoint: Checkpoint) -> None:
     path, state = checkpoint.path, unwrap(checkpoint.content)
     ours = model.state_dict()
     if sum(key in ours for key in state) * 2 < len(state):  # mostly foreign names: an upstream layout

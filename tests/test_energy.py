@@ -449,6 +449,28 @@ def test_cli_checkpoint_that_does_not_fit(tmp_path: Path, capsys: pytest.Capture
     assert f"upstream checkpoint {upstream} does not fit Spikingformer" in out.err and out.out == ""
 
 
+def test_cli_num_classes_gives_an_imagenet_checkpoint_a_new_head(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """An ImageNet checkpoint (1000 classes) measured as a 10-class model: every weight but the classifier loads,
+    the classifier is new (timm's ``reset_classifier``); without ``--num-classes`` the head must fit."""
+    trained = build_model("spikingformer_8_384", T=1)
+    path = tmp_path / "imagenet.pth"
+    torch.save(trained.state_dict(), path)
+    args = ["energy", "--model", "spikingformer_8_384", "--checkpoint", str(path), "--T", "1",
+            "--data", "synthetic:2", "--batch-size", "2", "--format", "json"]
+    assert main([*args, "--num-classes", "10"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model"] == "spikingformer_8_384" and data["images"] == 2
+
+    model = build_model("spikingformer_8_384", T=1, num_classes=10)
+    load_weights(model, read_checkpoint(path), new_head=True)
+    kept = {k: v for k, v in trained.state_dict().items() if not k.startswith("head.")}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in kept.items())
+    assert model.head.weight.shape == (10, 384) and model.num_classes == 10
+    with pytest.raises(ValueError, match=r"head.weight: checkpoint \[1000, 384\], model \[10, 384\]"):
+        load_weights(build_model("spikingformer_8_384", T=1, num_classes=10), read_checkpoint(path))
+
+
 def test_upstream_timm_checkpoint_loads(shared_dir: Path, tmp_path: Path) -> None:
     """A timm-style upstream checkpoint (weights under ``state_dict``, plus the run's Namespace)."""
     keys = json.loads((shared_dir / "reference/upstream_state_dict_keys.json").read_text())

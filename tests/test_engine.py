@@ -17,7 +17,7 @@ from torch import nn
 
 from spikingformer.config import ConfigError, TrainConfig, deep_merge
 from spikingformer.distributed import default_device
-from spikingformer.engine import SELECTION, TIMING_KEYS, Callback, FitResult, fit
+from spikingformer.engine import SELECTION, TIMING_KEYS, Callback, FitResult, fit, set_up
 from spikingformer.epoch import RunState, amp_dtype, build_criterion, train_one_epoch
 from spikingformer.models import build_model
 from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
@@ -356,3 +356,28 @@ def test_tiny_model_learns_digits() -> None:
     print(f"digits recipe: last top-1 {result.last_top1:.2f}, best {result.best_top1:.2f}, "
           f"{time.perf_counter() - began:.0f} s")
     assert result.last_top1 >= 90.0
+
+
+def test_finetune_starts_from_a_digits_checkpoint(tmp_path: Path) -> None:
+    """``model.finetune``: a digits run's checkpoint folder is where a second digits run starts (every weight,
+    the head too: same classes). A checkpoint of another class count loads all but its classifier, which is
+    new (timm's ``reset_classifier``); the run trains from there."""
+    short = {"schedule": {"epochs": 1, "cooldown_epochs": 0}, "data": {"max_train_batches": 4}}
+    digits = deep_merge(load_recipe("digits"), short)
+    source = fit(TrainConfig.from_dict(digits), checkpoint_dir=tmp_path / "source")
+    tuned = set_up(TrainConfig.from_dict(deep_merge(digits, {"model": {"finetune": str(tmp_path / "source")}})))
+    trained = load_checkpoint(source.last_checkpoint)["model"]
+    assert all(torch.equal(tuned.model.state_dict()[k], v) for k, v in trained.items())
+
+    five = build_model(digits["model"]["name"], **{**digits["model"]["kwargs"], "num_classes": 5})
+    torch.save(five.state_dict(), tmp_path / "five.pth")
+    config = TrainConfig.from_dict(deep_merge(digits, {"model": {"finetune": str(tmp_path / "five.pth")}}))
+    tuned = set_up(config)
+    body = {k: v for k, v in five.state_dict().items() if not k.startswith("head.")}
+    assert all(torch.equal(tuned.model.state_dict()[k], v) for k, v in body.items())
+    assert tuned.model.head.weight.shape[0] == 10
+    result = fit(config)
+    assert math.isfinite(result.history[-1]["train_loss"]) and result.last_top1 > 0
+
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        set_up(TrainConfig.from_dict(deep_merge(digits, {"model": {"finetune": str(tmp_path / "nowhere.pth")}})))

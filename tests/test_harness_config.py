@@ -262,3 +262,14 @@ def test_a_tracked_run_of_an_edited_row_is_refused_before_ray_starts(tmp_path: P
     for run in runs.values():  # tracked before config hashes existed: taken as it is
         store.client.delete_tag(run.info.run_id, tracking.CONFIG_HASH)
     assert check_tracked(store, tracked_plan(path, uri), str(path)).keys() == runs.keys()
+
+
+def test_a_row_finetunes_from_a_checkpoint() -> None:
+    """A row's ``model: {finetune: PATH}`` reaches its TrainConfig; other rows start from random weights."""
+    experiment = Experiment.from_dict({
+        "name": "tune", "paper": {"arxiv": "-", "table": "-", "source": "-"}, "recipe": "digits",
+        "rows": [{"id": "scratch", "model": {"name": "spikingformer_cifar_2_384"}},
+                 {"id": "tuned", "model": {"name": "spikingformer_cifar_2_384", "finetune": "runs/src/last.pt"}}],
+    }, where="inline")
+    assert experiment.train_config(experiment.row("tuned")).model.finetune == "runs/src/last.pt"
+    assert experiment.train_config(experiment.row("scratch")).model.finetune is None

@@ -187,12 +187,13 @@ def _device(requested: str) -> torch.device:
 def _model(
     name: str | None, checkpoint: str | None, overrides: dict[str, Any], flag: str
 ) -> tuple[ModelConfig, nn.Module]:
-    """The model ``flag`` names or ``checkpoint`` records, built and loaded."""
+    """The model ``flag`` names or ``checkpoint`` records, built and loaded; ``--num-classes`` other than the
+    checkpoint's gives it a new classifier of that count (e.g. an ImageNet checkpoint measured on CIFAR)."""
     weights = read_checkpoint(checkpoint) if checkpoint else None
     config = model_config(name, weights, overrides, flag)
     model = build_model(config.name, **config.kwargs)
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, new_head="num_classes" in overrides)
     return config, model
 
 
