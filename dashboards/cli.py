@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         jobs += [(experiment, name) for name in names]
     for experiment, name in jobs:
         print(write_report(experiment, reader.rows(experiment, name=name), reader, args.out, name=name))
-    print(write_index(args.out) if jobs else f"no experiment has runs in {reader.uri}")
+    across = [line for experiment, name in jobs for line in results.family_lines(experiment, reader.uri, name=name)]
+    print(write_index(args.out, across) if jobs else f"no experiment has runs in {reader.uri}")
     return 0
 
 

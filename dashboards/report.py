@@ -93,8 +93,9 @@ def write_report(
     return index
 
 
-def write_index(out: Path) -> Path:
-    """``out/index.html``: a link to every report in ``out``, rendered now or earlier, newest first."""
+def write_index(out: Path, across: Sequence[results.FamilyLine] = ()) -> Path:
+    """``out/index.html``: a link to every report in ``out``, rendered now or earlier, newest first, and the
+    cross-family table of the rows in ``across`` (those of the experiments rendered now)."""
     pages = sorted(out.glob("*/index.html"), key=lambda p: p.stat().st_mtime, reverse=True)
     rows = [
         [
@@ -106,8 +107,32 @@ def write_index(out: Path) -> Path:
     body = markup.table(["experiment", "rendered"], rows) if rows else markup.note("no report yet")
     index = out / "index.html"
     sections = [markup.Section("all", "Reports", body)]
+    if across:
+        sections.append(_families(across))
     index.write_text(markup.page("Spikingformer reproduction: reports", str(out), sections))
     return index
+
+
+def _families(lines: Sequence[results.FamilyLine]) -> markup.Section:
+    """Every row of every family rendered, on one ruler: the family's own paper's counting and the common one."""
+    header = ["table", "row", "model", "dataset", "T", "params M", "SOPs G (paper conv. / common)",
+              "energy mJ (paper conv. / common / paper)", "top-1 (paper / ours)", "seeds", "verdict"]
+    rows = [
+        [
+            markup.text_cell(line.table), markup.text_cell(line.row), markup.text_cell(line.model),
+            markup.text_cell(line.dataset), str(line.time_steps), results.format_number(line.result.params_M),
+            f"{results.format_number(line.result.sops_G)} / {results.format_number(line.sops_common)}",
+            f"{results.format_number(line.result.energy_mJ)} / {results.format_number(line.energy_common)} / "
+            f"{results.format_number(line.result.paper.energy_mJ)}",
+            results.format_pair(line.result.paper.top1, line.result.best_top1_mean),
+            f"{len(line.result.finished)}/{len(line.result.runs)}", markup.verdict(line.result.verdict),
+        ]
+        for line in lines
+    ]
+    legend = ("<p class='small'>Energy per image under each row's own paper's convention (paper conv.), under the "
+              "common ruler (Spikingformer's rules, SPEC §5, applied to every family) and as the paper printed it; "
+              "best top-1, mean over finished seeds. The same table as <code>sfh compare</code>.</p>")
+    return markup.Section("families", "Across families", markup.table(header, rows) + legend)
 
 
 # --- paper vs reproduced ---------------------------------------------------------------------------------

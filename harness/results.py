@@ -33,7 +33,8 @@ from spikingformer import evaluate
 from spikingformer.models import MODEL_CONFIGS, model_label
 
 __all__ = [
-    "ENERGY_ARTIFACT", "NA", "Experiment", "RowResult", "RowSetup", "RunReader", "SeedRun", "collect",
+    "ENERGY_ARTIFACT", "NA", "Experiment", "FamilyLine", "RowResult", "RowSetup", "RunReader", "SeedRun", "collect",
+    "family_lines",
     "default_tracking_uri", "discover", "format_delta", "format_number", "format_pair", "format_spread",
     "load_experiment", "render_csv", "render_markdown", "row_setups", "summarize",
     "NO_REFERENCE", "axes", "format_value", "grid_cells",
@@ -147,6 +148,51 @@ def collect(experiment: Experiment, tracking_uri: str, *, name: str | None = Non
         if row.point and row.reference is None and result.verdict == NA:
             result.verdict = NO_REFERENCE  # a grid point no paper row equals
         out.append(result)
+    return out
+
+
+# --- across families -------------------------------------------------------------------------------------
+
+
+@dataclass
+class FamilyLine:
+    """One row of one experiment on the cross-family table (``sfh compare``, the report's index): its result
+    beside its SOPs and energy under the common ruler."""
+
+    table: str
+    row: str
+    model: str
+    dataset: str
+    time_steps: int
+    result: RowResult
+    sops_common: float | None
+    energy_common: float | None
+
+    def values(self) -> list[object]:
+        r = self.result
+        return [
+            self.table, self.row, self.model, self.dataset, self.time_steps, r.params_M, r.sops_G, self.sops_common,
+            r.energy_mJ, self.energy_common, r.paper.energy_mJ, r.paper.top1, r.best_top1_mean,
+            f"{len(r.finished)}/{len(r.runs)}", r.verdict,
+        ]
+
+
+def _mean(result: RowResult, metric: str) -> float | None:
+    values = [run.metrics[metric] for run in result.finished if metric in run.metrics]
+    return statistics.fmean(values) if values else None
+
+
+def family_lines(experiment: Experiment, tracking_uri: str, *, name: str | None = None) -> list[FamilyLine]:
+    """Every row of ``experiment`` with its figures under both conventions (None where nothing finished)."""
+    out = []
+    for row, result in zip(experiment.rows, collect(experiment, tracking_uri, name=name), strict=True):
+        config = experiment.train_config(row)
+        out.append(FamilyLine(
+            name or experiment.name, row.id, config.model.name, config.data.dataset,
+            config.model.kwargs.get("T") or 0, result,
+            _mean(result, evaluate.figure(evaluate.SOPS_G, evaluate.COMMON)),
+            _mean(result, evaluate.figure(evaluate.ENERGY_MJ, evaluate.COMMON)),
+        ))
     return out
 
 

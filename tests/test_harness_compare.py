@@ -45,3 +45,21 @@ def test_compare_lines_up_families_under_both_conventions(tmp_path: Path, capsys
     header, first, *_ = capsys.readouterr().out.splitlines()
     assert header.startswith("table,row,model,dataset,T,params_M,sops_G_paper_conv,sops_G_common,energy_mJ_paper_conv")
     assert first.startswith("sdt-cifar10,2-512,sdt_cifar_2_512,cifar10,4,10.233418,0.5,0.5,0.9,0.9,,95.6,95.19")
+
+
+def test_the_report_index_lines_up_the_families(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``sfh report`` of two families' tables: each gets its report, and the index their rows on one table."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tracking.Tracking(uri)
+    log_finished(store, "sdt-cifar10", "2-512", 42, {"best_top1": 95.1, "last_top1": 95.0, "params": 10_233_418,
+                                                     "sops_G": 0.5, "energy_mJ": 0.9, "sops_G_common": 0.5,
+                                                     "energy_mJ_common": 0.9})
+    log_finished(store, "qkformer-cifar10", "4-384", 42, {"best_top1": 96.0, "last_top1": 95.9, "params": 6_740_000,
+                                                          "sops_G": 0.7, "energy_mJ": 1.1, "sops_G_common": 0.6,
+                                                          "energy_mJ_common": 1.0})
+    files = [str(EXPERIMENTS / "sdt-cifar10.yaml"), str(EXPERIMENTS / "qkformer-cifar10.yaml")]
+    assert main(["report", *files, "--tracking-uri", uri, "--out", str(tmp_path / "reports")]) == 0
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert "Across families" in index and "sdt_cifar_2_512" in index and "qkformer_cifar_4_384" in index
+    assert "0.7 / 0.6" in index and "1.10 / 1.00 / n/a" in index  # QKFormer: paper conv. / common (/ paper)
+    assert (tmp_path / "reports" / "sdt-cifar10" / "index.html").is_file()

@@ -27,6 +27,7 @@ from test_harness_e2e import check_finished_trial, runs_by_key
 from harness import tracking
 from harness.commands import compare
 from harness.config import load_experiment
+from harness.results import family_lines
 from harness.specs import plan
 from spikingformer import evaluate
 from spikingformer.config import TrainConfig
@@ -109,7 +110,7 @@ def test_one_table_per_peer_family_through_ray_and_compare(head: RayNode, tmp_pa
     # The cross-family table (sfh compare): each first row under its paper's convention and the common ruler.
     table = [
         line for name in THROUGH_RAY
-        for line in compare.lines(load_experiment(EXPERIMENTS / f"{name}.yaml"), stores[name].uri,
+        for line in family_lines(load_experiment(EXPERIMENTS / f"{name}.yaml"), stores[name].uri,
                                   name=f"{name}-smoke")
         if line.row == firsts[name]
     ]

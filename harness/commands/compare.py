@@ -11,63 +11,19 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 from harness import results
-from harness.config import Experiment, discover, load_experiment
+from harness.config import discover, load_experiment
+from harness.results import FamilyLine, family_lines
 from harness.tracking import Tracking, default_tracking_uri
-from spikingformer import evaluate
 
 EXPERIMENTS_DIR = Path("experiments")
-COMMON = "common"
 
 COLUMNS = (
     "table", "row", "model", "dataset", "T", "params_M", "sops_G_paper_conv", "sops_G_common",
     "energy_mJ_paper_conv", "energy_mJ_common", "paper_energy_mJ", "paper_top1", "top1", "seeds", "verdict",
 )
-
-
-@dataclass
-class Line:
-    """One row of one experiment on the common table."""
-
-    table: str
-    row: str
-    model: str
-    dataset: str
-    time_steps: int
-    result: results.RowResult
-    sops_common: float | None
-    energy_common: float | None
-
-    def values(self) -> list[object]:
-        r = self.result
-        return [
-            self.table, self.row, self.model, self.dataset, self.time_steps, r.params_M, r.sops_G, self.sops_common,
-            r.energy_mJ, self.energy_common, r.paper.energy_mJ, r.paper.top1, r.best_top1_mean,
-            f"{len(r.finished)}/{len(r.runs)}", r.verdict,
-        ]
-
-
-def _mean(result: results.RowResult, metric: str) -> float | None:
-    values = [run.metrics[metric] for run in result.finished if metric in run.metrics]
-    return statistics.fmean(values) if values else None
-
-
-def lines(experiment: Experiment, tracking_uri: str, *, name: str | None = None) -> list[Line]:
-    """Every row of ``experiment`` with its figures under both conventions (None where nothing finished)."""
-    out = []
-    for row, result in zip(experiment.rows, results.collect(experiment, tracking_uri, name=name), strict=True):
-        config = experiment.train_config(row)
-        out.append(Line(
-            name or experiment.name, row.id, config.model.name, config.data.dataset,
-            config.model.kwargs.get("T") or 0, result,
-            _mean(result, evaluate.figure(evaluate.SOPS_G, COMMON)),
-            _mean(result, evaluate.figure(evaluate.ENERGY_MJ, COMMON)),
-        ))
-    return out
 
 
 def _cell(value: object) -> str:
@@ -76,7 +32,7 @@ def _cell(value: object) -> str:
     return results.format_number(value) if isinstance(value, float) else str(value)
 
 
-def render_markdown(table: list[Line]) -> str:
+def render_markdown(table: list[FamilyLine]) -> str:
     header = (
         "| table | row | model | dataset | T | params M | SOPs G (paper conv. / common) "
         "| energy mJ (paper conv. / common / paper's figure) | top-1 (paper / ours) | seeds | verdict |"
@@ -93,7 +49,7 @@ def render_markdown(table: list[Line]) -> str:
     return "\n".join(lines_out) + "\n"
 
 
-def render_csv(table: list[Line]) -> str:
+def render_csv(table: list[FamilyLine]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -108,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     names = {e.name: f"{e.name}{args.suffix}" for e in experiments}
     if not args.experiments:  # all files: only those with runs
         experiments = [e for e in experiments if store.find_experiment(names[e.name]) is not None]
-    table = [line for e in experiments for line in lines(e, uri, name=names[e.name])]
+    table = [line for e in experiments for line in family_lines(e, uri, name=names[e.name])]
     if not table:
         print(f"no experiment has runs in {uri}")
         return 0

@@ -39,7 +39,7 @@ def resolve_device(requested: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    experiment = load_experiment(args.experiment)
+    experiment = load_experiment(args.experiment, skip_invalid=args.skip_invalid)
     name = tracked_name(experiment, smoke=args.smoke, epochs=args.epochs)
     uri = args.tracking_uri or tracking.default_tracking_uri()
     device = resolve_device(args.device)
@@ -71,6 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__)
     parser.add_argument("experiment", type=Path, help="experiment file, e.g. experiments/imagenet.yaml")
     parser.add_argument("--rows", type=row_ids, help="comma-separated row ids, each once (default: all rows)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="a grid's impossible points are dropped (named on stderr) instead of refusing the file")
     parser.add_argument("--seeds", type=at_least(1), help="seeds per row (default: the file's `seeds`)")
     parser.add_argument("--smoke", action="store_true", help="plan the --smoke run (tracked as <name>-smoke)")
     parser.add_argument("--epochs", type=at_least(1), help="total epochs of every row (tracked as <name>-e<N>)")
