@@ -69,8 +69,9 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint, *, new_head: bool = F
     exception: every other weight loads and the model keeps a new classifier of its own count (fine-tuning
     from another dataset, through timm's ``reset_classifier``).
     """
-    classes, trained = model.num_classes, head_classes(checkpoint)
-    if new_head and trained is not None and trained != classes:
+    classes = model.num_classes
+    trained = head_classes(checkpoint) if new_head else None
+    if trained is not None and trained != classes:
         model.reset_classifier(trained)
         _load_exactly(model, checkpoint)
         model.reset_classifier(classes)

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from ray_nodes import RayNode
 from test_harness_e2e import check_finished_trial, runs_by_key
+from test_timm_interface import firing_rates
 
 from harness import tracking
 from harness.commands import compare
@@ -35,7 +35,6 @@ from spikingformer.data import build_eval_loader
 from spikingformer.engine import fit
 from spikingformer.evaluate import evaluate_run
 from spikingformer.models import build_model
-from spikingformer.neurons import MultiStepLIF
 from spikingformer.train_checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,13 +73,7 @@ def test_first_row_trains_a_step_and_is_measured(name: str, tmp_path: Path) -> N
     model = build_model(config.model.name, **config.model.kwargs)
     model.load_state_dict(load_checkpoint(result.last_checkpoint)["model"])
     x, _ = next(iter(build_eval_loader(config)))
-    rates: list[float] = []
-    hooks = [m.register_forward_hook(lambda m, i, out: rates.append(out.float().mean().item()))
-             for m in model.modules() if isinstance(m, MultiStepLIF)]
-    with torch.no_grad():
-        model.train()(x)
-    for hook in hooks:
-        hook.remove()
+    rates = firing_rates(model.train(), x)
     assert rates and sum(r > 0 for r in rates) > len(rates) // 2, rates
 
 
