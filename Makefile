@@ -122,5 +122,5 @@ WATTS ?=
 
 plan: install
 	$(if $(EXP),,$(error EXP=<experiment file> is required, e.g. make plan EXP=experiments/imagenet.yaml))
-	$(SFH) plan $(EXP) $(TRACKING_FLAGS) $(if $(DATA),--data-root $(DATA)) $(if $(ROWS),--rows $(ROWS)) \
+	$(SFH) plan $(EXP) $(CLUSTER_FLAGS) $(TRACKING_FLAGS) $(if $(DATA),--data-root $(DATA)) $(if $(ROWS),--rows $(ROWS)) \
 	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STEPS),--steps $(STEPS)) $(if $(WATTS),--watts $(WATTS))

@@ -1,12 +1,12 @@
 """What a reproduction will cost, before it starts: each row's measured step, projected over the whole run.
 
-``measure_rows`` times each row's training step in a fresh process of its own (its peak memory is its
-own; on CPU with the threads one worker gets), with the device's energy counter running where it has
-one. ``project`` scales a row's step to the experiment: epochs x steps per epoch (from the dataset's size
-and the row's workers) x seeds, plus the evaluations and the energy pass; trials run side by side as Ray
-would place them, so the wall-clock is the schedule's length and device-hours the sum over trials.
-Energy comes from the measured power where the device has a counter, else from the user's ``--watts``
-(labelled estimated), else "n/a" with the reason.
+Each row's step is measured inside Ray as its trial will run (:mod:`harness.plan_trial`), with the device's
+energy counter running where it has one. ``project`` scales it to the experiment: epochs x steps per epoch
+(from the dataset's size and the row's workers) x seeds, plus the evaluations, the measured start-up of a
+trial and its final energy pass; trials run side by side as Ray would place them, after the measured
+launch (the command's start-up and Ray's), so the wall-clock is the schedule's length and device-hours
+the sum over trials. Energy comes from the measured power where the device has a counter, else from the
+user's ``--watts`` (labelled estimated), else "n/a" with the reason.
 
 The plan is logged to the experiment's MLflow parent run of ``sfh plan`` (``plan.json`` and totals), where
 ``sfh reproduce`` and the results table find it again.
@@ -14,21 +14,18 @@ The plan is logged to the experiment's MLflow parent run of ``sfh plan`` (``plan
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import heapq
 import json
 import logging
-import multiprocessing
-import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 from mlflow.exceptions import MlflowException
 
@@ -41,53 +38,44 @@ from spikingformer.step_cost import StepCost, measure, run_steps
 
 PLAN_ARTIFACT = "plan.json"
 PLAN_COMMAND = "plan"
-#: Share of this machine's available memory one CPU measurement may plan to fill.
+#: Share of a node's available memory the CPU measurements running on it at once may plan to fill.
 CPU_MEMORY_SHARE = 0.5
 
 
 @dataclass(frozen=True)
 class Measured:
-    """A row's step cost on this device and the power its device drew meanwhile (None: no counter)."""
+    """A row's step cost on its trial's device, the power that device drew meanwhile (None: no counter), and
+    the trial's start-up before its worker could start (Tune's trial actor, Ray Train's worker group)."""
 
     cost: StepCost
     watts: float | None
     power_source: str
+    startup_s: float = 0.0
 
 
-def _measure_in_child(train: dict[str, Any], steps: int, device: str, threads: int, budget_mb: float) -> Measured:
-    """Runs in a fresh process: one worker's threads, its own peak memory, the device's energy counter."""
+def measure_row(
+    train: dict[str, Any], steps: int, device: torch.device, budget_mb: float,
+    before_timed: Callable[[], object] | None = None,
+) -> Measured:
+    """The row's step cost on ``device`` in this process (a fresh worker of its own), with the device's energy
+    counter read around the timed steps; ``before_timed`` is called once the warm-up is done."""
     import spikingformer  # noqa: F401  (registers the models in this process)
 
     logging.getLogger("spikingformer").setLevel(logging.ERROR)  # fit's notes on the shortened runs it is given
-    torch.set_num_threads(threads)
-    config = TrainConfig.from_dict(train)
-    where = torch.device(device)
-    meter = meter_for(where)
+    config = TrainConfig.from_dict(deep_merge(train, {"runtime": {"device": str(device)}}))
+    meter = meter_for(device)
     began: list[float] = []
 
     def start() -> None:
+        if before_timed is not None:
+            before_timed()
         meter.lap()
         began.append(time.perf_counter())
 
-    cost = measure(config, steps=steps, device=where, memory_budget_mb=budget_mb, before_timed=start)
+    cost = measure(config, steps=steps, device=device, memory_budget_mb=budget_mb, before_timed=start)
     joules = meter.lap()
     watts = joules / (time.perf_counter() - began[0]) if joules is not None else None
     return Measured(cost, watts, meter.source)
-
-
-def measure_rows(specs: list[TrialSpec], *, steps: int, device: str) -> dict[str, Measured]:
-    """Each row's (first seed's) step on ``device``, one fresh process per row, one after the other."""
-    found: dict[str, Measured] = {}
-    for spec in specs:
-        if spec.row in found:
-            continue
-        train = deep_merge(spec.train, {"runtime": {"device": device}})
-        threads = max(1, min(int(spec.resources["cpus_per_worker"]), os.cpu_count() or 1))
-        budget = CPU_MEMORY_SHARE * psutil.virtual_memory().available / 2**20
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-            found[spec.row] = pool.submit(_measure_in_child, train, steps, device, threads, budget).result()
-    return found
 
 
 @dataclass
@@ -104,7 +92,11 @@ class RowPlan:
     eval_batches: int
     #: Training of one trial: epochs x steps x s/step + evaluations (what the epochs' ``epoch_time_s`` add to).
     train_s: float
-    #: One trial from start to end: fit's start-up, training, the energy pass.
+    #: Before the trial's first epoch: the measured start-up of its workers, then fit's (model, loaders).
+    startup_s: float
+    #: After its last epoch: the energy pass over the evaluation batches it reads.
+    final_s: float
+    #: One trial from start to end: start-up, training, final pass.
     trial_s: float
     #: Training device-hours over all seeds (workers x train_s).
     device_hours: float
@@ -123,6 +115,9 @@ class Plan:
     steps: int
     trials_side_by_side: int
     capacity: dict[str, float]
+    #: Before the first trial starts: the command's start-up and joining (or starting) Ray, as measured.
+    launch_s: float
+    #: The whole run: the launch, then every trial as the cluster places them.
     wall_s: float
     device_hours: float
     energy_kWh: float | None
@@ -170,13 +165,6 @@ def schedule(trials: list[tuple[float, dict[str, float]]], capacity: dict[str, f
     return max((end for end, _ in running), default=0.0), most
 
 
-def local_capacity() -> dict[str, float]:
-    """What ``sfh``'s private local Ray offers here: the cores plus one CPU for trial drivers, the GPUs."""
-    from harness.cluster import DRIVER_SLACK_CPUS
-
-    return {"CPU": float((os.cpu_count() or 1) + DRIVER_SLACK_CPUS), "GPU": float(torch.cuda.device_count())}
-
-
 def project(
     specs: list[TrialSpec],
     measured: dict[str, Measured],
@@ -186,10 +174,11 @@ def project(
     device: str,
     steps: int,
     capacity: dict[str, float],
+    launch_s: float = 0.0,
     max_concurrent: int | None = None,
     watts: float | None = None,
 ) -> Plan:
-    """Scale each row's measured step to all its trials and schedule them on ``capacity``."""
+    """Scale each row's measured step to all its trials and schedule them on ``capacity`` after ``launch_s``."""
     gpu = device != "cpu"
     notes: list[str] = []
     trials, rows = [], {}
@@ -203,13 +192,15 @@ def project(
             c = m.cost
             train_s = counts.epochs * counts.steps_per_epoch * c.step_s + counts.evaluations * counts.eval_batches * (
                 c.eval_batch_s)
-            trial_s = c.setup_s + train_s + spec.energy_batches * c.eval_batch_s
+            startup_s = m.startup_s + c.setup_s
+            final_s = min(spec.energy_batches, run_steps(config, 1).eval_batches) * c.eval_batch_s
             power, basis = energy_basis(m.watts, m.power_source, watts)
             rows[spec.row] = RowPlan(
                 row=spec.row, seeds=0, workers=workers, cost=dataclasses.asdict(c), epochs=counts.epochs,
                 steps_per_epoch=counts.steps_per_epoch, evaluations=counts.evaluations,
-                eval_batches=counts.eval_batches, train_s=train_s, trial_s=trial_s, device_hours=0.0, watts=power,
-                energy_kWh=None, energy_basis=basis,
+                eval_batches=counts.eval_batches, train_s=train_s, startup_s=startup_s, final_s=final_s,
+                trial_s=startup_s + train_s + final_s, device_hours=0.0, watts=power, energy_kWh=None,
+                energy_basis=basis,
             )
         plan = rows[spec.row]
         plan.seeds += 1
@@ -230,7 +221,7 @@ def project(
     bases = sorted({r.energy_basis for r in rows.values()})
     return Plan(
         experiment=experiment, file=file, device=next(iter(measured.values())).cost.device, steps=steps,
-        trials_side_by_side=side, capacity=capacity, wall_s=wall,
+        trials_side_by_side=side, capacity=capacity, launch_s=launch_s, wall_s=launch_s + wall,
         device_hours=sum(r.device_hours for r in rows.values()),
         energy_kWh=sum(energies) if all(e is not None for e in energies) else None,
         energy_basis="; ".join(bases), rows=list(rows.values()), notes=notes,
@@ -259,7 +250,7 @@ def render(plan: Plan) -> str:
         f"## plan: {plan.experiment} ({plan.file}) on {plan.device}, {plan.steps} timed step(s) per row",
         "",
         "| row | data | precision | batch/worker | s/step | img/s/worker | peak MB/worker | steps/epoch x epochs "
-        "| seeds x workers | train/trial | device-h | kWh |",
+        "| seeds x workers | start-up + train + final / trial | device-h | kWh |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in plan.rows:
@@ -269,11 +260,13 @@ def render(plan: Plan) -> str:
         lines.append(
             f"| {r.row} | {c['data']} | {c['precision']} | {batch} | {c['step_s']:.3g} | {c['img_per_s']:.3g} "
             f"| {c['peak_mem_mb']:,.0f} | {r.steps_per_epoch:,} x {r.epochs} | {r.seeds} x {r.workers} "
-            f"| {format_duration(r.train_s)} | {r.device_hours:.3g} | {_kwh(r.energy_kWh)} |"
+            f"| {format_duration(r.startup_s)} + {format_duration(r.train_s)} + {format_duration(r.final_s)} "
+            f"| {r.device_hours:.3g} | {_kwh(r.energy_kWh)} |"
         )
     lines += [
         "",
-        f"Total: {format_duration(plan.wall_s)} wall-clock ({plan.trials_side_by_side} trial(s) side by side on "
+        f"Total: {format_duration(plan.wall_s)} wall-clock ({format_duration(plan.launch_s)} to launch, then "
+        f"{plan.trials_side_by_side} trial(s) side by side on "
         f"{', '.join(f'{v:g} {k}' for k, v in plan.capacity.items() if v)}), {plan.device_hours:.3g} device-hours, "
         f"{_kwh(plan.energy_kWh)} kWh (energy: {plan.energy_basis}).",
     ]
@@ -342,7 +335,7 @@ def announce(store: tracking.Tracking, name: str, specs: list[TrialSpec], max_de
     wall, _ = schedule(trials, {k: max(v, max((n.get(k, 0.0) for _, n in trials), default=0.0))
                                 for k, v in plan.capacity.items()})
     print(f"plan ({plan.device}, {plan.steps} timed steps a row): {len(planned)} trial(s) projected at "
-          f"{format_duration(wall)} wall-clock, {hours:.3g} device-hours, {_kwh(kwh)} kWh"
+          f"{format_duration(plan.launch_s + wall)} wall-clock, {hours:.3g} device-hours, {_kwh(kwh)} kWh"
           + (f"; rows {', '.join(missing)} are not in it" if missing else ""), flush=True)
     if limit and (missing or hours > max_device_hours):
         why = f"rows {', '.join(missing)} have no plan" if missing else f"the plan projects {hours:.3g} device-hours"

@@ -23,7 +23,8 @@ from ray.tune.experiment import Trial
 
 from harness import cluster, tracking
 from harness.specs import TrialSpec, bind, path_name, trial_resources
-from harness.trial import METRIC, trainable
+from harness.trial import METRIC
+from harness.trial import trainable as training_trial
 
 #: What the sweep was started with, beside Tune's own state: the resume command reads it back.
 INVOCATION = "sfh_invocation.json"
@@ -173,6 +174,7 @@ def run(
     name: str,
     storage: str,
     param_space: dict[str, Any],
+    trainable: Any = None,
     searcher: Any = None,
     scheduler: Any = None,
     metric: str = "top1",
@@ -182,14 +184,14 @@ def run(
     max_failures: int = 1,
     callbacks: Sequence[tune.Callback] = (),
 ) -> tune.ResultGrid:
-    """Run every trial of ``param_space`` to the end.
+    """Run every trial of ``param_space`` to the end (``trainable``: the training trial unless given).
 
     Tune starts a trial again (``max_failures`` times) only when its process was lost (its node died): failed
     training never reaches Tune as an error, since each trial decides its own retries
     (:func:`harness.trial.run_trial`) and Tune cannot tell a NaN loss from a lost node.
     """
     tuner = tune.Tuner(
-        trainable(),
+        trainable or training_trial(),
         param_space={**param_space, METRIC: metric},  # a failed trial reports it (as NaN): Tune requires it
         tune_config=tune.TuneConfig(
             metric=metric,
@@ -221,7 +223,7 @@ def restore(*, name: str, storage: str) -> tune.ResultGrid:
     path = join(storage, name)
     if not can_restore(storage, name):
         raise FileNotFoundError(f"no Tune experiment to resume at {path}")
-    tuner = tune.Tuner.restore(path, trainable=trainable(), resume_unfinished=True, resume_errored=True)
+    tuner = tune.Tuner.restore(path, trainable=training_trial(), resume_unfinished=True, resume_errored=True)
     return tuner.fit()
 
 

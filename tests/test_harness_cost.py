@@ -1,5 +1,6 @@
-"""What a reproduction costs: ``sfh plan`` (real steps, synthetic data on a paper table), the projection's
-arithmetic, the launch limit of ``sfh reproduce``, and the energy readers on a machine without counters."""
+"""What a reproduction costs: ``sfh plan`` (real steps in trials on a private local Ray, synthetic data on a
+paper table), the projection's arithmetic, the launch limit of ``sfh reproduce``, and the energy readers on a
+machine without counters."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import cost, tracking
+from harness import cost, plan_trial, tracking
 from harness.cli import main
 from harness.config import load_experiment
 from harness.power import EnergyMeter, meter_for, rapl_counter
@@ -36,21 +37,26 @@ def check_consistent(projection: cost.Plan) -> None:
         assert c["step_s"] > 0 and c["img_per_s"] > 0 and c["eval_batch_s"] > 0 and c["peak_mem_mb"] > 0
         expected = r.epochs * r.steps_per_epoch * c["step_s"] + r.evaluations * r.eval_batches * c["eval_batch_s"]
         assert r.train_s == pytest.approx(expected) and r.train_s > 0
-        assert r.trial_s > r.train_s
+        assert r.startup_s > 0 and r.final_s > 0
+        assert r.trial_s == pytest.approx(r.startup_s + r.train_s + r.final_s)
         assert r.device_hours == pytest.approx(r.seeds * r.workers * r.train_s / 3600)
     assert projection.device_hours == pytest.approx(sum(r.device_hours for r in projection.rows))
     longest = max(r.trial_s for r in projection.rows)
-    assert longest <= projection.wall_s <= sum(r.trial_s * r.seeds for r in projection.rows) + 1e-9
+    serial = sum(r.trial_s * r.seeds for r in projection.rows)
+    assert projection.launch_s + longest <= projection.wall_s <= projection.launch_s + serial + 1e-9
 
 
 def test_plan_the_demo_then_the_launch_limit(store: tracking.Tracking, tmp_path: Path, capsys) -> None:
     out = tmp_path / "plan.json"
     assert sfh("plan", EXPERIMENTS / "demo.yaml", "--rows", "spikingformer", "--steps", "2", "--format", "json",
-               "--out", out, "--tracking-uri", store.uri) == 0
+               "--out", out, "--tracking-uri", store.uri, "--storage", tmp_path / "ray") == 0
     projection = cost.Plan.from_json(out.read_text())
     assert json.loads(capsys.readouterr().out) == json.loads(out.read_text())
     (row,) = projection.rows
     assert row.cost["data"] == "digits" and row.cost["batch"] == 32 and row.cost["precision"] == "fp32"
+    # Measured in a trial on Ray, as the demo's trial runs: one worker of one CPU, after Ray's own start-up.
+    assert row.cost["device"] == "cpu (1 threads)" and projection.capacity["CPU"] >= 2
+    assert projection.launch_s > 0 and row.startup_s > row.cost["setup_s"] > 0
     assert (row.steps_per_epoch, row.epochs, row.eval_batches) == (1437 // 32, 6, 3)  # the demo's split
     check_consistent(projection)
     assert projection.energy_kWh is None and "n/a" in row.energy_basis and "--watts" in row.energy_basis
@@ -73,12 +79,13 @@ def test_plan_the_demo_then_the_launch_limit(store: tracking.Tracking, tmp_path:
     assert store.trial_runs("demo") == []
 
 
-def test_plan_a_paper_table_on_synthetic_data_and_project_the_full_run(store: tracking.Tracking, capsys) -> None:
+def test_plan_a_paper_table_on_synthetic_data_and_project_the_full_run(store: tracking.Tracking, tmp_path: Path,
+                                                                      capsys) -> None:
     """CIFAR-10's first row measured at the smoke batch on synthetic data, then scaled to the full table."""
     cifar = load_experiment(EXPERIMENTS / "cifar10.yaml")
     first = cifar.rows[0].id
     assert sfh("plan", EXPERIMENTS / "cifar10.yaml", "--smoke", "--rows", first, "--steps", "2", "--format", "json",
-               "--tracking-uri", store.uri) == 0
+               "--tracking-uri", store.uri, "--storage", tmp_path / "ray") == 0
     smoke = cost.Plan.from_json(capsys.readouterr().out)
     assert smoke.experiment == "cifar10-smoke" and smoke.rows[0].cost["data"].startswith("synthetic [3, 32, 32]")
     check_consistent(smoke)
@@ -102,6 +109,12 @@ def test_schedule_places_trials_as_the_cluster_allows() -> None:
     assert cost.schedule([(10.0, one_cpu)] * 3, {"CPU": 3.0}) == (20.0, 2)  # 2 fit at once (3.03 > 3): the third waits
     assert cost.schedule([(10.0, one_cpu), (5.0, one_cpu), (5.0, one_cpu)], {"CPU": 2.5}) == (10.0, 2)
     assert cost.schedule([(4.0, {"CPU": 1, "GPU": 8}), (4.0, {"CPU": 1, "GPU": 8})], {"CPU": 9, "GPU": 8}) == (8.0, 1)
+
+
+def test_measurements_side_by_side_start_their_timed_steps_by_groups() -> None:
+    # 5 rows, 2 at a time: the first two wait for each other, then the next two, the last for itself alone.
+    assert [plan_trial.group_end(a, rows=5, side=2) for a in range(5)] == [2, 2, 4, 4, 5]
+    assert [plan_trial.group_end(a, rows=3, side=1) for a in range(3)] == [1, 2, 3]
 
 
 def test_energy_readers_without_counters_say_why(tmp_path: Path) -> None:

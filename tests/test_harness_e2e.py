@@ -120,7 +120,7 @@ def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_serv
     # A plan first (one timed step): the launch prints its projection and the table its plan-vs-actual ratio. The
     # system-metrics monitor samples often enough for seconds-long trials.
     assert sfh("plan", EXPERIMENTS / "demo.yaml", "--smoke", "--seeds", "2", "--rows", "spikingformer", "--steps",
-               "1", "--tracking-uri", mlflow_server) == 0
+               "1", "--tracking-uri", mlflow_server, "--storage", tmp_path / "plan") == 0
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.2"
     driver = subprocess.run(
