@@ -11,6 +11,9 @@
    ``sfh resume``: the trial goes on from its checkpoint (epoch 1 only), and the checkpoint's device generator
    states (CUDA's on the GPU) are put back exactly.
 5. ``energy``: the energy pass on the device equals the CPU pass on the same weights and batch.
+6. ``plan``: ``sfh plan`` of the ImageNet 8-768 row on the GPU (synthetic data): its step in the recipe's AMP
+   at the per-GPU batch (halved with gradient accumulation if it does not fit), peak memory, and the power the
+   GPU's NVML counter measured meanwhile, projected to the whole table's device-hours and kWh.
 
 Writes ``runs/gpu-check/report.json`` and ``report.md``; exits 1 when a check fails, 2 when there is no GPU.
 ``--cpu`` runs the same checks on CPU at tiny sizes (``make test`` does, so the script cannot rot).
@@ -200,7 +203,33 @@ def energy(scale: Scale, work: Path) -> dict:
             "energy_mj_device": on_device.energy_mj, "max_rate_gap": rate_gap, "energy_rel_gap": energy_gap}
 
 
-CHECKS: list[Callable[[Scale, Path], dict]] = [lif_exactness, amp_steps, bench, kill_resume, energy]
+def plan(scale: Scale, work: Path) -> dict:
+    """On the GPU the energy basis must be the measured counter (not --watts) and the precision the recipe's AMP;
+    on CPU (no counter here) the check's own tiny experiment, with its n/a reason."""
+    if scale.device == "cuda":
+        experiment, extra = REPO / "experiments" / "imagenet.yaml", ["--rows", "8-768", "--device", "cuda"]
+    else:
+        experiment, extra = work / "plan.yaml", []
+        experiment.write_text(yaml.safe_dump(_experiment(scale)))
+    out = work / "plan.json"
+    done = subprocess.run([str(SFH), "plan", str(experiment), "--steps", "2", "--format", "json", "--out", str(out),
+                           "--storage", str(work / "plan-ray"), "--tracking-uri", f"sqlite:///{work / 'plan.db'}",
+                           *extra], cwd=REPO, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        return {"ok": False, "error": done.stderr[-3000:]}
+    projection = json.loads(out.read_text())
+    (row,) = projection["rows"]
+    c = row["cost"]
+    on_gpu = row["energy_basis"].startswith("measured") and c["precision"] != "fp32"
+    return {"ok": c["step_s"] > 0 and (scale.device == "cpu" or on_gpu),
+            **{k: c[k] for k in ("device", "precision", "batch", "micro_batch", "step_s", "img_per_s", "peak_mem_mb",
+                                 "note")},
+            "startup_s": row["startup_s"], "watts": row["watts"], "energy_basis": row["energy_basis"],
+            "table_wall_h": projection["wall_s"] / 3600, "table_device_hours": projection["device_hours"],
+            "table_energy_kWh": projection["energy_kWh"]}
+
+
+CHECKS: list[Callable[[Scale, Path], dict]] = [lif_exactness, amp_steps, bench, kill_resume, energy, plan]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,11 +23,12 @@ def test_cpu_form_passes_every_check(tmp_path: Path) -> None:
     failed = {name: check for name, check in report["checks"].items() if not check["ok"]}
     assert done.returncode == 0, json.dumps(failed, indent=1)[-6000:] + done.stdout + done.stderr[-3000:]
     checks = report["checks"]
-    assert list(checks) == ["lif_exactness", "amp_steps", "bench", "kill_resume", "energy"]
+    assert list(checks) == ["lif_exactness", "amp_steps", "bench", "kill_resume", "energy", "plan"]
     assert all(c["ok"] for c in checks.values()), checks
     assert checks["lif_exactness"]["cases"] == 4 * 4 * 2 + 2 * 4
     assert checks["lif_exactness"]["max_fp32_grad_rel_error"] <= 1e-6
     assert checks["kill_resume"]["epochs_after_resume"] == [1]
+    assert checks["plan"]["step_s"] > 0 and checks["plan"]["energy_basis"].startswith("n/a")
     assert "| kill_resume | pass |" in (tmp_path / "report.md").read_text()
 
 
