@@ -119,9 +119,15 @@ def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_serv
     """Without --address: a private Ray of its own on 127.0.0.2 (the trials' node, as their runs record)."""
     # A plan first (one timed step): the launch prints its projection and the table its plan-vs-actual ratio. The
     # system-metrics monitor samples often enough for seconds-long trials.
-    assert sfh("plan", EXPERIMENTS / "demo.yaml", "--smoke", "--seeds", "2", "--rows", "spikingformer", "--steps",
-               "1", "--tracking-uri", mlflow_server, "--storage", tmp_path / "plan") == 0
+    # Both in processes of their own: a private local Ray puts its process in Ray's token auth for good, and this
+    # test process's later drivers join the module's head, which has auth disabled.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    planned = subprocess.run(
+        [str(BIN / "sfh"), "plan", str(EXPERIMENTS / "demo.yaml"), "--smoke", "--seeds", "2", "--rows", "spikingformer",
+         "--steps", "1", "--tracking-uri", mlflow_server, "--storage", str(tmp_path / "plan")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert planned.returncode == 0, planned.stdout + planned.stderr
     env["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.2"
     driver = subprocess.run(
         [str(BIN / "sfh"), "reproduce", str(EXPERIMENTS / "demo.yaml"), "--smoke", "--seeds", "2", "--rows",
