@@ -30,7 +30,8 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from harness import sweep
 from harness.cost import CPU_MEMORY_SHARE, Measured, format_duration, measure_row, schedule
-from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name
+from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, trial_resources
+from harness.trial import first_line
 from spikingformer.step_cost import StepCost
 
 #: The longest a measurement waits for the others of its group before timing its steps alone.
@@ -161,9 +162,7 @@ def measure_rows(
     first = {}
     for spec in specs:
         first.setdefault(spec.row, measuring_spec(spec, node_cpus))
-    needs = [(1.0, {"CPU": TRIAL_DRIVER_CPU + s.resources["cpus_per_worker"],
-                    **({"GPU": 1.0} if s.resources["use_gpu"] else {})}) for s in first.values()]
-    _, side = schedule(needs, dict(ray.cluster_resources()))
+    _, side = schedule([(1.0, trial_resources(s)) for s in first.values()], dict(ray.cluster_resources()))
     side = min(side, max_concurrent or side)
     barrier = f"sfh-plan-timed-start-{name}"
     namespace = ray.get_runtime_context().namespace
@@ -182,7 +181,7 @@ def measure_rows(
     for result in results:
         row = result.config["trial"]["row"]
         if result.error is not None or MEASURED not in (result.metrics or {}):
-            why = str(result.error).strip().splitlines()[-1] if result.error is not None else "interrupted"
+            why = first_line(result.error) if result.error is not None else "interrupted"
             raise RuntimeError(f"{name}: the measurement of row {row} did not finish ({why}); log in {result.path}")
         found[row] = read_measured(result.metrics)
         began.append(float(result.metrics[BEGAN]))
