@@ -4,7 +4,7 @@ Harness: ``sfh reproduce experiments/demo.yaml`` in a subprocess, end to end (dr
 Ray, one Tune trial per row with a one-worker TorchTrainer each, MLflow, the energy pass, the table), on
 fresh storage and a fresh tracking store; once with trials side by side (as ``make demo`` runs it, though
 make's install step and table file are not timed) and once with ``--max-concurrent 1``. Standalone: each
-row's TrainConfig through ``spikingformer.engine.fit`` in this process, one after the other, with one torch
+row's TrainConfig through ``spikingformer.training.engine.fit`` in this process, one after the other, with one torch
 thread (what a one-CPU Ray worker gets). The overhead ratio compares the two serial schedules; the load
 average says how busy the shared machine was.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from harness.config import load_experiment
-from spikingformer.engine import fit
+from spikingformer.training.engine import fit
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "experiments" / "demo.yaml"

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spikingformer.config import TrainConfig, deep_merge
-from spikingformer.distributed import default_device
-from spikingformer.engine import fit
-from spikingformer.epoch import amp_dtype
+from spikingformer._validation import deep_merge
+from spikingformer.config import TrainConfig
 from spikingformer.recipes import load_recipe
+from spikingformer.training.distributed import default_device
+from spikingformer.training.engine import fit
+from spikingformer.training.epoch import amp_dtype
 
 #: (label, recipe, timed batches per epoch, per-device batch on CPU: None = the recipe's)
 CONFIGS = [

@@ -42,12 +42,12 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import bench_lif  # noqa: E402
 
+from spikingformer.checkpoints.training import LAST, read_file, rng_state, set_rng_state  # noqa: E402
 from spikingformer.config import TrainConfig  # noqa: E402
 from spikingformer.energy.measure import measure_energy  # noqa: E402
-from spikingformer.engine import fit  # noqa: E402
 from spikingformer.models import build_model  # noqa: E402
 from spikingformer.neurons import LIF_SETTINGS, compare_lif_backends  # noqa: E402
-from spikingformer.train_checkpoint import LAST, read_file, rng_state, set_rng_state  # noqa: E402
+from spikingformer.training.engine import fit  # noqa: E402
 
 SFH = Path(sys.executable).parent / "sfh"
 

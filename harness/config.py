@@ -17,16 +17,8 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from spikingformer.config import (
-    ConfigError,
-    ModelConfig,
-    Section,
-    TrainConfig,
-    deep_merge,
-    load_yaml,
-    require,
-    section_from_dict,
-)
+from spikingformer._validation import ConfigError, Section, deep_merge, load_yaml, require, section_from_dict
+from spikingformer.config import ModelConfig, TrainConfig
 from spikingformer.models import build_model
 
 

@@ -33,8 +33,9 @@ from harness import tracking
 from harness.power import ENERGY_J, NA, EnergyMeter, EpochEnergy, meter_for
 from harness.results import RowResult, format_number, format_pair
 from harness.specs import TrialSpec, trial_resources
-from spikingformer.config import TrainConfig, deep_merge
-from spikingformer.step_cost import StepCost, measure, run_steps
+from spikingformer._validation import deep_merge
+from spikingformer.config import TrainConfig
+from spikingformer.training.step_cost import StepCost, measure, run_steps
 
 PLAN_ARTIFACT = "plan.json"
 PLAN_COMMAND = "plan"

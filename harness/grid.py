@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spikingformer.config import ConfigError, Section, TrainConfig, deep_merge, require, section_from_dict
+from spikingformer._validation import ConfigError, Section, deep_merge, require, section_from_dict
+from spikingformer.config import TrainConfig
 from spikingformer.models import MODEL_CONFIGS
 
 if TYPE_CHECKING:

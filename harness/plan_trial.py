@@ -32,7 +32,7 @@ from harness import sweep
 from harness.cost import CPU_MEMORY_SHARE, Measured, format_duration, measure_row, schedule
 from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, trial_resources
 from harness.trial import first_line
-from spikingformer.step_cost import StepCost
+from spikingformer.training.step_cost import StepCost
 
 #: The longest a measurement waits for the others of its group before timing its steps alone.
 TIMED_START_WAIT_S = 600.0

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from spikingformer.distributed import all_reduce
-from spikingformer.engine import Callback
+from spikingformer.training.distributed import all_reduce
+from spikingformer.training.engine import Callback
 
 POWERCAP = Path("/sys/class/powercap")
 NA = "n/a"

@@ -19,7 +19,8 @@ import optuna
 
 from harness.config import Experiment, check_model, check_recipe, load_experiment, read_yaml
 from harness.grid import nest
-from spikingformer.config import ConfigError, ModelConfig, Section, deep_merge, require, section_from_dict
+from spikingformer._validation import ConfigError, Section, deep_merge, require, section_from_dict
+from spikingformer.config import ModelConfig
 
 KINDS = ("uniform", "loguniform", "integer", "choice")
 

@@ -16,8 +16,9 @@ from mlflow.entities import Run
 
 from harness import tracking
 from harness.config import SMOKE_RESOURCES, Experiment, Resources, run_overrides
-from spikingformer.config import ConfigError, TrainConfig, deep_merge
-from spikingformer.data import check_data
+from spikingformer._validation import ConfigError, deep_merge
+from spikingformer.config import TrainConfig
+from spikingformer.data.loaders import check_data
 
 #: The Tune function only waits on its TorchTrainer; Ray refuses a zero-CPU bundle.
 TRIAL_DRIVER_CPU = 0.01

@@ -37,11 +37,12 @@ from harness import cost, tracking
 from harness.config import Resources
 from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, sampled_run_key
 from spikingformer import evaluate
-from spikingformer.config import TrainConfig, deep_merge
-from spikingformer.engine import Callback, FitResult, fit
+from spikingformer._validation import deep_merge
+from spikingformer.checkpoints.training import BEST, LAST, CheckpointError, newest_intact, resume_candidates
+from spikingformer.config import TrainConfig
 from spikingformer.evaluate import evaluate_run
 from spikingformer.neurons import describe_lif_backend, resolve_lif_backend
-from spikingformer.train_checkpoint import BEST, LAST, CheckpointError, newest_intact, resume_candidates
+from spikingformer.training.engine import Callback, FitResult, fit
 
 CHECKPOINTS_KEPT = 2
 

@@ -3,8 +3,8 @@
 Importing the package registers every paper configuration with timm.
 """
 
+from spikingformer.checkpoints.upstream import load_upstream_state_dict
 from spikingformer.models import MODEL_CONFIGS, Spikformer, Spikingformer, SpikingTransformer, build_model
-from spikingformer.upstream_checkpoint import load_upstream_state_dict
 
 __all__ = [
     "MODEL_CONFIGS",

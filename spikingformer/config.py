@@ -7,128 +7,12 @@ impossible values raise ``ConfigError`` naming the key path, the value and what 
 from __future__ import annotations
 
 import dataclasses
-import re
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
-import yaml
+from spikingformer._validation import ConfigError, Section, require, section_from_dict
 
 DATASETS = ("imagenet", "cifar10", "cifar100", "cifar10-dvs", "dvs128-gesture", "digits", "synthetic")
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type or impossible; the message names the key."""
-
-
-class _Yaml12Floats(yaml.SafeLoader):
-    """PyYAML's safe loader reading floats as YAML 1.2 does: ``1e-4`` is a number (YAML 1.1, PyYAML's
-    default, wants ``1.0e-4`` and otherwise gives the string "1e-4", which every float key then refuses)."""
-
-
-_Yaml12Floats.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Floats.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                  |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
-def load_yaml(text: str) -> Any:
-    """Parse YAML safely (no code runs), with scientific notation such as ``lr: 1e-4`` read as a number."""
-    return yaml.load(text, Loader=_Yaml12Floats)  # noqa: S506 (a SafeLoader subclass)
-
-
-def _check_type(value: Any, tp: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for option in get_args(tp):
-            try:
-                return _check_type(value, option, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: {value!r} matches none of {tp}")
-    if tp is type(None):
-        if value is not None:
-            raise ConfigError(f"{where}: expected null, got {value!r}")
-        return None
-    if origin is Literal:
-        if value not in get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return section_from_dict(tp, value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        item_types = get_args(tp)
-        if len(item_types) == 2 and item_types[1] is Ellipsis:
-            return tuple(_check_type(v, item_types[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(item_types):
-            raise ConfigError(f"{where}: expected {len(item_types)} values, got {len(value)}")
-        return tuple(_check_type(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, item_types, strict=True)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp} at {where}")
-
-
-def section_from_dict(cls: type, data: Any, where: str) -> Any:
-    """A ``Section`` dataclass from a mapping: unknown keys and mistyped values are ``ConfigError``s naming
-    ``where`` and the key; then the section's own ``validate``. Public: the harness's schemas reuse it."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        path = f"{where}.{name}" if where else name
-        if name in data:
-            kwargs[name] = _check_type(data[name], hints[name], path)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{path}: required key is missing")
-    obj = cls(**kwargs)
-    obj.validate(where)
-    return obj
-
-
-def require(cond: bool, where: str, key: str, value: Any, allowed: str) -> None:
-    """A ``ConfigError`` naming the key, the value and what is allowed, unless ``cond``."""
-    if not cond:
-        raise ConfigError(f"{where + '.' if where else ''}{key}: {value!r} is not allowed ({allowed})")
-
-
-class Section:
-    """Base of every validated configuration dataclass (here and in the harness's schemas)."""
-
-    def validate(self, where: str) -> None:
-        """Cross-field and range checks; overridden per section."""
 
 
 @dataclass
@@ -353,14 +237,3 @@ class TrainConfig(Section):
                 f"{where + '.' if where else ''}data.batch_size={self.data.batch_size} must be even with mixup/cutmix "
                 "(timm mixes each sample with its mirror in the batch)"
             )
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Recursively overlay ``override`` on ``base`` (mappings merge, everything else replaces)."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out

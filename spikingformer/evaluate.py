@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
+from spikingformer.checkpoints.training import load_checkpoint
 from spikingformer.config import TrainConfig
-from spikingformer.data import build_eval_loader
+from spikingformer.data.loaders import build_eval_loader
 from spikingformer.energy import GIGA, EnergyReport, measure_conventions
-from spikingformer.engine import FitResult
 from spikingformer.models import build_model
-from spikingformer.train_checkpoint import load_checkpoint
+from spikingformer.training.engine import FitResult
 
 #: Final figures (one value per run), by what they hold.
 BEST_TOP1 = "best_top1"

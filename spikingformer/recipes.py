@@ -11,12 +11,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from spikingformer.config import deep_merge
-from spikingformer.data.images import CIFAR_MEAN, CIFAR_STD
+from spikingformer._validation import deep_merge
+from spikingformer.data import pixel_stats
 
 # Lists, not tuples, so a recipe dumps to YAML / JSON as it is.
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+IMAGENET_MEAN, IMAGENET_STD = list(pixel_stats.IMAGENET_MEAN), list(pixel_stats.IMAGENET_STD)
+CIFAR_MEAN, CIFAR_STD = list(pixel_stats.CIFAR_MEAN), list(pixel_stats.CIFAR_STD)
 
 #: What every paper recipe shares: timm's train.py as upstream ran it (AdamW, cosine with 10 cooldown epochs,
 #: fp16 AMP, no DropPath, no EMA), the square full-image crop, and mixup's batch mode with label smoothing.
@@ -47,8 +47,8 @@ CIFAR10 = deep_merge(BASE, {
     "data": {"dataset": "cifar10", "batch_size": 64, "eval_batch_size": 64, "recipe_global_batch": 64},
     "optim": {"lr": 5e-4, "weight_decay": 0.06},
     "schedule": {"epochs": 300},
-    "augment": {"auto_augment": "rand-m9-n1-mstd0.4-inc1", "color_jitter": 0.0, "mean": list(CIFAR_MEAN),
-                "std": list(CIFAR_STD), "mixup_alpha": 0.5, "cutmix_alpha": 0.0, "mixup_off_epoch": 200},
+    "augment": {"auto_augment": "rand-m9-n1-mstd0.4-inc1", "color_jitter": 0.0, "mean": CIFAR_MEAN,
+                "std": CIFAR_STD, "mixup_alpha": 0.5, "cutmix_alpha": 0.0, "mixup_off_epoch": 200},
 })
 
 #: SPEC §6.2: cifar100.yml differs from CIFAR-10's only in the classes and 8 heads.

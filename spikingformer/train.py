@@ -25,10 +25,11 @@ import torch
 import torch.distributed as dist
 
 from spikingformer import evaluate
-from spikingformer.config import ConfigError, TrainConfig, deep_merge, load_yaml
-from spikingformer.distributed import rank_and_world
-from spikingformer.engine import Callback, fit
+from spikingformer._validation import ConfigError, deep_merge, load_yaml
+from spikingformer.config import TrainConfig
 from spikingformer.recipes import load_recipe
+from spikingformer.training.distributed import rank_and_world
+from spikingformer.training.engine import Callback, fit
 
 
 def load_config(path: str | Path, row: str | None = None, epochs: int | None = None) -> TrainConfig:

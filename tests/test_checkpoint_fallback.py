@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikingformer.config import TrainConfig
-from spikingformer.engine import Callback, fit
-from spikingformer.train_checkpoint import (
+from spikingformer.checkpoints.loading import read_checkpoint
+from spikingformer.checkpoints.training import (
     BEST,
     LAST,
     CheckpointError,
@@ -20,7 +19,8 @@ from spikingformer.train_checkpoint import (
     resume_candidates,
     save_checkpoint,
 )
-from spikingformer.weights import read_checkpoint
+from spikingformer.config import TrainConfig
+from spikingformer.training.engine import Callback, fit
 
 
 def _write(path: Path, epoch: int) -> Path:
@@ -62,7 +62,7 @@ def test_the_newest_intact_checkpoint_is_chosen_and_skipped_files_are_named(tmp_
     assert candidates == [last, best, older]
     assert newest_intact(candidates).path == last
     _truncate(last)
-    with caplog.at_level(logging.WARNING, logger="spikingformer.train_checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="spikingformer.checkpoints.training"):
         chosen = newest_intact(candidates)
     assert (chosen.path, chosen.content["epoch"]) == (older, 4)  # epoch 4 beats best.pt's 3
     assert chosen.content["model"]["w"].eq(4.0).all()
@@ -95,7 +95,7 @@ def test_fit_resumes_from_the_intact_best_when_last_is_truncated(tmp_path: Path,
         fit(config, checkpoint_dir=tmp_path, callbacks=[_CrashAfterEpoch1()])
     best_epoch = load_checkpoint(tmp_path / BEST)["epoch"]
     _truncate(tmp_path / LAST)
-    with caplog.at_level(logging.WARNING, logger="spikingformer.train_checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="spikingformer.checkpoints.training"):
         result = fit(config, checkpoint_dir=tmp_path, resume_from=tmp_path)
     assert f"cannot read checkpoint {tmp_path / LAST}: it is truncated or corrupt" in caplog.text
     assert f"resuming from {tmp_path / BEST} (epoch {best_epoch}) instead" in caplog.text

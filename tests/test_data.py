@@ -11,12 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from spikingformer.config import TrainConfig, deep_merge
-from spikingformer.data import SyntheticDataset, build_dataset, build_eval_loader, build_loaders, input_spec
+from spikingformer._validation import deep_merge
+from spikingformer.config import TrainConfig
 from spikingformer.data.dvs_augment import SNNAugmentWide
 from spikingformer.data.events import CIFAR10_DVS_TRAIN_RATIO, event_frames
-from spikingformer.data.images import CIFAR_MEAN, CIFAR_STD
+from spikingformer.data.pixel_stats import CIFAR_MEAN, CIFAR_STD
+from spikingformer.data.loaders import build_dataset, build_eval_loader, build_loaders
 from spikingformer.data.splits import head_split_per_class, split_fingerprint, stratified_subset
+from spikingformer.data.synthetic import SyntheticDataset
+from spikingformer.models.registry import input_spec
 
 TINY = {"embed_dim": 16, "depth": 1, "num_heads": 2, "T": 1}
 

@@ -15,7 +15,9 @@ from upstream_energy_log import EnergyLog, parse_energy_log
 
 from harness.cli import main
 from spikingformer import build_model
-from spikingformer.config import TrainConfig, deep_merge
+from spikingformer._validation import deep_merge
+from spikingformer.checkpoints.loading import load_weights, read_checkpoint
+from spikingformer.config import TrainConfig
 from spikingformer.energy import (
     COMMON,
     GIGA,
@@ -26,11 +28,10 @@ from spikingformer.energy import (
     profile_ops,
     spike_flags,
 )
-from spikingformer.engine import fit
 from spikingformer.models.spikformer import Spikformer
 from spikingformer.models.spikingformer import Spikingformer
 from spikingformer.recipes import load_recipe
-from spikingformer.weights import load_weights, read_checkpoint
+from spikingformer.training.engine import fit
 
 TINY = dict(layout="cifar", img_size=16, embed_dim=32, depth=2, num_heads=2, T=2, num_classes=5)
 

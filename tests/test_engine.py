@@ -15,14 +15,15 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
-from spikingformer.config import ConfigError, TrainConfig, deep_merge
-from spikingformer.distributed import default_device
-from spikingformer.engine import SELECTION, TIMING_KEYS, Callback, FitResult, fit, set_up
-from spikingformer.epoch import RunState, amp_dtype, build_criterion, train_one_epoch
+from spikingformer._validation import ConfigError, deep_merge
+from spikingformer.checkpoints.training import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from spikingformer.config import TrainConfig
 from spikingformer.models import build_model
-from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
 from spikingformer.recipes import list_recipes, load_recipe
-from spikingformer.train_checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from spikingformer.training.distributed import default_device
+from spikingformer.training.engine import SELECTION, TIMING_KEYS, Callback, FitResult, fit, set_up
+from spikingformer.training.epoch import RunState, amp_dtype, build_criterion, train_one_epoch
+from spikingformer.training.optim import build_optimizer, build_scheduler, scaled_lr
 
 TINY_MODEL = {"name": "spikingformer_cifar_2_384", "kwargs": {"embed_dim": 16, "depth": 1, "num_heads": 2, "T": 1}}
 #: Digits subset with every random part of the recipe on: RandAugment, erasing, mixup/cutmix switching, EMA.

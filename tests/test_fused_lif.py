@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikingformer.config import ConfigError, TrainConfig
+from spikingformer._validation import ConfigError
+from spikingformer.config import TrainConfig
 from spikingformer.models import build_model
 from spikingformer.neurons import (
     LIF_SETTINGS,
@@ -141,8 +142,8 @@ def test_engine_trains_the_same_under_both_backends(tmp_path) -> None:
     """One epoch (two SGD updates) through ``fit``: the fused backend ends on the same weights, to rounding (its C
     backward agrees with spikingjelly's to a few 1e-7). SGD, because AdamW turns the rounding noise of a conv bias
     ahead of BN (true gradient 0) into full learning-rate steps under either backend."""
-    from spikingformer.engine import fit
-    from spikingformer.train_checkpoint import LAST, read_file
+    from spikingformer.checkpoints.training import LAST, read_file
+    from spikingformer.training.engine import fit
 
     def train(backend: str) -> dict[str, torch.Tensor]:
         config = TrainConfig.from_dict({

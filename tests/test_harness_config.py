@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from harness.config import SMOKE_OVERRIDES, Experiment, Tolerance, load_experiment, run_overrides, tracked_name
-from spikingformer.config import ConfigError
+from spikingformer._validation import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 #: The experiment files (experiments/ may hold other YAML, e.g. a standalone TrainConfig).

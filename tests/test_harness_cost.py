@@ -18,7 +18,7 @@ from harness.cli import main
 from harness.config import load_experiment
 from harness.power import EnergyMeter, meter_for, rapl_counter
 from harness.specs import plan
-from spikingformer.step_cost import StepCost
+from spikingformer.training.step_cost import StepCost
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"

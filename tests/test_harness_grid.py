@@ -15,7 +15,7 @@ from harness import results, tracking
 from harness.config import load_experiment
 from harness.grid import NO_REFERENCE
 from harness.specs import path_name, plan
-from spikingformer.config import ConfigError
+from spikingformer._validation import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 GRIDS = sorted((EXPERIMENTS / "grid").glob("*.yaml"))

@@ -195,7 +195,7 @@ def test_a_restarted_rank_resumes_from_the_newest_intact_of_the_checkpoints_ray_
     import torch
 
     from harness.trial import _resume_point
-    from spikingformer.train_checkpoint import save_checkpoint
+    from spikingformer.checkpoints.training import save_checkpoint
 
     run = tmp_path / "storage" / "run"
     older, newest = run / "checkpoint_2026-12-01_10-00-00.000001", run / "checkpoint_2026-12-01_10-05-00.000001"

@@ -18,7 +18,7 @@ from harness.cli import main
 from harness.commands.search import OPTUNA_TRIAL, scheduler
 from harness.config import Experiment, load_experiment
 from harness.search_space import Sampler, Search, load_search
-from spikingformer.config import ConfigError
+from spikingformer._validation import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 SEARCHES = sorted((EXPERIMENTS / "search").glob("*.yaml"))

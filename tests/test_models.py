@@ -18,8 +18,8 @@ from torch import nn
 import harness.cli
 import spikingformer
 from spikingformer import MODEL_CONFIGS, Spikformer, Spikingformer, build_model
+from spikingformer.data.pixel_stats import CIFAR_MEAN, CIFAR_STD
 from spikingformer.models.layers import SeqDropPath
-from spikingformer.pixel_stats import CIFAR_MEAN, CIFAR_STD
 
 #: SPEC §4, "w/o unused LN" column: what our models (which omit the never-called LayerNorms) must have.
 EXPECTED_PARAMS = {

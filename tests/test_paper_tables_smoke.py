@@ -3,7 +3,7 @@ table of each peer family runs the whole way through ``sfh reproduce --smoke`` o
 lines them up under each paper's energy convention and the common one.
 
 In process, per table: the row's smoke spec (1 epoch of 1 batch of synthetic data of the row's input shape),
-``spikingformer.engine.fit`` and the final figures a trial logs (``spikingformer.evaluate.evaluate_run``),
+``spikingformer.training.engine.fit`` and the final figures a trial logs (``spikingformer.evaluate.evaluate_run``),
 spikes alive. Through Ray: the drivers side by side against one head on loopback (``tests/ray_nodes.py``),
 each with its own sqlite store; Spikingformer's own path through Ray is the end-to-end demo tests'. A driver
 of a 224x224 or T=16 row and its trial hold ~4 GB, and a dozen of them cost ~15 minutes of this 2-core
@@ -30,12 +30,12 @@ from harness.config import load_experiment
 from harness.results import family_lines
 from harness.specs import plan
 from spikingformer import evaluate
+from spikingformer.checkpoints.training import load_checkpoint
 from spikingformer.config import TrainConfig
-from spikingformer.data import build_eval_loader
-from spikingformer.engine import fit
+from spikingformer.data.loaders import build_eval_loader
 from spikingformer.evaluate import evaluate_run
 from spikingformer.models import build_model
-from spikingformer.train_checkpoint import load_checkpoint
+from spikingformer.training.engine import fit
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

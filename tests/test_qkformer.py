@@ -17,10 +17,10 @@ from torch import nn
 from upstream_reference import randomize_
 
 from spikingformer import build_model
+from spikingformer.checkpoints.loading import load_weights, read_checkpoint
+from spikingformer.checkpoints.upstream import convert_upstream_state_dict, load_upstream_state_dict
 from spikingformer.energy import measure_conventions
 from spikingformer.models.qkformer import QKFormer
-from spikingformer.upstream_checkpoint import convert_upstream_state_dict, load_upstream_state_dict
-from spikingformer.weights import load_weights, read_checkpoint
 
 #: (registered name, overrides) -> (upstream layout, the upstream builder's arguments, upstream parameter count)
 REGISTERED = {

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from spikingformer.config import TrainConfig
-from spikingformer.engine import fit
-from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
 from spikingformer.recipes import load_recipe
+from spikingformer.training.engine import fit
+from spikingformer.training.optim import build_optimizer, build_scheduler, scaled_lr
 
 
 def mae_lr(t: float, lr: float, min_lr: float, warmup: int, epochs: int) -> float:

@@ -19,14 +19,15 @@ from torch import nn
 from upstream_reference import randomize_
 
 from spikingformer import build_model, load_upstream_state_dict
-from spikingformer.config import AugmentConfig, ConfigError, TrainConfig
+from spikingformer._validation import ConfigError
+from spikingformer.checkpoints.upstream import convert_upstream_state_dict
+from spikingformer.config import AugmentConfig, TrainConfig
 from spikingformer.data.dvs_augment import ResizedFrames, frames_to_tensor
 from spikingformer.energy.measure import measure_conventions
-from spikingformer.epoch import build_criterion
 from spikingformer.models.spike_driven import SpikeDrivenTransformer
-from spikingformer.optim import build_optimizer
 from spikingformer.recipes import load_recipe
-from spikingformer.upstream_checkpoint import convert_upstream_state_dict
+from spikingformer.training.epoch import build_criterion
+from spikingformer.training.optim import build_optimizer
 
 #: The upstream code's count less ``talking_heads`` (8 x 8 per block), per registered configuration.
 PARAMS = {

@@ -1,4 +1,4 @@
-"""spikingformer.step_cost: the batch-halving search, the step counts of a whole run, and one real measurement."""
+"""training.step_cost: the batch-halving search, the step counts of a whole run, and one real measurement."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from spikingformer.config import TrainConfig
 from spikingformer.recipes import load_recipe
-from spikingformer.step_cost import (
+from spikingformer.training.step_cost import (
     SPLIT_SIZES,
     accumulation,
     input_source,

@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from spikingformer.config import ConfigError
+from spikingformer._validation import ConfigError
+from spikingformer.checkpoints.training import load_checkpoint, state_sha256
 from spikingformer.train import load_config, main
-from spikingformer.train_checkpoint import load_checkpoint, state_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -87,7 +87,7 @@ def test_cli_final_figures_equal_a_ray_trials(tmp_path: Path, capsys: pytest.Cap
     from harness import tracking
     from harness.trial import _log_final
     from spikingformer import evaluate
-    from spikingformer.engine import FitResult
+    from spikingformer.training.engine import FitResult
 
     out = tmp_path / "out"
     digits = write(tmp_path / "digits.yaml", {"recipe": "digits", "data": {"train_size": 512}})  # learns: spikes live

@@ -28,12 +28,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from spikingformer import MODEL_CONFIGS, build_model
+from spikingformer.checkpoints.loading import load_weights, model_config, read_checkpoint
 from spikingformer.config import ModelConfig, TrainConfig
-from spikingformer.data import InputSpec, build_eval_loader, input_spec
-from spikingformer.distributed import default_device
+from spikingformer.data.loaders import build_eval_loader
 from spikingformer.energy import E_AC_PJ, E_MAC_PJ, GIGA, EnergyConvention, EnergyReport, measure_conventions
+from spikingformer.models.registry import InputSpec, input_spec
 from spikingformer.recipes import RECIPES, load_recipe
-from spikingformer.weights import load_weights, model_config, read_checkpoint
+from spikingformer.training.distributed import default_device
 
 #: ``--data`` datasets read from a folder (``NAME:ROOT``); each has a recipe of the same name.
 FOLDER_DATASETS = ("imagenet", "cifar10", "cifar100", "cifar10-dvs", "dvs128-gesture")

@@ -2,7 +2,7 @@
 
 The command joins Ray as ``sfh reproduce`` would (``--address``, else a private local Ray) and runs one
 short trial per row there (``harness.plan_trial``): the row's model and input pipeline run ``--steps``
-training steps at the row's per-worker batch in the recipe's precision (``spikingformer.step_cost``), side by
+training steps at the row's per-worker batch in the recipe's precision (``spikingformer.training.step_cost``), side by
 side as the trials would run. ``harness.cost`` projects them over epochs, steps per epoch, seeds and the
 experiment's workers, with the measured launch and trial start-up, to wall-clock, device-hours and kWh,
 prints the table (or JSON) and logs it to the experiment's MLflow parent run, where ``sfh reproduce`` reads

@@ -11,7 +11,7 @@ import argparse
 from harness import cluster, lock, sweep, tracking
 from harness.commands.reproduce import add_cluster_options, finish
 from harness.config import Experiment
-from spikingformer.config import load_yaml
+from spikingformer._validation import load_yaml
 
 
 def run(args: argparse.Namespace) -> int:

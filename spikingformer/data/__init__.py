@@ -1,31 +1,7 @@
 """Datasets and loaders for every table: ImageNet, CIFAR10/100, DVS128 Gesture, CIFAR10-DVS, digits, synthetic.
 
-``build_loaders(config, rank=, world_size=)`` is what the engine calls; ``build_eval_loader`` /
-``build_eval_dataset`` serve tools that only evaluate (the energy pass).
+``loaders.build_loaders(config, rank=, world_size=)`` is what the engine calls; ``loaders.build_eval_loader`` /
+``loaders.build_eval_dataset`` serve tools that only evaluate (the energy pass). ``pixel_stats`` holds each
+dataset's normalisation, which the models' timm configs declare too. Nothing is imported here, so a model
+module can read ``pixel_stats`` without pulling in the loaders, which build models.
 """
-
-from spikingformer.data.loaders import (
-    EVENT_DATASETS,
-    InputSpec,
-    LabelledSplit,
-    build_dataset,
-    build_eval_dataset,
-    build_eval_loader,
-    build_loaders,
-    check_data,
-    input_spec,
-)
-from spikingformer.data.synthetic import SyntheticDataset
-
-__all__ = [
-    "EVENT_DATASETS",
-    "InputSpec",
-    "LabelledSplit",
-    "SyntheticDataset",
-    "build_dataset",
-    "build_eval_dataset",
-    "build_eval_loader",
-    "build_loaders",
-    "check_data",
-    "input_spec",
-]

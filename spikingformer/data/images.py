@@ -18,8 +18,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
 from spikingformer.config import AugmentConfig
+from spikingformer.data.pixel_stats import CIFAR_MEAN, CIFAR_STD
 from spikingformer.data.splits import split_fingerprint
-from spikingformer.pixel_stats import CIFAR_MEAN, CIFAR_STD
 
 #: Pixel mean/std of all 1797 digits after the 8x8 -> 32x32 bilinear upsampling below.
 DIGITS_MEAN = (0.306, 0.306, 0.306)

@@ -8,13 +8,12 @@ reduced accuracy counts every sample exactly once.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from spikingformer.config import ModelConfig, TrainConfig
+from spikingformer.config import TrainConfig
 from spikingformer.data.dvs_augment import DVSTrainTransform, ResizedFrames, frames_to_tensor
 from spikingformer.data.events import check_root, event_frames
 from spikingformer.data.images import (
@@ -28,8 +27,8 @@ from spikingformer.data.images import (
 )
 from spikingformer.data.splits import SUBSET_SEED, stratified_subset
 from spikingformer.data.synthetic import SyntheticDataset
-from spikingformer.distributed import rank0_first
-from spikingformer.models import build_model
+from spikingformer.models.registry import input_spec
+from spikingformer.training.distributed import rank0_first
 
 Split = Literal["train", "eval"]
 EVENT_DATASETS = ("cifar10-dvs", "dvs128-gesture")
@@ -37,22 +36,6 @@ EVENT_DATASETS = ("cifar10-dvs", "dvs128-gesture")
 EVENT_SENSOR_SIDE = 128
 #: Synthetic set sizes when data.train_size / data.eval_size are not given.
 SYNTHETIC_SIZES = {"train": 256, "eval": 64}
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a model consumes: one sample's shape, static images or event frames, and the class count."""
-
-    input_shape: tuple[int, ...]
-    input_kind: str
-    num_classes: int
-
-
-def input_spec(model: ModelConfig) -> InputSpec:
-    """Read the spec off a meta-device instance: exact, and no weights are allocated."""
-    with torch.device("meta"):
-        instance = build_model(model.name, **model.kwargs)
-    return InputSpec(tuple(instance.input_shape), instance.input_kind, instance.num_classes)
 
 
 class LabelledSplit(Dataset):

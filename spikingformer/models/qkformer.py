@@ -17,6 +17,7 @@ from timm.layers import register_notrace_function
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
+from spikingformer.checkpoints.upstream import HEAD_RULES, Rule
 from spikingformer.energy.conventions import EnergyConvention
 from spikingformer.energy.report import AttentionShape, register_attention_cost
 from spikingformer.models.base import SpikingTransformer
@@ -30,7 +31,6 @@ from spikingformer.models.registry import (
 )
 from spikingformer.models.spikformer import SpikformerMLP, SpikformerSelfAttention
 from spikingformer.neurons import V_THRESHOLD_ATTN, MultiStepLIF
-from spikingformer.upstream_checkpoint import HEAD_RULES, Rule
 
 
 @dataclass(frozen=True)

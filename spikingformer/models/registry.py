@@ -14,15 +14,17 @@ are the library's own view of that timm registry: every model registered from ``
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import timm
 import torch
 from timm.models import build_model_with_cfg, list_models, model_entrypoint
 
+from spikingformer.checkpoints.upstream import checkpoint_filter_fn
+from spikingformer.config import ModelConfig
+from spikingformer.data.pixel_stats import CIFAR_MEAN, CIFAR_STD, DVS_MEAN, DVS_STD, IMAGENET_MEAN, IMAGENET_STD
 from spikingformer.neurons import TAU_DVS
-from spikingformer.pixel_stats import CIFAR_MEAN, CIFAR_STD, DVS_MEAN, DVS_STD, IMAGENET_MEAN, IMAGENET_STD
-from spikingformer.upstream_checkpoint import checkpoint_filter_fn
 
 ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
@@ -124,3 +126,19 @@ def model_label(name: str, **overrides: Any) -> str:
     if all(built.get(key) == defaults.get(key) for key in ("depth", "embed_dim")):
         return name
     return f"{family.__name__}-{built.get('depth')}-{built.get('embed_dim')}, from {name}"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model consumes: one sample's shape, static images or event frames, and the class count."""
+
+    input_shape: tuple[int, ...]
+    input_kind: str
+    num_classes: int
+
+
+def input_spec(model: ModelConfig) -> InputSpec:
+    """Read the spec off a meta-device instance: exact, and no weights are allocated."""
+    with torch.device("meta"):
+        instance = build_model(model.name, **model.kwargs)
+    return InputSpec(tuple(instance.input_shape), instance.input_kind, instance.num_classes)

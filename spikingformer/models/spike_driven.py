@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
+from spikingformer.checkpoints.upstream import HEAD_RULES, Rule
 from spikingformer.energy.conventions import EnergyConvention
 from spikingformer.energy.report import AttentionShape, register_attention_cost
 from spikingformer.models.base import SpikingTransformer
@@ -36,7 +37,6 @@ from spikingformer.models.registry import (
 from spikingformer.models.spikformer import SPSStage
 from spikingformer.models.spikingformer import SpikingMLP
 from spikingformer.neurons import TAU_STATIC, V_THRESHOLD_ATTN, MultiStepLIF
-from spikingformer.upstream_checkpoint import HEAD_RULES, Rule
 
 #: layout -> (max-pool after each of the four conv stages (upstream ``pooling_stat``), event input, erode in SDSA)
 LAYOUT_SPECS = {

@@ -12,6 +12,7 @@ import torch
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
+from spikingformer.checkpoints.upstream import HEAD_RULES, UNUSED_BLOCK_NORMS, Rule
 from spikingformer.energy.conventions import EnergyConvention
 from spikingformer.models.base import SpikingTransformer
 from spikingformer.models.layers import (
@@ -30,7 +31,6 @@ from spikingformer.models.registry import (
     pretrained_cfg,
 )
 from spikingformer.neurons import V_THRESHOLD_ATTN, MultiStepLIF
-from spikingformer.upstream_checkpoint import HEAD_RULES, UNUSED_BLOCK_NORMS, Rule
 
 #: Which of the four SPS conv stages max-pool their output, per input layout.
 POOLED_STAGES = {

@@ -12,6 +12,7 @@ import torch
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
+from spikingformer.checkpoints.upstream import HEAD_RULES, UNUSED_BLOCK_NORMS, Rule
 from spikingformer.models.base import SpikingTransformer
 from spikingformer.models.layers import (
     ResidualBlock,
@@ -31,7 +32,6 @@ from spikingformer.models.registry import (
     pretrained_cfg,
 )
 from spikingformer.neurons import V_THRESHOLD_ATTN, MultiStepLIF
-from spikingformer.upstream_checkpoint import HEAD_RULES, UNUSED_BLOCK_NORMS, Rule
 
 #: Which of the five tokenizer stages max-pool their input, per input layout.
 POOLED_STAGES = {

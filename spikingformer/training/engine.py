@@ -26,30 +26,8 @@ import torch
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 
-from spikingformer.config import TrainConfig
-from spikingformer.data import build_loaders
-from spikingformer.distributed import (
-    all_gather,
-    all_reduce,
-    broadcast_buffers,
-    default_device,
-    is_distributed,
-    rank_and_world,
-)
-from spikingformer.epoch import (
-    EvalSums,
-    RunState,
-    amp_dtype,
-    build_criterion,
-    evaluate,
-    peak_memory_mb,
-    train_one_epoch,
-    updates_per_epoch,
-)
-from spikingformer.models import build_model
-from spikingformer.neurons import set_lif_backend
-from spikingformer.optim import build_optimizer, build_scheduler, scaled_lr
-from spikingformer.train_checkpoint import (
+from spikingformer.checkpoints.loading import load_weights, read_checkpoint
+from spikingformer.checkpoints.training import (
     BEST,
     LAST,
     copy_checkpoint,
@@ -60,7 +38,29 @@ from spikingformer.train_checkpoint import (
     set_rng_state,
     state_sha256,
 )
-from spikingformer.weights import load_weights, read_checkpoint
+from spikingformer.config import TrainConfig
+from spikingformer.data.loaders import build_loaders
+from spikingformer.models import build_model
+from spikingformer.neurons import set_lif_backend
+from spikingformer.training.distributed import (
+    all_gather,
+    all_reduce,
+    broadcast_buffers,
+    default_device,
+    is_distributed,
+    rank_and_world,
+)
+from spikingformer.training.epoch import (
+    EvalSums,
+    RunState,
+    amp_dtype,
+    build_criterion,
+    evaluate,
+    peak_memory_mb,
+    train_one_epoch,
+    updates_per_epoch,
+)
+from spikingformer.training.optim import build_optimizer, build_scheduler, scaled_lr
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from spikingformer.checkpoints.training import read_file, resolve_checkpoint
+from spikingformer.checkpoints.upstream import load_upstream_state_dict, unwrap
 from spikingformer.config import ModelConfig
-from spikingformer.train_checkpoint import read_file, resolve_checkpoint
-from spikingformer.upstream_checkpoint import load_upstream_state_dict, unwrap
 
 #: The classifier's weight, under the same name in our layout and upstream's.
 HEAD_WEIGHT = "head.weight"

@@ -2,8 +2,8 @@
 
 :func:`train_one_epoch` is the step loop every trainer runs (autocast, gradient accumulation, DDP's sync on
 the last micro-batch only, clipping, the scheduler's per-update step, EMA); :func:`evaluate` the top-1/top-5
-pass. ``spikingformer.engine`` builds the :class:`RunState` and strings epochs, checkpoints and callbacks
-around them; the cost meter (``spikingformer.step_cost``) and the benchmarks time the same steps.
+pass. ``spikingformer.training.engine`` builds the :class:`RunState` and strings epochs, checkpoints and callbacks
+around them; the cost meter (``spikingformer.training.step_cost``) and the benchmarks time the same steps.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from spikingformer.config import AugmentConfig, RuntimeConfig, TrainConfig
-from spikingformer.distributed import all_reduce
-from spikingformer.tet import TETLoss
+from spikingformer.training.distributed import all_reduce
+from spikingformer.training.tet import TETLoss
 
 
 def amp_dtype(runtime: RuntimeConfig, device: torch.device) -> torch.dtype | None:

@@ -24,10 +24,12 @@ from pathlib import Path
 
 import torch
 
-from spikingformer.config import TrainConfig, deep_merge
-from spikingformer.data.loaders import SYNTHETIC_SIZES, input_spec
-from spikingformer.engine import Callback, fit
-from spikingformer.epoch import amp_dtype, peak_memory_mb, reset_peak_memory
+from spikingformer._validation import deep_merge
+from spikingformer.config import TrainConfig
+from spikingformer.data.loaders import SYNTHETIC_SIZES
+from spikingformer.models.registry import input_spec
+from spikingformer.training.engine import Callback, fit
+from spikingformer.training.epoch import amp_dtype, peak_memory_mb, reset_peak_memory
 
 #: Train / evaluation split sizes: ImageNet-1K, CIFAR-10/100, CIFAR10-DVS (upstream's 90 % head split per
 #: class), DVS128 Gesture (official split), scikit-learn digits (the demo's fixed split).
