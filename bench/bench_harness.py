@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from harness.config import load_experiment
+from harness.experiment import load_experiment
 from spikingformer.training.engine import fit
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from harness import results
+from harness.options import add_tracking_option
 
 EXPERIMENTS_DIR = Path("experiments")
 REPORTS_DIR = Path("runs") / "reports"
@@ -20,7 +20,8 @@ REPORTS_DIR = Path("runs") / "reports"
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from dashboards.report import write_index, write_report  # matplotlib only when a report is made
+    from dashboards.report import write_index, write_report  # matplotlib and MLflow only when a report is made
+    from harness import results
 
     reader = results.RunReader(args.tracking_uri)
     # A grid's impossible points never ran: the report shows the others.
@@ -49,6 +50,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "experiments", nargs="*", type=Path, help="experiment files (default: experiments/*.yaml with runs)"
     )
     parser.add_argument("--name", help="only this tracked name (e.g. demo-e3); default: every variant with runs")
-    parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)")
+    add_tracking_option(parser)
     parser.add_argument("--out", type=Path, default=REPORTS_DIR, help=f"reports folder (default: {REPORTS_DIR})")
     parser.set_defaults(func=run)

@@ -26,21 +26,34 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from harness import tracking
-from harness.config import Experiment, PaperNumbers, Tolerance, discover, load_experiment
-from harness.grid import NO_REFERENCE, axes, format_value
+from harness.cost.actuals import DEVICE_HOURS, ENERGY_KWH, ENERGY_SOURCE, TRAIN_TIME_S
+from harness.cost.plans import latest_plan
+from harness.cost.projection import Plan
+from harness.experiment import Experiment, PaperNumbers, Tolerance, discover, load_experiment
+from harness.experiment.grid import NO_REFERENCE, axes
+from harness.formatting import (
+    NA,
+    format_delta,
+    format_duration,
+    format_kwh,
+    format_number,
+    format_pair,
+    format_spread,
+    format_value,
+)
 from harness.tracking import default_tracking_uri
 from spikingformer import evaluate
 from spikingformer.models import MODEL_CONFIGS, model_label
 
 __all__ = [
-    "ENERGY_ARTIFACT", "NA", "Experiment", "FamilyLine", "RowResult", "RowSetup", "RunReader", "SeedRun", "collect",
-    "family_lines",
+    "ENERGY_ARTIFACT", "NA", "Experiment", "FamilyLine", "RowCost", "RowResult", "RowSetup", "RunReader", "SeedRun",
+    "collect", "family_lines", "render_families_csv", "render_families_markdown",
     "default_tracking_uri", "discover", "format_delta", "format_number", "format_pair", "format_spread",
-    "load_experiment", "render_csv", "render_markdown", "row_setups", "summarize",
+    "format_table", "load_experiment", "render_costs", "render_csv", "render_markdown", "row_costs", "row_setups",
+    "summarize",
     "NO_REFERENCE", "axes", "format_value", "grid_cells",
 ]  # fmt: skip
 
-NA = "n/a"
 #: The per-layer firing-rate and energy report a finished trial logs (``EnergyReport.to_json``).
 ENERGY_ARTIFACT = evaluate.ENERGY_ARTIFACT
 
@@ -196,6 +209,44 @@ def family_lines(experiment: Experiment, tracking_uri: str, *, name: str | None 
     return out
 
 
+FAMILY_COLUMNS = (
+    "table", "row", "model", "dataset", "T", "params_M", "sops_G_paper_conv", "sops_G_common",
+    "energy_mJ_paper_conv", "energy_mJ_common", "paper_energy_mJ", "paper_top1", "top1", "seeds", "verdict",
+)
+
+
+def _family_cell(value: object) -> str:
+    if value is None:
+        return NA
+    return format_number(value) if isinstance(value, float) else str(value)
+
+
+def render_families_markdown(table: list[FamilyLine]) -> str:
+    """The cross-family table (``sfh compare``, the report's index) in markdown."""
+    header = (
+        "| table | row | model | dataset | T | params M | SOPs G (paper conv. / common) "
+        "| energy mJ (paper conv. / common / paper's figure) | top-1 (paper / ours) | seeds | verdict |"
+    )
+    lines_out = [header, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for line in table:
+        t, row, model, dataset, steps, params, sops, sops_c, energy, energy_c, paper_e, paper_top1, top1, seeds, v = (
+            _family_cell(x) for x in line.values()
+        )
+        lines_out.append(
+            f"| {t} | {row} | {model} | {dataset} | {steps} | {params} | {sops} / {sops_c} "
+            f"| {energy} / {energy_c} / {paper_e} | {paper_top1} / {top1} | {seeds} | {v} |"
+        )
+    return "\n".join(lines_out) + "\n"
+
+
+def render_families_csv(table: list[FamilyLine]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(FAMILY_COLUMNS)
+    writer.writerows(line.values() for line in table)
+    return buffer.getvalue()
+
+
 # --- what each row trains ---------------------------------------------------------------------------------
 
 
@@ -260,36 +311,81 @@ class RunReader:
             except (MlflowException, OSError, ValueError):
                 return None
 
-    def costs(self, rows: Sequence[RowResult], name: str) -> tuple[list[Any], Any | None]:
-        """What each row cost (``harness.cost.RowCost``) beside the latest ``sfh plan`` of the tracked ``name``
-        (``harness.cost.Plan``, None without one)."""
-        from harness import cost  # it builds on this module's rows
-
-        plan = cost.latest_plan(self._store, name)
-        return cost.row_costs(self._store, list(rows), plan), plan
+    def costs(self, rows: Sequence[RowResult], name: str) -> tuple[list[RowCost], Plan | None]:
+        """What each row cost beside the latest ``sfh plan`` of the tracked ``name`` (None without one)."""
+        plan = latest_plan(self._store, name)
+        return row_costs(self._store, list(rows), plan), plan
 
 
-# --- formatting, shared by every rendering ----------------------------------------------------------------
+# --- what each row cost ------------------------------------------------------------------------------------
 
 
-def format_number(value: float | None) -> str:
-    """Two decimals, or three significant digits below 1 (a demo's SOPs are thousandths of a G)."""
-    if value is None:
-        return NA
-    return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+@dataclass
+class RowCost:
+    """What a row cost (its finished seeds) beside what the plan projected for them."""
+
+    row: str
+    finished: int
+    device_hours: float | None
+    energy_kWh: float | None
+    #: Where the energy came from, or why there is none.
+    energy_note: str
+    #: The plan's device-hours for the finished seeds (for all planned seeds when none finished).
+    planned_device_hours: float | None
+    #: Mean over finished seeds of training time / the plan's training time per trial.
+    plan_ratio: float | None
+    #: Inference energy per image on neuromorphic hardware (45 nm): ours and the paper's, mJ.
+    inference_mJ: float | None
+    paper_inference_mJ: float | None
 
 
-def format_pair(ours: float | None, paper: float | None) -> str:
-    return f"{format_number(ours)} / {format_number(paper)}"
+def row_costs(store: tracking.Tracking, rows: list[RowResult], plan: Plan | None) -> list[RowCost]:
+    """Each row's cost from its finished trial runs, beside ``plan``'s projection of it."""
+    costs = []
+    for r in rows:
+        done = r.finished
+        planned = plan.row(r.row_id) if plan is not None else None
+        hours = [s.metrics[DEVICE_HOURS] for s in done if DEVICE_HOURS in s.metrics]
+        kwh = [s.metrics[ENERGY_KWH] for s in done if ENERGY_KWH in s.metrics]
+        unrecorded = f"{NA}: not recorded by this run"
+        notes = sorted({store.client.get_run(s.run_id).data.tags.get(ENERGY_SOURCE, unrecorded) for s in done})
+        times = [s.metrics[TRAIN_TIME_S] for s in done if TRAIN_TIME_S in s.metrics]
+        per_seed = planned.device_hours / planned.seeds if planned is not None else None
+        costs.append(RowCost(
+            row=r.row_id, finished=len(done), device_hours=sum(hours) if hours and len(hours) == len(done) else None,
+            energy_kWh=sum(kwh) if kwh and len(kwh) == len(done) else None, energy_note="; ".join(notes),
+            planned_device_hours=None if per_seed is None else per_seed * (len(done) or planned.seeds),
+            plan_ratio=statistics.fmean(times) / planned.train_s if times and planned is not None else None,
+            inference_mJ=r.energy_mJ, paper_inference_mJ=r.paper.energy_mJ,
+        ))
+    return costs
 
 
-def format_spread(mean: float | None, sd: float | None) -> str:
-    return format_number(mean) + (f" ± {sd:.2f}" if sd is not None else "")
+def render_costs(costs: list[RowCost], plan: Plan | None) -> str:
+    """The cost table (markdown) with the energy notes and the plan it compares with."""
+    lines = [
+        "| row | seeds done | device-h (ours / plan) | time ours / plan | training kWh "
+        "| inference mJ/img (ours / paper) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in costs:
+        lines.append(
+            f"| {c.row} | {c.finished} | {format_pair(c.device_hours, c.planned_device_hours)} "
+            f"| {NA if c.plan_ratio is None else f'{c.plan_ratio:.2f}'} | {format_number(c.energy_kWh)} "
+            f"| {format_pair(c.inference_mJ, c.paper_inference_mJ)} |"
+        )
+    lines.append("")
+    if plan is None:
+        lines.append("No plan for this experiment yet: `sfh plan EXP` projects it.")
+    else:
+        lines.append(f"Plan: {plan.file} on {plan.device}, {format_duration(plan.wall_s)} wall-clock for all its "
+                     f"trials, {plan.device_hours:.3g} device-hours, {format_kwh(plan.energy_kWh)} kWh.")
+    for note in sorted({c.energy_note for c in costs if c.energy_note}):
+        lines.append(f"- training energy: {note}")
+    return "\n".join(lines) + "\n"
 
 
-def format_delta(delta: float | None) -> str:
-    """A difference in percentage points, signed."""
-    return NA if delta is None else f"{delta:+.2f}"
+# --- rendering ---------------------------------------------------------------------------------------------
 
 
 def grid_cells(rows: Sequence[RowResult]) -> tuple[list[str], list[list[str]]]:
@@ -347,3 +443,21 @@ def render_csv(rows: Sequence[RowResult]) -> str:
             ";".join(f"{k}={format_value(v)}" for k, v in r.point.items()), r.reference or "",
         ])
     return out.getvalue()
+
+
+def format_table(experiment: Experiment, tracking_uri: str, *, name: str | None = None) -> str:
+    """One experiment's markdown table, under a title line naming the paper table and the tolerance."""
+    rows = collect(experiment, tracking_uri, name=name)
+    tol = experiment.tolerance
+    title = (
+        f"## {name or experiment.name}: {experiment.paper.table} (arXiv {experiment.paper.arxiv})\n\n"
+        f"PASS within ±{tol.pass_pp:g} pp of the paper's top-1, WARN within ±{tol.warn_pp:g} pp, else FAIL.\n\n"
+    )
+    grid = axes(experiment.rows)
+    if grid:
+        title += (f"Grid over {' x '.join(grid)}: {len(experiment.rows)} points; a point equal to a paper row carries "
+                  f"its numbers (paper row column), the others have {NO_REFERENCE}.\n\n")
+    store = tracking.Tracking(tracking_uri)
+    plan = latest_plan(store, name or experiment.name)
+    costs = render_costs(row_costs(store, rows, plan), plan)
+    return title + render_markdown(rows) + "\n" + costs

@@ -11,8 +11,6 @@ the trial's workers (epochs, final figures, artifacts); with sqlite that is a ha
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import math
 import os
 import subprocess
@@ -25,13 +23,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.utils.time import get_current_time_millis
 
+from harness.experiment.resolve import MACHINE_KEYS, config_identity
+
 KIND, EXPERIMENT, ROW, SEED, RUN_KEY, PAPER_TABLE, CONFIG_HASH = (
     "sfh.kind", "sfh.experiment", "sfh.row", "sfh.seed", "sfh.run_key", "sfh.paper_table", "sfh.config_hash",
 )
-#: TrainConfig keys that say where and how a run executes, not what it trains: changing them (another
-#: machine's data folder, more loader processes, a GPU, checkpoints written more often) keeps a run's identity.
-MACHINE_KEYS = frozenset({"data.root", "data.num_workers", "runtime.device", "runtime.checkpoint_every",
-                          "runtime.lif_backend"})
 PARENT_RUN_ID = "mlflow.parentRunId"
 #: Why a run ended FAILED (or KILLED): a one-line reason, its kind, and the full text as an artifact.
 FAILURE, FAILURE_KIND, FAILURE_ARTIFACT = "sfh.failure", "sfh.failure.kind", "failure.txt"
@@ -51,17 +47,6 @@ def run_key(experiment: str, row: str, seed: int) -> str:
     return f"{experiment}/{row}/seed{seed}"
 
 
-def config_identity(train: Mapping[str, Any]) -> dict[str, str]:
-    """What a run trains: its flattened TrainConfig without the ``MACHINE_KEYS``."""
-    return {k: v for k, v in flatten(train).items() if k not in MACHINE_KEYS}
-
-
-def config_hash(train: Mapping[str, Any]) -> str:
-    """A short digest of :func:`config_identity`: equal for a retry, a resume or another machine's run."""
-    text = json.dumps(config_identity(train), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def config_changes(params: Mapping[str, str], train: Mapping[str, Any]) -> list[str]:
     """``key: tracked -> now`` for each identity key where a run's params (flattened TrainConfig and
     ``resources.*``) differ from ``train``."""
@@ -69,22 +54,6 @@ def config_changes(params: Mapping[str, str], train: Mapping[str, Any]) -> list[
     then = {k: v for k, v in params.items() if k not in MACHINE_KEYS and not k.startswith("resources.")}
     return [f"{k}: {then.get(k, '(absent)')} -> {now.get(k, '(absent)')}"
             for k in sorted(now.keys() | then.keys()) if then.get(k) != now.get(k)]
-
-
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mapping -> {"a.b.c": "value"}, the shape MLflow params take.
-
-    A tuple reads as a list: Tune hands a restored trial its config with lists where the original had tuples,
-    and the config hash must not tell them apart.
-    """
-    out: dict[str, str] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = str(list(value) if isinstance(value, tuple) else value)
-    return out
 
 
 def provenance_tags() -> dict[str, str]:

@@ -26,9 +26,10 @@ class ModelConfig(Section):
     finetune: str | None = None
 
     def validate(self, where: str) -> None:
-        from spikingformer.models import MODEL_CONFIGS
+        from spikingformer.models.registry import MODEL_CONFIGS, unknown_model
 
-        require(self.name in MODEL_CONFIGS, where, "name", self.name, f"one of {sorted(MODEL_CONFIGS)}")
+        if self.name not in MODEL_CONFIGS:
+            raise ConfigError(f"{where + '.' if where else ''}name: {unknown_model(self.name)}")
         require(self.finetune is None or bool(self.finetune), where, "finetune", self.finetune,
                 "a checkpoint path, or null to start from random weights")
 

@@ -26,7 +26,7 @@ from dashboards.report import write_report
 from dashboards.upstream_logs import UPSTREAM_RUNS, find_upstream
 from harness import results, tracking
 from harness.cli import main as sfh
-from harness.config import load_experiment, tracked_name
+from harness.experiment import load_experiment, tracked_name
 from spikingformer import build_model
 from spikingformer.energy import energy_from_rates, profile_ops
 

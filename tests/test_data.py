@@ -15,8 +15,8 @@ from spikingformer._validation import deep_merge
 from spikingformer.config import TrainConfig
 from spikingformer.data.dvs_augment import SNNAugmentWide
 from spikingformer.data.events import CIFAR10_DVS_TRAIN_RATIO, event_frames
-from spikingformer.data.pixel_stats import CIFAR_MEAN, CIFAR_STD
 from spikingformer.data.loaders import build_dataset, build_eval_loader, build_loaders
+from spikingformer.data.pixel_stats import CIFAR_MEAN, CIFAR_STD
 from spikingformer.data.splits import head_split_per_class, split_fingerprint, stratified_subset
 from spikingformer.data.synthetic import SyntheticDataset
 from spikingformer.models.registry import input_spec
@@ -331,7 +331,7 @@ def test_digits_split_is_stratified_fixed_and_normalised() -> None:
 def test_synthetic_matches_any_model_input(model: str) -> None:
     cfg = TrainConfig.from_dict({"model": {"name": model}, "data": {"dataset": "synthetic", "train_size": 8,
                                                                      "eval_size": 4}})
-    spec = input_spec(cfg.model)
+    spec = input_spec(cfg.model.name, **cfg.model.kwargs)
     train, test = build_dataset(cfg, "train"), build_dataset(cfg, "eval")
     assert (len(train), len(test)) == (8, 4)
     x, y = train[3]

@@ -26,7 +26,8 @@ import ray
 import yaml
 from ray_nodes import RayNode, wait_for
 
-from harness import cluster, tracking
+from harness import tracking
+from harness.run import cluster
 
 REPO = Path(__file__).resolve().parents[1]
 SFH = Path(sys.executable).parent / "sfh"

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import SMOKE_OVERRIDES, Experiment, Tolerance, load_experiment, run_overrides, tracked_name
+from harness.experiment import Experiment, Tolerance, load_experiment, run_overrides, tracked_name
+from harness.experiment.overrides import SMOKE_OVERRIDES
+from harness.run.specs import trial_specs
 from spikingformer._validation import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -59,7 +61,7 @@ BAD_INPUTS = [
      r"exp\.yaml: row spikingformer\.optim\.lr: -1\.0 is not allowed"),
     (lambda d: d["rows"][0]["train"].update(data={"batchsize": 3}),
      r"exp\.yaml: row spikingformer\.data: unknown key\(s\) \['batchsize'\]"),
-    (lambda d: d["rows"][0]["model"].update(name="resnet50"), r"exp\.yaml: row spikingformer\.model\.name: 'resnet50'"),
+    (lambda d: d["rows"][0]["model"].update(name="resnet50"), r"exp\.yaml: row spikingformer\.model\.name: unknown model 'resnet50'"),
     (lambda d: d["rows"][1].update(paper={"top1": "high"}),
      r"exp\.yaml: row spikformer\.paper\.top1: 'high' matches none"),
     (lambda d: d["tolerance"].update(warn_pp=0.1), r"exp\.yaml\.tolerance\.warn_pp: 0\.1 is not allowed"),
@@ -200,10 +202,9 @@ def test_unknown_row_on_the_command_line_names_the_file_and_its_rows(tmp_path: P
 
 
 def tracked_plan(path: Path, uri: str, **options) -> list:
-    from harness.specs import plan
 
     experiment = load_experiment(path)
-    return plan(experiment, name=experiment.name, rows=None, seeds=options.pop("seeds", 2), tracking_uri=uri,
+    return trial_specs(experiment, name=experiment.name, rows=None, seeds=options.pop("seeds", 2), tracking_uri=uri,
                 train_storage="/nowhere/train", **options)
 
 
@@ -212,10 +213,9 @@ def test_seeds_and_duplicate_rows_in_the_plan(tmp_path: Path) -> None:
     specs = tracked_plan(DEMO, uri, seeds=3)
     assert [(s.row, s.seed) for s in specs] == [(r, k) for r in ("spikingformer", "spikformer") for k in (0, 1, 2)]
     assert len(tracked_plan(DEMO, uri, seeds=None)) == 2  # the file's seeds: 1
-    from harness.specs import plan
 
     with pytest.raises(ConfigError, match=r"demo\.yaml: run key\(s\) \['demo/spikformer/seed0'\] planned twice"):
-        plan(load_experiment(DEMO), name="demo", rows=["spikformer", "spikformer"], seeds=1, tracking_uri=uri,
+        trial_specs(load_experiment(DEMO), name="demo", rows=["spikformer", "spikformer"], seeds=1, tracking_uri=uri,
              train_storage="/nowhere/train")
 
 
@@ -224,8 +224,9 @@ def test_a_tracked_run_of_an_edited_row_is_refused_before_ray_starts(tmp_path: P
 
     from harness import tracking
     from harness.cli import main
-    from harness.specs import ConfigChanged, check_tracked
-    from harness.trial import open_run
+    from harness.experiment.resolve import config_hash
+    from harness.run.specs import ConfigChanged, check_tracked
+    from harness.run.trial import open_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = tracking.Tracking(uri)
@@ -237,7 +238,7 @@ def test_a_tracked_run_of_an_edited_row_is_refused_before_ray_starts(tmp_path: P
     # The same rows (a retry, a resume), or a change of where they run only: each run is found again.
     assert check_tracked(store, tracked_plan(path, uri), str(path)).keys() == runs.keys()
     spec = tracked_plan(path, uri)[0]  # Tune restores a trial's config with lists where it had tuples
-    assert spec.config_hash == tracking.config_hash(json.loads(json.dumps(spec.train)))
+    assert spec.config_hash == config_hash(json.loads(json.dumps(spec.train)))
     moved = demo_mapping()
     moved["train"]["data"] = {"num_workers": 3}
     moved["train"]["runtime"].update(device="auto", checkpoint_every=2)

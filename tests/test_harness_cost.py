@@ -13,11 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import cost, plan_trial, tracking
+from harness import tracking
 from harness.cli import main
-from harness.config import load_experiment
-from harness.power import EnergyMeter, meter_for, rapl_counter
-from harness.specs import plan
+from harness.cost import measuring_trial
+from harness.cost.measure import Measured
+from harness.cost.plans import latest_plan
+from harness.cost.power import EnergyMeter, meter_for, rapl_counter
+from harness.cost.projection import Plan, project, schedule
+from harness.experiment import load_experiment
+from harness.run.specs import trial_specs
 from spikingformer.training.step_cost import StepCost
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +48,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tracking.Tracking:
     return tracking.Tracking(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
 
 
-def check_consistent(projection: cost.Plan) -> None:
+def check_consistent(projection: Plan) -> None:
     """Every figure positive, each row's training the sum of its parts, the totals the sums of the rows."""
     for r in projection.rows:
         c = r.cost
@@ -64,7 +68,7 @@ def test_plan_the_demo_then_the_launch_limit(store: tracking.Tracking, tmp_path:
     out = tmp_path / "plan.json"
     printed = sfh_plan(EXPERIMENTS / "demo.yaml", "--rows", "spikingformer", "--steps", "2", "--format", "json",
                        "--out", out, "--tracking-uri", store.uri, "--storage", tmp_path / "ray")
-    projection = cost.Plan.from_json(out.read_text())
+    projection = Plan.from_json(out.read_text())
     assert json.loads(printed) == json.loads(out.read_text())  # progress goes to stderr
     (row,) = projection.rows
     assert row.cost["data"] == "digits" and row.cost["batch"] == 32 and row.cost["precision"] == "fp32"
@@ -75,7 +79,7 @@ def test_plan_the_demo_then_the_launch_limit(store: tracking.Tracking, tmp_path:
     check_consistent(projection)
     assert projection.energy_kWh is None and "n/a" in row.energy_basis and "--watts" in row.energy_basis
     # Logged to the experiment's parent run, and read back as the latest plan.
-    assert cost.latest_plan(store, "demo") == projection
+    assert latest_plan(store, "demo") == projection
     (parent,) = store.client.search_runs([store.find_experiment("demo")], "tags.`sfh.command` = 'plan'")
     assert parent.data.tags[tracking.KIND] == "parent" and parent.info.status == "FINISHED"
     assert parent.data.metrics["plan.device_hours"] == pytest.approx(projection.device_hours)
@@ -100,12 +104,12 @@ def test_plan_a_paper_table_on_synthetic_data_and_project_the_full_run(store: tr
     first = cifar.rows[0].id
     printed = sfh_plan(EXPERIMENTS / "cifar10.yaml", "--smoke", "--rows", first, "--steps", "2", "--format", "json",
                        "--tracking-uri", store.uri, "--storage", tmp_path / "ray")
-    smoke = cost.Plan.from_json(printed)
+    smoke = Plan.from_json(printed)
     assert smoke.experiment == "cifar10-smoke" and smoke.rows[0].cost["data"].startswith("synthetic [3, 32, 32]")
     check_consistent(smoke)
-    measured = {first: cost.Measured(StepCost(**smoke.rows[0].cost), None, "n/a: no counter")}
-    specs = plan(cifar, name="cifar10", rows=[first], seeds=2, tracking_uri=store.uri, train_storage="")
-    full = cost.project(specs, measured, experiment="cifar10", file="cifar10.yaml", device="cpu", steps=2,
+    measured = {first: Measured(StepCost(**smoke.rows[0].cost), None, "n/a: no counter")}
+    specs = trial_specs(cifar, name="cifar10", rows=[first], seeds=2, tracking_uri=store.uri, train_storage="")
+    full = project(specs, measured, experiment="cifar10", file="cifar10.yaml", device="cpu", steps=2,
                         capacity={"CPU": 3.0, "GPU": 0.0}, watts=250.0)
     (row,) = full.rows
     config = cifar.train_config(cifar.rows[0])
@@ -120,15 +124,15 @@ def test_plan_a_paper_table_on_synthetic_data_and_project_the_full_run(store: tr
 
 def test_schedule_places_trials_as_the_cluster_allows() -> None:
     one_cpu = {"CPU": 1.01}
-    assert cost.schedule([(10.0, one_cpu)] * 3, {"CPU": 3.0}) == (20.0, 2)  # 2 fit at once (3.03 > 3): the third waits
-    assert cost.schedule([(10.0, one_cpu), (5.0, one_cpu), (5.0, one_cpu)], {"CPU": 2.5}) == (10.0, 2)
-    assert cost.schedule([(4.0, {"CPU": 1, "GPU": 8}), (4.0, {"CPU": 1, "GPU": 8})], {"CPU": 9, "GPU": 8}) == (8.0, 1)
+    assert schedule([(10.0, one_cpu)] * 3, {"CPU": 3.0}) == (20.0, 2)  # 2 fit at once (3.03 > 3): the third waits
+    assert schedule([(10.0, one_cpu), (5.0, one_cpu), (5.0, one_cpu)], {"CPU": 2.5}) == (10.0, 2)
+    assert schedule([(4.0, {"CPU": 1, "GPU": 8}), (4.0, {"CPU": 1, "GPU": 8})], {"CPU": 9, "GPU": 8}) == (8.0, 1)
 
 
 def test_measurements_side_by_side_start_their_timed_steps_by_groups() -> None:
     # 5 rows, 2 at a time: the first two wait for each other, then the next two, the last for itself alone.
-    assert [plan_trial.group_end(a, rows=5, side=2) for a in range(5)] == [2, 2, 4, 4, 5]
-    assert [plan_trial.group_end(a, rows=3, side=1) for a in range(3)] == [1, 2, 3]
+    assert [measuring_trial.group_end(a, rows=5, side=2) for a in range(5)] == [2, 2, 4, 4, 5]
+    assert [measuring_trial.group_end(a, rows=3, side=1) for a in range(3)] == [1, 2, 3]
 
 
 def test_energy_readers_without_counters_say_why(tmp_path: Path) -> None:

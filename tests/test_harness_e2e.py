@@ -25,7 +25,7 @@ from ray_nodes import RayNode, free_port, wait_for
 
 from harness import tracking
 from harness.cli import main
-from harness.cluster import LOCAL_NODE_IP
+from harness.run.cluster import LOCAL_NODE_IP
 
 pytestmark = pytest.mark.slow
 
@@ -335,8 +335,8 @@ def test_one_driver_per_experiment_nan_fails_once_and_ctrl_c_kills(head: RayNode
 
 
 def format_table_of(experiment: Path, store: tracking.Tracking, name: str) -> str:
-    from harness.commands.table import format_table
-    from harness.config import load_experiment
+    from harness.experiment import load_experiment
+    from harness.results import format_table
 
     return format_table(load_experiment(experiment), store.uri, name=name)
 

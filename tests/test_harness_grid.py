@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from harness import results, tracking
-from harness.config import load_experiment
-from harness.grid import NO_REFERENCE
-from harness.specs import path_name, plan
+from harness.experiment import load_experiment
+from harness.experiment.grid import NO_REFERENCE
+from harness.run.specs import path_name, trial_specs
 from spikingformer._validation import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -149,10 +149,10 @@ def test_example_grids_plan_under_smoke_with_their_ids(path: Path) -> None:
     as folder names and in run keys."""
     experiment = load_experiment(path)
     ids = [r.id for r in experiment.rows]
-    specs = plan(experiment, name=f"{experiment.name}-smoke", rows=None, seeds=None, tracking_uri="sqlite:///x.db",
+    specs = trial_specs(experiment, name=f"{experiment.name}-smoke", rows=None, seeds=None, tracking_uri="sqlite:///x.db",
                  train_storage="/tmp/x", smoke=True)
     assert [s.row for s in specs] == ids and all(s.train["data"]["dataset"] == "synthetic" for s in specs)
-    chosen = plan(experiment, name=experiment.name, rows=ids[-1:], seeds=2, tracking_uri="sqlite:///x.db",
+    chosen = trial_specs(experiment, name=experiment.name, rows=ids[-1:], seeds=2, tracking_uri="sqlite:///x.db",
                   train_storage="/tmp/x")
     seed = experiment.train_config(experiment.rows[-1]).runtime.seed
     assert [s.run_key for s in chosen] == [f"{experiment.name}/{ids[-1]}/seed{k}" for k in (seed, seed + 1)]

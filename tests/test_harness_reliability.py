@@ -19,11 +19,12 @@ import pytest
 import yaml
 from ray_nodes import free_port, wait_for
 
-from harness import lock, tracking
+from harness import tracking
 from harness.cli import EXIT_LOCKED, main
-from harness.cluster import check_reachable
-from harness.config import Experiment, load_experiment
-from harness.specs import check_data_folders, plan
+from harness.experiment import Experiment, load_experiment
+from harness.run import lock
+from harness.run.cluster import check_reachable
+from harness.run.specs import check_data_folders, trial_specs
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "experiments" / "demo.yaml"
@@ -31,7 +32,7 @@ DEMO = REPO / "experiments" / "demo.yaml"
 #: A driver stand-in: takes the lock of experiment "x" under argv[1], says so, then waits to be killed.
 _HOLDER = """
 import sys, time
-from harness import lock
+from harness.run import lock
 with lock.hold(sys.argv[1], "x", "experiment x"):
     print("held", flush=True)
     time.sleep(600)
@@ -148,7 +149,7 @@ def test_scientific_notation_is_a_number_and_row_errors_name_the_row(tmp_path: P
 
 def test_missing_data_folders_fail_before_ray_naming_the_rows(tmp_path: Path) -> None:
     experiment = load_experiment(REPO / "experiments" / "cifar10.yaml")
-    specs = plan(experiment, name="cifar10", rows=None, seeds=1, tracking_uri="sqlite:///unused.db",
+    specs = trial_specs(experiment, name="cifar10", rows=None, seeds=1, tracking_uri="sqlite:///unused.db",
                  train_storage=str(tmp_path), data_root=str(tmp_path / "data"))
     with pytest.raises(FileNotFoundError) as missing:
         check_data_folders(specs)
@@ -174,7 +175,7 @@ def test_deterministic_worker_errors_end_a_trial_and_lost_workers_are_retried() 
     from ray.exceptions import ActorDiedError
     from ray.train import WorkerGroupError
 
-    from harness.trial import deterministic_cause, first_line
+    from harness.run.trial import deterministic_cause, first_line
 
     nan = WorkerGroupError("rank 0 failed", {0: FloatingPointError("epoch 0: training loss is nan"),
                                              1: RuntimeError("Connection closed by peer")})
@@ -194,7 +195,7 @@ def test_a_restarted_rank_resumes_from_the_newest_intact_of_the_checkpoints_ray_
     import ray.train
     import torch
 
-    from harness.trial import _resume_point
+    from harness.run.trial import _resume_point
     from spikingformer.checkpoints.training import save_checkpoint
 
     run = tmp_path / "storage" / "run"

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from harness import results, tracking
-from harness.config import Experiment
+from harness.experiment import Experiment
+from harness.experiment.resolve import flatten
 
 EXPERIMENT = {
     "name": "table",
@@ -72,7 +73,7 @@ def test_epoch_log_logs_each_epoch_once_and_backfills(store: tracking.Tracking) 
 
 
 def test_flatten_and_provenance() -> None:
-    assert tracking.flatten({"a": {"b": 1, "c": {"d": None}}, "e": [1, 2], "f": {}}) == {
+    assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": [1, 2], "f": {}}) == {
         "a.b": "1", "a.c.d": "None", "e": "[1, 2]", "f": "{}",
     }
     tags = tracking.provenance_tags()

@@ -15,9 +15,9 @@ from ray.tune.schedulers import TrialScheduler
 
 from harness import tracking
 from harness.cli import main
-from harness.commands.search import OPTUNA_TRIAL, scheduler
-from harness.config import Experiment, load_experiment
-from harness.search_space import Sampler, Search, load_search
+from harness.experiment import Experiment, load_experiment
+from harness.experiment.search_space import Sampler, Search, load_search
+from harness.run.search import OPTUNA_TRIAL, scheduler
 from spikingformer._validation import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

@@ -24,11 +24,10 @@ from ray_nodes import RayNode
 from test_harness_e2e import check_finished_trial, runs_by_key
 from test_timm_interface import firing_rates
 
-from harness import tracking
-from harness.commands import compare
-from harness.config import load_experiment
+from harness import results, tracking
+from harness.experiment import load_experiment
 from harness.results import family_lines
-from harness.specs import plan
+from harness.run.specs import trial_specs
 from spikingformer import evaluate
 from spikingformer.checkpoints.training import load_checkpoint
 from spikingformer.config import TrainConfig
@@ -56,7 +55,7 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayNode]:
 @pytest.mark.parametrize("name", TABLES)
 def test_first_row_trains_a_step_and_is_measured(name: str, tmp_path: Path) -> None:
     experiment = load_experiment(EXPERIMENTS / f"{name}.yaml")
-    [spec] = plan(experiment, name=f"{name}-smoke", rows=[experiment.rows[0].id], seeds=1, tracking_uri="-",
+    [spec] = trial_specs(experiment, name=f"{name}-smoke", rows=[experiment.rows[0].id], seeds=1, tracking_uri="-",
                   train_storage=str(tmp_path), smoke=True)
     config = TrainConfig.from_dict(spec.train)
     result = fit(config, checkpoint_dir=tmp_path)
@@ -107,7 +106,7 @@ def test_one_table_per_peer_family_through_ray_and_compare(head: RayNode, tmp_pa
                                   name=f"{name}-smoke")
         if line.row == firsts[name]
     ]
-    print(compare.render_markdown(table))
+    print(results.render_families_markdown(table))
     assert [line.table for line in table] == [f"{name}-smoke" for name in THROUGH_RAY]
     for line in table:
         assert line.result.energy_mJ > 0 and line.energy_common > 0 and line.sops_common >= 0

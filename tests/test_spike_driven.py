@@ -254,7 +254,7 @@ def test_energy_under_the_paper_and_the_common_convention() -> None:
 
 def test_the_imagenet_table_trains_each_row_with_its_own_conf() -> None:
     """A row names its recipe (harness Row.recipe): each SDT ImageNet conf differs in batch, lr and augmentation."""
-    from harness.config import load_experiment
+    from harness.experiment import load_experiment
 
     table = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / "sdt-imagenet.yaml")
     configs = {row.id: table.train_config(row) for row in table.rows}

@@ -85,7 +85,7 @@ def test_cli_final_figures_equal_a_ray_trials(tmp_path: Path, capsys: pytest.Cap
     """``python -m spikingformer.train`` ends with the figures a Ray trial logs to MLflow for the same
     checkpoint and batches: both come from spikingformer.evaluate, under the family's conventions."""
     from harness import tracking
-    from harness.trial import _log_final
+    from harness.run.trial import _log_final
     from spikingformer import evaluate
     from spikingformer.training.engine import FitResult
 

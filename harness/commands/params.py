@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from spikingformer import MODEL_CONFIGS, build_model
+HELP = "parameter counts of every registered model vs the paper"
 
 #: Millions, as printed in the Spikingformer README (= the Spikformer paper's tables, same architectures).
-#: CIFAR rows are for the 10-class head; SPEC §4.
+#: CIFAR rows are for the 10-class head.
 PAPER_PARAMS_M = {
     "spikingformer_8_384": 16.81,
     "spikingformer_8_512": 29.68,
@@ -30,14 +32,14 @@ PAPER_PARAMS_M = {
     "spikformer_cifar_4_256": 4.15,
     "spikformer_cifar_2_384": 5.76,
     "spikformer_cifar_4_384": 9.32,
-    # SDT README / paper (PEERS.md a): no figure for 6-512 and 10-512; 10.28M is the 100-class CIFAR count
+    # SDT README / paper: no figure for 6-512 and 10-512; 10.28M is the 100-class CIFAR count
     "sdt_8_384": 16.81,
     "sdt_8_512": 29.68,
     "sdt_8_768": 66.34,
     "sdt_cifar_2_512": 10.28,
     "sdt_dvs_2_256": 2.57,
     "sdt_cifar10dvs_2_256": 2.57,
-    # QKFormer README / paper (PEERS.md c): 6.74M is the 100-class CIFAR count, 1.50M the MLP-ratio-1 DVS model
+    # QKFormer README / paper: 6.74M is the 100-class CIFAR count, 1.50M the MLP-ratio-1 DVS model
     # (the DVS128 code trains MLP ratio 4: 2.00M)
     "qkformer_10_384": 16.47,
     "qkformer_10_512": 29.08,
@@ -64,6 +66,10 @@ def upstream_unused(model: torch.nn.Module) -> int:
 
 def count_rows() -> list[dict[str, object]]:
     """One row per registered config; built on the meta device, so no weights are allocated."""
+    import torch
+
+    from spikingformer import MODEL_CONFIGS, build_model
+
     rows = []
     for name in MODEL_CONFIGS:
         with torch.device("meta"):
@@ -105,6 +111,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("params", help="parameter counts of every registered model vs the paper")
+    parser = subparsers.add_parser("params", help=HELP, description=__doc__)
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown", help="output table format")
     parser.set_defaults(func=run)

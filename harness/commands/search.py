@@ -9,214 +9,39 @@ experiment file of one row (default ``runs/search/<name>-best.yaml``) that ``sfh
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
-import optuna
-import yaml
-from ray import tune
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
+from harness.options import (
+    add_cluster_options,
+    add_data_check_option,
+    add_failure_option,
+    add_tracking_option,
+    at_least,
+)
 
-from harness import lock, sweep, tracking
-from harness.commands.reproduce import add_cluster_options, at_least
-from harness.config import tracked_name
-from harness.progress import Progress
-from harness.search_space import Sampler, Search, load_search
-from harness.specs import TrialSpec, check_data_folders, plan, sampled_run_key
-
-OPTUNA_STUDY, OPTUNA_TRIAL, STOPPED_EARLY = "sfh.optuna.study", "sfh.optuna.trial", "sfh.search.stopped_early"
-
-
-def default_study_storage(runs_dir: str | Path = "runs") -> str:
-    return f"sqlite:///{Path(runs_dir).resolve() / 'optuna.db'}"
-
-
-def open_study(url: str, name: str, search: Search) -> tuple[optuna.storages.RDBStorage, optuna.Study]:
-    """The study's storage and the study, created on first use (a sqlite file's folder too)."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(url)
-    direction = "maximize" if search.mode == "max" else "minimize"
-    return storage, optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
-
-
-def searcher(search: Search, storage: optuna.storages.RDBStorage, study: optuna.Study) -> OptunaSearch:
-    """TPE over the search's space, writing to ``study``; its seed moves on with the study's size."""
-    seed = None if search.seed is None else search.seed + len(study.trials)
-    sampler = optuna.samplers.TPESampler(n_startup_trials=search.startup_trials, seed=seed)
-    return OptunaSearch(Sampler(search.space), metric=search.metric, mode=search.mode, sampler=sampler,
-                        study_name=study.study_name, storage=storage)
-
-
-def scheduler(search: Search, epochs: int) -> ASHAScheduler | None:
-    """ASHA with every rung before the last epoch, so a trial that reaches the end is never cut short
-    (its energy pass and final figures come after the last report); none when no rung fits."""
-    if epochs - 1 < search.asha.grace_period:
-        return None
-    return ASHAScheduler(max_t=epochs - 1, grace_period=search.asha.grace_period,
-                         reduction_factor=search.asha.reduction_factor, stop_last_trials=False)
-
-
-class TrialRuns(tune.Callback):
-    """Close each trial's MLflow run as Tune saw it end: ASHA stops a trial without its code noticing."""
-
-    def __init__(self, tracking_uri: str, study: str) -> None:
-        self.tracking_uri = tracking_uri
-        self.study = study
-
-    def _close(self, trial: Any, status: str) -> None:
-        """Tag the run with its Optuna trial; a run not FINISHED by its trial was stopped (or lost) here."""
-        spec = TrialSpec(**trial.config["trial"])
-        store = tracking.Tracking(self.tracking_uri)
-        experiment_id = store.find_experiment(spec.experiment)
-        run = store.find_run(experiment_id, sampled_run_key(spec.run_key, trial.trial_id)) if experiment_id else None
-        if run is None:  # the trial ended before opening its run
-            return
-        number = trial.config.get("optuna_trial")
-        store.set_tags(run.info.run_id, {OPTUNA_STUDY: self.study, OPTUNA_TRIAL: str(number)})
-        store.client.update_run(run.info.run_id, name=f"trial {number}")
-        if run.info.status != "RUNNING":  # FINISHED, or FAILED with its reason by the trial itself
-            return
-        if status == "FINISHED":
-            store.set_tags(run.info.run_id, {STOPPED_EARLY: "true"})
-            store.end(run.info.run_id, status)
-        else:
-            store.record_failure(run.info.run_id, f"the trial's process failed (Tune's error.txt in {trial.path})",
-                                 f"Tune reported an error for trial {trial.trial_id}; see {trial.path}/error.txt",
-                                 kind="trial error")
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial, "FINISHED")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial, "FAILED")
-
-
-class SearchProgress(Progress):
-    """The live lines, one per Optuna trial."""
-
-    @staticmethod
-    def _label(trial: Any) -> str:
-        return f"trial {trial.config.get('optuna_trial', trial.trial_id)}"
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _values(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
-
-
-def summarize(results: tune.ResultGrid, study: optuna.Study, metric: str, epochs: int) -> str:
-    """This invocation's trials: last metric, epochs run, how each ended, and the sampled values."""
-    lines = []
-    for result in sorted(results, key=lambda r: r.config["optuna_trial"]):
-        number = result.config["optuna_trial"]
-        metrics = result.metrics or {}
-        done = metrics.get("training_iteration", 0)
-        ended = "error" if result.error else "done" if done >= epochs else "stopped by ASHA"
-        lines.append(f"  trial {number:>3}: {metric} {_fmt(metrics.get(metric, math.nan)):>7} after {done}/{epochs} "
-                     f"epochs ({ended}): {_values(study.trials[number].params)}")
-    return "\n".join(lines)
-
-
-def write_best(search: Search, study: optuna.Study, out: Path, storage_url: str) -> optuna.trial.FrozenTrial:
-    """The study's best trial as an experiment file of one row, for ``sfh reproduce``."""
-    best = study.best_trial
-    note = (f"Best of search {search.name}: Optuna study {study.study_name} ({storage_url}) trial {best.number}, "
-            f"{search.metric} {best.value:.4g} under the search budget")
-    mapping = search.best_experiment(best.params, row_id=f"trial-{best.number}", note=note)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"# {note}.\n# Train it with the base row's full recipe: sfh reproduce {out}\n"
-                   + yaml.safe_dump(mapping, sort_keys=False))
-    return best
+HELP = "Optuna + ASHA search around a row (Ray + MLflow)"
 
 
 def run(args: argparse.Namespace) -> int:
-    search = load_search(args.search)  # the space is validated here, before Ray starts
-    experiment = search.experiment()
-    name = tracked_name(experiment, smoke=args.smoke)
-    storage = sweep.storage_root(args.storage)
-    invocation = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    uri = args.tracking_uri or tracking.default_tracking_uri()
-    study_url = args.study_storage or default_study_storage()
-    [spec] = plan(
-        experiment, name=name, rows=None, seeds=1, tracking_uri=uri,
-        train_storage=sweep.join(storage, invocation, "train"), smoke=args.smoke, data_root=args.data_root,
-        energy_batches=args.energy_batches, max_failures=args.max_failures,
-    )
-    if not (args.smoke or args.skip_data_check):
-        check_data_folders([spec])
-    with lock.hold(storage, name, f"search {name}"):
-        return _search(args, search, spec, name, storage, invocation, uri, study_url)
+    from harness.run.search import search
 
-
-def _search(args: argparse.Namespace, search: Search, spec: TrialSpec, name: str, storage: str, invocation: str,
-            uri: str, study_url: str) -> int:
-    """One search invocation under the experiment's lock: trials, the study's summary, the best row."""
-    study_storage, study = open_study(study_url, name, search)
-    before = len(study.trials)
-    epochs = spec.total_epochs
-    store = tracking.Tracking(uri)
-    with sweep.Drive(store, name) as drive:
-        tags = {"sfh.command": "search", "sfh.search_file": str(args.search), OPTUNA_STUDY: f"{name} in {study_url}",
-                "sfh.storage": storage}
-        [spec], drive.parent = sweep.start([spec], address=args.address, verbose=args.verbose, store=store,
-                                           name=name, tags=tags)
-        trials = args.trials or search.num_samples
-        print(f"{name}: {trials} trial(s) of up to {epochs} epochs, study {name} ({before} trials so far) in "
-              f"{study_url}; Tune state in {sweep.join(storage, invocation)}; MLflow {uri}", flush=True)
-        drive.results = sweep.run(
-            name=invocation, storage=storage, param_space={"trial": dataclasses.asdict(spec)},
-            searcher=searcher(search, study_storage, study), scheduler=scheduler(search, epochs),
-            metric=search.metric, mode=search.mode, num_samples=trials, max_concurrent=search.max_concurrent,
-            callbacks=[SearchProgress(), TrialRuns(uri, name)],
-        )
-    code = drive.conclude([])
-    results, parent = drive.results, drive.parent
-    if code == sweep.EXIT_INTERRUPTED:
-        print(f"{name}: interrupted; its unfinished trials are KILLED in MLflow. The study keeps every finished "
-              f"trial: run `sfh search {args.search}` again to go on.", file=sys.stderr)
-        return code
-    print(f"\n{name}: this run's trials\n{summarize(results, study, search.metric, epochs)}")
-    print(f"study {name}: {len(study.trials)} trials ({before} before this run)")
-    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-        print("no trial completed: no best row to write")
-        return 1
-    out = args.out or Path("runs/search") / f"{name}-best.yaml"
-    best = write_best(search, study, out, study_url)
-    store.set_tags(parent, {"sfh.search.best_trial": str(best.number), "sfh.search.best_row": str(out)})
-    print(f"best: trial {best.number}, {search.metric} {best.value:.4g}: {_values(best.params)}")
-    print(f"best row written to {out}; train it with: sfh reproduce {out}")
-    return code
+    return search(args)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("search", help="Optuna + ASHA search around a row (Ray + MLflow)",
-                                   description=__doc__)
+    parser = subparsers.add_parser("search", help=HELP, description=__doc__)
     parser.add_argument("search", type=Path, help="search file, e.g. experiments/search/demo.yaml")
     parser.add_argument("--trials", type=at_least(1),
                         help="trials in this invocation (default: the file's num_samples)")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds-long CPU trials on synthetic data (study and MLflow as <name>-smoke)")
     parser.add_argument("--data-root", help="folder with one subfolder per dataset (DIR/cifar10, ...)")
-    parser.add_argument("--skip-data-check", action="store_true",
-                        help="do not check the base row's data folder on this machine before Ray starts (the data "
-                             "lives only on the worker nodes)")
-    parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)")
+    add_data_check_option(parser)
+    add_tracking_option(parser)
     parser.add_argument("--study-storage", help="Optuna storage URL (default: sqlite:///runs/optuna.db)")
     parser.add_argument("--out", type=Path, help="best-row experiment file (default: runs/search/<name>-best.yaml)")
     parser.add_argument("--energy-batches", type=at_least(1), default=1,
                         help="evaluation batches of each trial's energy pass")
-    parser.add_argument("--max-failures", type=at_least(0), default=2,
-                        help="restarts per trial from its last checkpoint after a lost worker, process or node "
-                             "(a NaN loss, a config or data error fails at once)")
+    add_failure_option(parser)
     add_cluster_options(parser)
     parser.set_defaults(func=run)

@@ -76,7 +76,8 @@ def check_data(config: TrainConfig) -> None:
     """
     name, root = config.data.dataset, config.data.root
     if name in EVENT_DATASETS:
-        check_root(name, root, config.data.frames or input_spec(config.model).input_shape[0])
+        frames = config.data.frames or input_spec(config.model.name, **config.model.kwargs).input_shape[0]
+        check_root(name, root, frames)
     elif name == "imagenet":
         check_imagenet(root)
     elif name in ("cifar10", "cifar100"):
@@ -86,7 +87,7 @@ def check_data(config: TrainConfig) -> None:
 def build_dataset(config: TrainConfig, split: Split) -> LabelledSplit:
     """The train or eval split of ``config.data.dataset``, transformed for ``config.model``'s input."""
     data, aug = config.data, config.augment
-    spec = input_spec(config.model)
+    spec = input_spec(config.model.name, **config.model.kwargs)
     train = split == "train"
     name = data.dataset
     info: dict[str, Any] = {"dataset": name, "split": split}

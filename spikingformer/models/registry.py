@@ -13,6 +13,7 @@ are the library's own view of that timm registry: every model registered from ``
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,7 +23,6 @@ import torch
 from timm.models import build_model_with_cfg, list_models, model_entrypoint
 
 from spikingformer.checkpoints.upstream import checkpoint_filter_fn
-from spikingformer.config import ModelConfig
 from spikingformer.data.pixel_stats import CIFAR_MEAN, CIFAR_STD, DVS_MEAN, DVS_STD, IMAGENET_MEAN, IMAGENET_STD
 from spikingformer.neurons import TAU_DVS
 
@@ -110,10 +110,17 @@ class _RegisteredConfigs(Mapping[str, tuple[type[torch.nn.Module], dict[str, Any
 MODEL_CONFIGS = _RegisteredConfigs()
 
 
+def unknown_model(name: str) -> str:
+    """Why ``name`` is refused, with the closest registered names (``sfh params`` lists them all)."""
+    near = difflib.get_close_matches(name, list(MODEL_CONFIGS), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(n) for n in near)}?" if near else f"{len(MODEL_CONFIGS)} are registered"
+    return f"unknown model {name!r}; {hint} (`sfh params` lists them)"
+
+
 def build_model(name: str, **overrides: Any) -> torch.nn.Module:
     """Build a registered configuration through timm (so it carries its ``pretrained_cfg``)."""
     if name not in MODEL_CONFIGS:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(MODEL_CONFIGS)}")
+        raise ValueError(unknown_model(name))
     return timm.create_model(name, **overrides)
 
 
@@ -137,8 +144,9 @@ class InputSpec:
     num_classes: int
 
 
-def input_spec(model: ModelConfig) -> InputSpec:
-    """Read the spec off a meta-device instance: exact, and no weights are allocated."""
+def input_spec(name: str, **kwargs: Any) -> InputSpec:
+    """What the registered ``name`` built with ``kwargs`` consumes, read off a meta-device instance: exact, and no
+    weights are allocated."""
     with torch.device("meta"):
-        instance = build_model(model.name, **model.kwargs)
+        instance = build_model(name, **kwargs)
     return InputSpec(tuple(instance.input_shape), instance.input_kind, instance.num_classes)

@@ -137,7 +137,7 @@ def input_source(config: TrainConfig, device: torch.device) -> tuple[TrainConfig
     data = config.data
     if data.dataset == "digits":
         return config, data.dataset
-    shape = list(input_spec(config.model).input_shape)
+    shape = list(input_spec(config.model.name, **config.model.kwargs).input_shape)
     if data.dataset == "synthetic":
         return config, f"synthetic {shape}"
     if data.root is not None and Path(data.root).is_dir():

@@ -33,9 +33,11 @@ from ray.train import TrainingFailedError, WorkerGroupError
 from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from harness import cost, tracking
-from harness.config import Resources
-from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, sampled_run_key
+from harness import tracking
+from harness.cost.actuals import TrialMeter, log_actual
+from harness.experiment import Resources
+from harness.experiment.resolve import config_hash, flatten
+from harness.run.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, sampled_run_key
 from spikingformer import evaluate
 from spikingformer._validation import deep_merge
 from spikingformer.checkpoints.training import BEST, LAST, CheckpointError, newest_intact, resume_candidates
@@ -72,8 +74,8 @@ def open_run(store: tracking.Tracking, spec: TrialSpec, key: str, train: dict[st
         key,
         run_name=f"{spec.row} seed{spec.seed}",
         tags={tracking.EXPERIMENT: spec.experiment, tracking.ROW: spec.row, tracking.SEED: str(spec.seed),
-              tracking.CONFIG_HASH: tracking.config_hash(train), **spec.tags},
-        params={**tracking.flatten(train), **tracking.flatten({"resources": spec.resources})},
+              tracking.CONFIG_HASH: config_hash(train), **spec.tags},
+        params={**flatten(train), **flatten({"resources": spec.resources})},
     )
 
 
@@ -94,7 +96,7 @@ def run_trial(config: dict[str, Any]) -> None:
     if run.info.status == "FINISHED":
         tune.report(dict(run.data.metrics))
         return
-    train_run = f"{path_name(key)}-{tracking.config_hash(train)[:8]}"
+    train_run = f"{path_name(key)}-{config_hash(train)[:8]}"
     scratch = f"{train_run}-{hashlib.sha256(spec.train_storage.encode()).hexdigest()[:8]}"
     store.log_text(run_id, yaml.safe_dump(json.loads(json.dumps(train)), sort_keys=False), "config.yaml")
     res = Resources(**spec.resources)
@@ -213,7 +215,7 @@ def train_worker(job: WorkerJob) -> None:
                                     **(resume.tags if resume is not None else {})})
     context = ray.train.get_context()
     several_nodes = context.get_local_world_size() < context.get_world_size()
-    meter = cost.TrialMeter(store, job.run_id, job.tracking_uri, device or torch.device("cpu"),
+    meter = TrialMeter(store, job.run_id, job.tracking_uri, device or torch.device("cpu"),
                             local_rank=context.get_local_rank(),
                             node=f"node{context.get_node_rank()}" if several_nodes else None)
     try:
@@ -226,7 +228,7 @@ def train_worker(job: WorkerJob) -> None:
         )
         if store is not None:
             log.backfill(result.history)
-            cost.log_actual(store, job.run_id, result.history, world, meter.meter)
+            log_actual(store, job.run_id, result.history, world, meter.meter)
             _log_final(store, job.run_id, config, result, job.energy_batches, device)
     finally:
         meter.stop()

@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-import yaml
-
-from spikingformer._validation import ConfigError, Section, deep_merge, load_yaml, require, section_from_dict
+from harness.experiment.grid import expand
+from harness.experiment.resolve import check_model, check_recipe, read_yaml, train_mapping
+from spikingformer._validation import ConfigError, Section, deep_merge, require, section_from_dict
 from spikingformer.config import ModelConfig, TrainConfig
-from spikingformer.models import build_model
 
 
 @dataclass
@@ -130,21 +128,20 @@ class Experiment(Section):
     def from_dict(cls, data: Any, where: str, *, skip_invalid: bool = False) -> Experiment:
         """Validate a parsed experiment file: every row's TrainConfig, model and resources included.
 
-        A ``grid`` section is expanded into rows first (``harness.grid``); ``skip_invalid`` drops its
+        A ``grid`` section is expanded into rows first (the ``grid`` pre-pass); ``skip_invalid`` drops its
         impossible points instead of refusing the file.
         """
         grid = isinstance(data, dict) and "grid" in data
         if grid:
-            from harness.grid import expand
-
-            data = expand(data, where, skip_invalid=skip_invalid)  # checks every point as below
+            data = expand(data, where, skip_invalid=skip_invalid)  # the pre-pass checks every point as below
         try:
             experiment = section_from_dict(cls, data, where)
         except ConfigError as err:
             raise ConfigError(_by_row_id(str(err), data)) from None
         experiment.source = where
-        for row in () if grid else experiment.rows:
-            check_model(experiment.train_config(row).model, f"{where}: row {row.id}")
+        for row in experiment.rows:
+            if not grid:  # the pre-pass built every point's model already
+                check_model(experiment.train_config(row).model, f"{where}: row {row.id}")
             experiment.resources_for(row)
         return experiment
 
@@ -166,15 +163,7 @@ class Experiment(Section):
     def train_mapping(self, row: Row) -> dict[str, Any]:
         """The row's TrainConfig as a plain mapping: recipe (the row's, else the experiment's) <- experiment train
         <- row model <- row train."""
-        from spikingformer.recipes import load_recipe
-
-        recipe = row.recipe or self.recipe
-        base = load_recipe(recipe) if recipe else {}
-        model: dict[str, Any] = {"name": row.model.name, "kwargs": row.model.kwargs}
-        if row.model.finetune is not None:
-            model["finetune"] = row.model.finetune
-        row_part = deep_merge({"model": model}, row.train)
-        return deep_merge(deep_merge(base, self.train), row_part)
+        return train_mapping(row.recipe or self.recipe, self.train, vars(row.model), row.train)
 
     def train_config(self, row: Row, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """Validated TrainConfig of ``row``, with ``overrides`` (smoke, CLI, search) laid on top."""
@@ -210,79 +199,9 @@ def discover(folder: str | Path) -> list[Experiment]:
     return found
 
 
-def tracked_name(experiment: Experiment, *, smoke: bool = False, epochs: int | None = None) -> str:
-    """MLflow experiment and Tune folder name: runs that change the recipe never mix with the paper's protocol."""
-    return experiment.name + ("-smoke" if smoke else "") + (f"-e{epochs}" if epochs is not None else "")
-
-
-def check_model(model: ModelConfig, where: str) -> None:
-    """Build the model on the meta device (no memory): kwargs the constructor refuses fail here, not on a worker."""
-    with torch.device("meta"):
-        try:
-            build_model(model.name, **model.kwargs)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{where}.model: {model.name} with kwargs {model.kwargs}: {err}") from err
-
-
-def check_recipe(name: str | None, where: str) -> None:
-    """A recipe name must be one ``spikingformer.recipes`` knows (null: the file gives the whole TrainConfig)."""
-    from spikingformer.recipes import RECIPES
-
-    if name is not None and name not in RECIPES:
-        raise ConfigError(f"{where}: recipe: unknown recipe {name!r}; known: {', '.join(RECIPES)}")
-
-
-def read_yaml(path: str | Path, what: str) -> Any:
-    """Parse a YAML file; a missing file or a syntax error names the file (and the parser's line and column)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    try:
-        return load_yaml(path.read_text())
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML: {err.problem or err.context}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-
-
 def load_experiment(path: str | Path, *, skip_invalid: bool = False) -> Experiment:
     """Read and validate an experiment file; any error names the file, the row and the key.
 
     A grid file comes back expanded, one row per point (``skip_invalid``: without its impossible points).
     """
     return Experiment.from_dict(read_yaml(path, "experiment file"), where=str(path), skip_invalid=skip_invalid)
-
-
-#: ``--smoke``: any row becomes a seconds-long CPU run on synthetic data of the row's input shape.
-SMOKE_OVERRIDES: dict[str, Any] = {
-    "data": {
-        "dataset": "synthetic", "root": None, "batch_size": 2, "eval_batch_size": 2, "num_workers": 0,
-        "train_size": 2, "eval_size": 2, "max_train_batches": 1, "max_eval_batches": 1,
-    },
-    "schedule": {"epochs": 1, "warmup_epochs": 0, "cooldown_epochs": 0},
-    "runtime": {"device": "cpu", "amp": "none"},
-}
-#: ``--smoke`` resources: one CPU worker, whatever the table asks for.
-SMOKE_RESOURCES = Resources(num_workers=1, use_gpu=False, cpus_per_worker=1.0)
-
-
-def run_overrides(
-    config: TrainConfig, *, smoke: bool = False, epochs: int | None = None, data_root: str | None = None
-) -> dict[str, Any]:
-    """The command line's changes to a row's TrainConfig, as a mapping to lay over it.
-
-    ``data_root`` holds one folder per dataset (``DIR/cifar10``, ``DIR/dvs128-gesture``, ...); ``epochs``
-    sets the total (no cooldown, warmup capped to fit).
-    """
-    overrides: dict[str, Any] = {}
-    if data_root and config.data.dataset not in ("digits", "synthetic"):
-        overrides = deep_merge(overrides, {"data": {"root": str(Path(data_root).resolve() / config.data.dataset)}})
-    if smoke:
-        overrides = deep_merge(overrides, SMOKE_OVERRIDES)
-    if epochs is not None:
-        warmup = min(config.schedule.warmup_epochs, epochs)
-        schedule = {"epochs": epochs, "cooldown_epochs": 0, "warmup_epochs": warmup}
-        overrides = deep_merge(overrides, {"schedule": schedule})
-    return overrides

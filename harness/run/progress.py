@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from harness.trial import FAILED
+from harness.run.trial import FAILED
 
 
 def _fmt_duration(seconds: float) -> str:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
+from harness.formatting import NA
 from spikingformer.training.distributed import all_reduce
 from spikingformer.training.engine import Callback
 
 POWERCAP = Path("/sys/class/powercap")
-NA = "n/a"
 #: Per-epoch metric of a trial run: joules drawn by all its devices during that epoch.
 ENERGY_J = "energy_J"
 

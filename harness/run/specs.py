@@ -1,6 +1,6 @@
-"""Planning, on the driver before Ray starts: one TrialSpec per (row, seed), checked against MLflow.
+"""Trial specs, made on the driver before Ray starts: one TrialSpec per (row, seed), checked against MLflow.
 
-:func:`plan` turns a validated experiment and the command line into specs (plain data that travels in
+:func:`trial_specs` turns a validated experiment and the command line into specs (plain data that travels in
 Tune's param_space and survives restores), :func:`check_tracked` refuses runs tracked under another
 configuration, :func:`bind` settles ``use_gpu: auto`` once the cluster is known and :func:`trial_resources`
 says what a trial will occupy in it. Nothing here runs inside Ray: that is :mod:`harness.trial`.
@@ -15,7 +15,8 @@ from typing import Any
 from mlflow.entities import Run
 
 from harness import tracking
-from harness.config import SMOKE_RESOURCES, Experiment, Resources, run_overrides
+from harness.experiment import SMOKE_RESOURCES, Experiment, Resources, run_overrides
+from harness.experiment.resolve import config_hash
 from spikingformer._validation import ConfigError, deep_merge
 from spikingformer.config import TrainConfig
 from spikingformer.data.loaders import check_data
@@ -50,14 +51,14 @@ class TrialSpec:
 
     @property
     def config_hash(self) -> str:
-        return tracking.config_hash(self.train)
+        return config_hash(self.train)
 
 
 class ConfigChanged(ValueError):
     """A tracked run of a (row, seed) was trained under another TrainConfig than the row now resolves to."""
 
 
-def plan(
+def trial_specs(
     experiment: Experiment,
     *,
     name: str,

@@ -28,10 +28,12 @@ from ray import tune
 from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from harness import sweep
-from harness.cost import CPU_MEMORY_SHARE, Measured, format_duration, measure_row, schedule
-from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, trial_resources
-from harness.trial import first_line
+from harness.cost.measure import CPU_MEMORY_SHARE, Measured, measure_row
+from harness.cost.projection import schedule
+from harness.formatting import format_duration
+from harness.run import sweep
+from harness.run.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, trial_resources
+from harness.run.trial import first_line
 from spikingformer.training.step_cost import StepCost
 
 #: The longest a measurement waits for the others of its group before timing its steps alone.

@@ -21,10 +21,11 @@ from pyarrow import fs
 from ray import tune
 from ray.tune.experiment import Trial
 
-from harness import cluster, tracking
-from harness.specs import TrialSpec, bind, path_name, trial_resources
-from harness.trial import METRIC
-from harness.trial import trainable as training_trial
+from harness import tracking
+from harness.run import cluster
+from harness.run.specs import TrialSpec, bind, path_name, trial_resources
+from harness.run.trial import METRIC
+from harness.run.trial import trainable as training_trial
 
 #: What the sweep was started with, beside Tune's own state: the resume command reads it back.
 INVOCATION = "sfh_invocation.json"

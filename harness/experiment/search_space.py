@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import optuna
 
-from harness.config import Experiment, check_model, check_recipe, load_experiment, read_yaml
-from harness.grid import nest
+from harness.experiment import Experiment, load_experiment
+from harness.experiment.resolve import check_model, check_recipe, nest, read_yaml
 from spikingformer._validation import ConfigError, Section, deep_merge, require, section_from_dict
 from spikingformer.config import ModelConfig
 

@@ -1,4 +1,5 @@
-"""Grids: a ``grid:`` section turns base rows into a study over axes (T, depth, width, dataset, ...).
+"""Grids, a pre-pass over the raw YAML: a ``grid:`` section turns base rows into a study over axes (T, depth, width,
+dataset, ...).
 
 The cartesian product of the axes, applied to base rows of a paper table, becomes ordinary experiment rows
 before anything else sees the file, so planning, tracking, resume, ``--rows``, ``--smoke``, ``sfh plan``,
@@ -30,14 +31,13 @@ import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from harness.experiment.resolve import check_model, config_hash, nest, read_yaml, train_mapping
+from harness.formatting import format_value
 from spikingformer._validation import ConfigError, Section, deep_merge, require, section_from_dict
 from spikingformer.config import TrainConfig
 from spikingformer.models import MODEL_CONFIGS
-
-if TYPE_CHECKING:
-    from harness.config import Experiment
 
 #: The axis that picks the table (and so the dataset and its recipe) of a point.
 DATASET = "dataset"
@@ -90,28 +90,9 @@ def label(key: str, keys: list[str]) -> str:
     return short(key) if [short(k) for k in keys].count(short(key)) == 1 else key.split(",")[0]
 
 
-def nest(values: dict[str, Any]) -> dict[str, Any]:
-    """{"optim.lr": 1e-3} -> {"optim": {"lr": 1e-3}}, the shape TrainConfig overrides take."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
-
-
-def format_value(value: Any) -> str:
-    """An axis value in ids and tables (``0.5``, not ``0.50000``)."""
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def identity(config: TrainConfig) -> str:
     """What a config trains, with the model as its family and full constructor arguments: two registered names
     that build the same network (``cifar_4_384`` with depth 2, ``cifar_2_384``) are equal."""
-    from harness.tracking import config_hash
-
     family, defaults = MODEL_CONFIGS[config.model.name]
     train = config.to_dict()
     train["model"] = {"family": family.__name__, "kwargs": {**defaults, **config.model.kwargs}}
@@ -123,13 +104,36 @@ def axes(rows: Any) -> list[str]:
     return list(dict.fromkeys(key for row in rows for key in row.point))
 
 
-def _tables(grid: Grid, data: dict[str, Any], where: str) -> dict[Any, Experiment]:
-    """The table of each ``dataset`` value (key None without that axis), validated as experiments."""
-    from harness.config import Experiment, read_yaml
+@dataclass(frozen=True)
+class _Table:
+    """A paper table as its raw mapping (the schema validates what the expansion makes of it)."""
 
+    source: str
+    data: dict[str, Any]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        rows = self.data.get("rows")
+        require(isinstance(rows, list) and all(isinstance(r, dict) and "id" in r for r in rows), self.source,
+                "rows", rows, "a list of rows, each with an id")
+        return rows
+
+    def row(self, row_id: str) -> dict[str, Any]:
+        return next(r for r in self.rows if r["id"] == row_id)
+
+    def train_mapping(self, row: dict[str, Any]) -> dict[str, Any]:
+        return train_mapping(row.get("recipe") or self.data.get("recipe"), self.data.get("train") or {},
+                             row.get("model") or {}, row.get("train") or {})
+
+    def resources(self, row: dict[str, Any]) -> dict[str, Any]:
+        return deep_merge(self.data.get("resources") or {}, row.get("resources") or {})
+
+
+def _tables(grid: Grid, data: dict[str, Any], where: str) -> dict[Any, _Table]:
+    """The raw table of each ``dataset`` value (key None without that axis)."""
     if grid.table is None:
         require("rows" in data, where, "grid.table", None, "an experiment file, or rows in this file")
-        return {None: Experiment.from_dict({k: v for k, v in data.items() if k != "grid"}, where)}
+        return {None: _Table(where, {k: v for k, v in data.items() if k != "grid"})}
     extra = sorted(set(data) - {"name", "grid", "train", *_OVERLAY})
     require(not extra, where, "grid.table", grid.table, f"no {extra} beside it: the table gives those")
     paths = grid.table if isinstance(grid.table, dict) else {None: grid.table}
@@ -139,17 +143,15 @@ def _tables(grid: Grid, data: dict[str, Any], where: str) -> dict[Any, Experimen
         mapping = read_yaml(path, f"{where}: grid.table")
         require(isinstance(mapping, dict) and "grid" not in mapping, where, "grid.table", str(path),
                  "a paper table (an experiment file without a grid)")
-        tables[key] = Experiment.from_dict(mapping, str(path))
+        tables[key] = _Table(str(path), mapping)
     return tables
 
 
 def _row_mapping(
-    table: Experiment, base_id: str, values: dict[str, Any], train: dict[str, Any], resources: dict[str, Any],
+    table: _Table, base_id: str, values: dict[str, Any], train: dict[str, Any], resources: dict[str, Any],
     references: dict[str, tuple[str, Any]], keys: list[str], where: str,
 ) -> dict[str, Any]:
     """One point as a self-contained row (its whole TrainConfig in ``train``); raises ConfigError if impossible."""
-    from harness.config import Resources, check_model
-
     row = table.row(base_id)
     point = {label(k, keys): v for k, v in values.items()}
     point_id = base_id + "".join(f"/{name}={format_value(v)}" for name, v in point.items())
@@ -158,20 +160,31 @@ def _row_mapping(
     here = f"{where}: row {point_id}"
     config = TrainConfig.from_dict(mapping, where=here)
     check_model(config.model, here)
-    merged = deep_merge(vars(table.resources_for(row)), resources)
-    section_from_dict(Resources, merged, f"{here}: resources")
     reference, paper = references.get(identity(config), (None, {"source": NO_REFERENCE}))
     return {
-        "id": point_id, "model": mapping.pop("model"), "train": mapping, "resources": merged,
-        "paper": paper, "point": point, "reference": reference,
+        "id": point_id, "model": mapping.pop("model"), "train": mapping,
+        "resources": deep_merge(table.resources(row), resources), "paper": paper, "point": point,
+        "reference": reference,
     }
+
+
+def _references(table: _Table) -> dict[str, tuple[str, Any]]:
+    """Every row of the table with a published top-1 (not only the bases), by what it trains."""
+    out = {}
+    for row in table.rows:
+        paper = row.get("paper") or {}
+        if paper.get("top1") is not None:
+            config = TrainConfig.from_dict(table.train_mapping(row), where=f"{table.source}: row {row['id']}")
+            out[identity(config)] = (row["id"], paper)
+    return out
 
 
 def expand(data: dict[str, Any], where: str, *, skip_invalid: bool = False) -> dict[str, Any]:
     """An experiment mapping with a ``grid`` -> the same experiment with one self-contained row per point.
 
-    Every point is validated here; impossible ones (a width the head count does not divide, ...) are all
-    named in one error, or, with ``skip_invalid``, dropped and named on stderr.
+    Every point's TrainConfig and model are checked here; impossible ones (a width the head count does not
+    divide, ...) are all named in one error, or, with ``skip_invalid``, dropped and named on stderr. The result
+    is raw YAML again: the schema validates it like any experiment file.
     """
     grid = section_from_dict(Grid, data["grid"], f"{where}: grid")
     tables = _tables(grid, data, where)
@@ -180,16 +193,13 @@ def expand(data: dict[str, Any], where: str, *, skip_invalid: bool = False) -> d
     own = grid.table is None  # the file's train and resources are already its rows'
     train = {} if own else data.get("train", {})
     resources = {} if own else data.get("resources", {})
-    references = {}
-    for key, table in tables.items():  # every row of the table with a published top-1, not only the bases
-        references[key] = {identity(table.train_config(r)): (r.id, dataclasses.asdict(r.paper))
-                           for r in table.rows if r.paper.top1 is not None}
-    common = [r.id for r in first.rows if all(any(o.id == r.id for o in t.rows) for t in tables.values())]
+    references = {key: _references(table) for key, table in tables.items()}
+    common = [r["id"] for r in first.rows if all(any(o["id"] == r["id"] for o in t.rows) for t in tables.values())]
     bases = grid.bases(common)
     for table in tables.values():
-        missing = [b for b in bases if all(r.id != b for r in table.rows)]
+        missing = [b for b in bases if all(r["id"] != b for r in table.rows)]
         require(not missing, f"{where}: grid", "base", missing,
-                 f"row ids of {table.source}: {[r.id for r in table.rows]}")
+                 f"row ids of {table.source}: {[r['id'] for r in table.rows]}")
     rows, invalid = [], []
     for base_id in bases:
         for combo in itertools.product(*grid.axes.values()):
@@ -205,8 +215,7 @@ def expand(data: dict[str, Any], where: str, *, skip_invalid: bool = False) -> d
     for err in invalid:
         print(f"skipping an impossible grid point: {err}", file=sys.stderr)
     require(bool(rows), where, "grid", data["grid"], "at least one possible point")
-    header = {k: v for k, v in vars(first).items() if k in _OVERLAY}
-    header.update(paper=vars(first.paper), tolerance=vars(first.tolerance))
+    header = {k: v for k, v in first.data.items() if k in _OVERLAY}
     header.update({k: v for k, v in data.items() if k in (*_OVERLAY, "name")})
-    header["resources"] = deep_merge(vars(first.resources), resources)
+    header["resources"] = deep_merge(first.data.get("resources") or {}, resources)
     return {**header, "recipe": None, "rows": rows}
