@@ -199,7 +199,7 @@ def family_lines(experiment: Experiment, tracking_uri: str, *, name: str | None 
     """Every row of ``experiment`` with its figures under both conventions (None where nothing finished)."""
     out = []
     for row, result in zip(experiment.rows, collect(experiment, tracking_uri, name=name), strict=True):
-        config = experiment.train_config(row)
+        config = experiment.config(row)
         out.append(FamilyLine(
             name or experiment.name, row.id, config.model.name, config.data.dataset,
             config.model.kwargs.get("T") or 0, result,
@@ -265,7 +265,7 @@ def row_setups(experiment: Experiment) -> dict[str, RowSetup]:
     """Each row's setup by row id, from its validated TrainConfig (T: the registered default unless overridden)."""
     setups = {}
     for row in experiment.rows:
-        config = experiment.train_config(row)
+        config = experiment.config(row)
         kwargs = {**MODEL_CONFIGS[config.model.name][1], **config.model.kwargs}  # every registered config sets T
         label = model_label(config.model.name, **config.model.kwargs)
         setups[row.id] = RowSetup(config.model.name, config.data.dataset, int(kwargs["T"]), label)

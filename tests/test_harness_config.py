@@ -232,7 +232,7 @@ def test_a_tracked_run_of_an_edited_row_is_refused_before_ray_starts(tmp_path: P
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = tracking.Tracking(uri)
     path = write(tmp_path, demo_mapping())
-    runs = {s.run_key: open_run(store, s, s.run_key, s.train) for s in tracked_plan(path, uri)}  # a first invocation
+    runs = {s.run_key: open_run(store, s, s.run_key) for s in tracked_plan(path, uri)}  # a first invocation
     finished = runs["demo/spikingformer/seed1"].info.run_id
     store.end(finished, "FINISHED")
 

@@ -30,7 +30,6 @@ from harness.results import family_lines
 from harness.run.specs import trial_specs
 from spikingformer import evaluate
 from spikingformer.checkpoints.training import load_checkpoint
-from spikingformer.config import TrainConfig
 from spikingformer.data.loaders import build_eval_loader
 from spikingformer.evaluate import evaluate_run
 from spikingformer.models import build_model
@@ -57,7 +56,7 @@ def test_first_row_trains_a_step_and_is_measured(name: str, tmp_path: Path) -> N
     experiment = load_experiment(EXPERIMENTS / f"{name}.yaml")
     [spec] = trial_specs(experiment, name=f"{name}-smoke", rows=[experiment.rows[0].id], seeds=1, tracking_uri="-",
                   train_storage=str(tmp_path), smoke=True)
-    config = TrainConfig.from_dict(spec.train)
+    config = spec.config
     result = fit(config, checkpoint_dir=tmp_path)
     assert math.isfinite(result.history[-1]["train_loss"]) and result.best_checkpoint is not None
     final = evaluate_run(config, result, energy_batches=spec.energy_batches)

@@ -5,16 +5,15 @@ Runs inside the plan's measuring trial (:mod:`harness.cost.measuring_trial`), on
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from harness.cost.power import meter_for
-from spikingformer._validation import deep_merge
 from spikingformer.config import TrainConfig
 from spikingformer.training.step_cost import StepCost, measure
 
@@ -34,7 +33,7 @@ class Measured:
 
 
 def measure_row(
-    train: dict[str, Any], steps: int, device: torch.device, budget_mb: float,
+    config: TrainConfig, steps: int, device: torch.device, budget_mb: float,
     before_timed: Callable[[], object] | None = None,
 ) -> Measured:
     """The row's step cost on ``device`` in this process (a fresh worker of its own), with the device's energy
@@ -42,7 +41,7 @@ def measure_row(
     import spikingformer  # noqa: F401  (registers the models in this process)
 
     logging.getLogger("spikingformer").setLevel(logging.ERROR)  # fit's notes on the shortened runs it is given
-    config = TrainConfig.from_dict(deep_merge(train, {"runtime": {"device": str(device)}}))
+    config = dataclasses.replace(config, runtime=dataclasses.replace(config.runtime, device=device.type))
     meter = meter_for(device)
     began: list[float] = []
 

@@ -34,6 +34,7 @@ from harness.formatting import format_duration
 from harness.run import sweep
 from harness.run.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, trial_resources
 from harness.run.trial import first_line
+from spikingformer.config import TrainConfig
 from spikingformer.training.step_cost import StepCost
 
 #: The longest a measurement waits for the others of its group before timing its steps alone.
@@ -48,7 +49,7 @@ STEP_S, MEASURED, BEGAN = "step_s", "sfh_measured", "sfh_began"
 class MeasureJob:
     """What the measuring worker needs: the row's training config and how much of the node it may plan for."""
 
-    train: dict[str, Any]
+    config: TrainConfig
     steps: int
     use_gpu: bool
     #: Share of the node's available memory this measurement may plan to fill (CPU; the trials side by side
@@ -99,9 +100,9 @@ def trainable() -> Any:
 def measure_trial(config: dict[str, Any]) -> None:
     """Tune function: one Ray Train worker with the row's per-worker resources, timing the row's step."""
     began = time.time()
-    spec = TrialSpec(**config["trial"])
+    spec = TrialSpec.from_mapping(config["trial"])
     res = spec.resources
-    job = MeasureJob(spec.train, int(config["steps"]), bool(res["use_gpu"]), float(config["memory_share"]), began,
+    job = MeasureJob(spec.config, int(config["steps"]), bool(res["use_gpu"]), float(config["memory_share"]), began,
                      tuple(config["timed_start"]))
     TorchTrainer(
         functools.partial(measure_worker, job),
@@ -120,7 +121,7 @@ def measure_worker(job: MeasureJob) -> None:
     ready = time.time()
     device = get_device() if job.use_gpu else torch.device("cpu")
     budget = job.memory_share * psutil.virtual_memory().available / 2**20
-    measured = measure_row(job.train, job.steps, device, budget, lambda: wait_for_group(*job.timed_start))
+    measured = measure_row(job.config, job.steps, device, budget, lambda: wait_for_group(*job.timed_start))
     measured = dataclasses.replace(measured, startup_s=ready - job.began)
     ray.train.report({STEP_S: measured.cost.step_s, MEASURED: json.dumps(dataclasses.asdict(measured)),
                       BEGAN: job.began})
@@ -172,7 +173,7 @@ def measure_rows(
     try:
         results = sweep.run(
             name=f"{name}-plan", storage=storage, trainable=trainable(), metric=STEP_S, mode="min",
-            param_space={"trial": tune.grid_search([dataclasses.asdict(s) for s in first.values()]), "steps": steps,
+            param_space={"trial": tune.grid_search([s.to_mapping() for s in first.values()]), "steps": steps,
                          "memory_share": CPU_MEMORY_SHARE / side, "timed_start": [barrier, namespace],
                          "storage": sweep.join(storage, f"{name}-plan", "train")},
             max_concurrent=side, max_failures=0, callbacks=[MeasureProgress()],

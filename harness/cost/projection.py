@@ -22,7 +22,6 @@ from typing import Any
 from harness.cost.measure import Measured
 from harness.formatting import format_duration, format_kwh
 from harness.run.specs import TrialSpec, trial_resources
-from spikingformer.config import TrainConfig
 from spikingformer.training.step_cost import run_steps
 
 
@@ -135,7 +134,7 @@ def project(
         workers = int(spec.resources["num_workers"])
         need = trial_resources(dataclasses.replace(spec, resources={**spec.resources, "use_gpu": gpu}))
         if spec.row not in rows:
-            config = TrainConfig.from_dict(spec.train)
+            config = spec.config
             counts = run_steps(config, workers)
             c = m.cost
             train_s = counts.epochs * counts.steps_per_epoch * c.step_s + counts.evaluations * counts.eval_batches * (

@@ -124,6 +124,10 @@ class Experiment(Section):
     # Where the experiment was read from (error messages); set by from_dict, never a YAML key.
     source = ""
 
+    def __post_init__(self) -> None:
+        #: Each row's TrainConfig as validated by from_dict (``config``), by row id.
+        self._configs: dict[str, TrainConfig] = {}
+
     @classmethod
     def from_dict(cls, data: Any, where: str, *, skip_invalid: bool = False) -> Experiment:
         """Validate a parsed experiment file: every row's TrainConfig, model and resources included.
@@ -140,9 +144,11 @@ class Experiment(Section):
             raise ConfigError(_by_row_id(str(err), data)) from None
         experiment.source = where
         for row in experiment.rows:
+            config = experiment.train_config(row)
             if not grid:  # the pre-pass built every point's model already
-                check_model(experiment.train_config(row).model, f"{where}: row {row.id}")
+                check_model(config.model, f"{where}: row {row.id}")
             experiment.resources_for(row)
+            experiment._configs[row.id] = config
         return experiment
 
     def validate(self, where: str) -> None:
@@ -164,6 +170,12 @@ class Experiment(Section):
         """The row's TrainConfig as a plain mapping: recipe (the row's, else the experiment's) <- experiment train
         <- row model <- row train."""
         return train_mapping(row.recipe or self.recipe, self.train, vars(row.model), row.train)
+
+    def config(self, row: Row) -> TrainConfig:
+        """The row's TrainConfig, validated once when the file was read."""
+        if row.id not in self._configs:
+            self._configs[row.id] = self.train_config(row)
+        return self._configs[row.id]
 
     def train_config(self, row: Row, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """Validated TrainConfig of ``row``, with ``overrides`` (smoke, CLI, search) laid on top."""

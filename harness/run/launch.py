@@ -5,7 +5,6 @@ and ``sfh resume`` (an interrupted sweep restored from its storage folder), and 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -78,7 +77,7 @@ def reproduce(args: argparse.Namespace) -> int:
             })
             print(f"{name}: {len(pending)} trial(s); Tune state in {sweep.join(storage, name)}; MLflow {uri}",
                   flush=True)
-            grid = {"trial": tune.grid_search([dataclasses.asdict(s) for s in pending])}
+            grid = {"trial": tune.grid_search([s.to_mapping() for s in pending])}
             drive.results = sweep.run(
                 name=name, storage=storage, param_space=grid, max_concurrent=args.max_concurrent,
                 callbacks=[Progress()],

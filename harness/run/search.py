@@ -5,7 +5,6 @@ trial's MLflow run closed as Tune saw it end, and the best row written as an exp
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import time
@@ -68,10 +67,11 @@ class TrialRuns(tune.Callback):
 
     def _close(self, trial: Any, status: str) -> None:
         """Tag the run with its Optuna trial; a run not FINISHED by its trial was stopped (or lost) here."""
-        spec = TrialSpec(**trial.config["trial"])
+        spec = trial.config["trial"]  # the TrialSpec's mapping
         store = tracking.Tracking(self.tracking_uri)
-        experiment_id = store.find_experiment(spec.experiment)
-        run = store.find_run(experiment_id, sampled_run_key(spec.run_key, trial.trial_id)) if experiment_id else None
+        experiment_id = store.find_experiment(spec["experiment"])
+        key = sampled_run_key(tracking.run_key(spec["experiment"], spec["row"], spec["seed"]), trial.trial_id)
+        run = store.find_run(experiment_id, key) if experiment_id else None
         if run is None:  # the trial ended before opening its run
             return
         number = trial.config.get("optuna_trial")
@@ -171,7 +171,7 @@ def _search(args: argparse.Namespace, search: Search, spec: TrialSpec, name: str
         print(f"{name}: {trials} trial(s) of up to {epochs} epochs, study {name} ({before} trials so far) in "
               f"{study_url}; Tune state in {sweep.join(storage, invocation)}; MLflow {uri}", flush=True)
         drive.results = sweep.run(
-            name=invocation, storage=storage, param_space={"trial": dataclasses.asdict(spec)},
+            name=invocation, storage=storage, param_space={"trial": spec.to_mapping()},
             searcher=searcher(search, study_storage, study), scheduler=scheduler(search, epochs),
             metric=search.metric, mode=search.mode, num_samples=trials, max_concurrent=search.max_concurrent,
             callbacks=[SearchProgress(), TrialRuns(uri, name)],

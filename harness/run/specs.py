@@ -9,7 +9,7 @@ says what a trial will occupy in it. Nothing here runs inside Ray: that is :mod:
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from mlflow.entities import Run
@@ -17,7 +17,7 @@ from mlflow.entities import Run
 from harness import tracking
 from harness.experiment import SMOKE_RESOURCES, Experiment, Resources, run_overrides
 from harness.experiment.resolve import config_hash
-from spikingformer._validation import ConfigError, deep_merge
+from spikingformer._validation import ConfigError
 from spikingformer.config import TrainConfig
 from spikingformer.data.loaders import check_data
 
@@ -27,12 +27,19 @@ TRIAL_DRIVER_CPU = 0.01
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """Everything a trial needs, as plain data: it travels in Tune's param_space and survives restores."""
+    """Everything a trial needs: ``config`` as it was validated here, on the driver, and known by its hash.
+
+    It travels in Tune's param_space as plain data (:meth:`to_mapping`: Tune shows it, keeps it in its state and
+    hands it back on restore) and becomes a spec again in the trial (:meth:`from_mapping`), which checks that
+    the config arrived as it left.
+    """
 
     experiment: str
     row: str
     seed: int
-    train: dict[str, Any]
+    config: TrainConfig
+    #: ``resolve.config_hash`` of ``config``, made once with it: a run's identity in MLflow and Ray Train.
+    config_hash: str
     resources: dict[str, Any]
     tracking_uri: str
     #: Absolute folder (or URI) holding the Train runs of this experiment.
@@ -46,12 +53,32 @@ class TrialSpec:
         return tracking.run_key(self.experiment, self.row, self.seed)
 
     @property
-    def total_epochs(self) -> int:
-        return self.train["schedule"]["epochs"] + self.train["schedule"]["cooldown_epochs"]
+    def train(self) -> dict[str, Any]:
+        """The config as a plain mapping (MLflow params, config.yaml, comparisons with tracked runs)."""
+        return self.config.to_dict()
 
     @property
-    def config_hash(self) -> str:
-        return config_hash(self.train)
+    def total_epochs(self) -> int:
+        return self.config.schedule.total_epochs
+
+    def with_config(self, config: TrainConfig) -> TrialSpec:
+        """This trial training another (already validated) config: a search's sampled values."""
+        return replace(self, config=config, config_hash=config_hash(config.to_dict()))
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Plain data for Tune's param_space: every field, the config as its mapping (``train``)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "config"}, "train": self.train}
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> TrialSpec:
+        """The spec :meth:`to_mapping` made, its config rebuilt; a config changed on the way is refused."""
+        data = dict(data)
+        train = data.pop("train")
+        spec = cls(config=TrainConfig.from_dict(train, where=f"trial {data['row']}"), **data)
+        if config_hash(train) != spec.config_hash:
+            raise ValueError(f"trial {spec.run_key}: its config changed between the driver and the trial "
+                             f"(hash {config_hash(train)}, planned {spec.config_hash})")
+        return spec
 
 
 class ConfigChanged(ValueError):
@@ -72,7 +99,7 @@ def trial_specs(
     energy_batches: int = 8,
     max_failures: int = 2,
 ) -> list[TrialSpec]:
-    """One spec per (row, seed): the row's validated TrainConfig with the command line's changes.
+    """One spec per (row, seed): the row's TrainConfig with the command line's changes, validated once, here.
 
     ``name`` is the tracked name (MLflow experiment, run keys), the file's name unless the recipe changed.
 
@@ -82,17 +109,19 @@ def trial_specs(
     specs = []
     tags = {tracking.PAPER_TABLE: experiment.paper.table, **tracking.provenance_tags()}
     for row in [experiment.row(r) for r in rows] if rows else experiment.rows:
-        base = experiment.train_config(row)
-        config = experiment.train_config(row, run_overrides(base, smoke=smoke, epochs=epochs, data_root=data_root))
+        overrides = run_overrides(experiment.config(row), smoke=smoke, epochs=epochs, data_root=data_root)
+        config = experiment.train_config(row, overrides) if overrides else experiment.config(row)
         resources = SMOKE_RESOURCES if smoke else experiment.resources_for(row)
         for k in range(experiment.seeds if seeds is None else seeds):
             seed = config.runtime.seed + k
+            seeded = replace(config, runtime=replace(config.runtime, seed=seed))
             specs.append(
                 TrialSpec(
                     experiment=name,
                     row=row.id,
                     seed=seed,
-                    train=deep_merge(config.to_dict(), {"runtime": {"seed": seed}}),
+                    config=seeded,
+                    config_hash=config_hash(seeded.to_dict()),
                     resources=asdict(resources),
                     tracking_uri=tracking_uri,
                     train_storage=train_storage,
@@ -151,7 +180,7 @@ def check_data_folders(specs: list[TrialSpec]) -> None:
     rows: dict[tuple[str, str | None], list[str]] = {}
     configs = {}
     for spec in specs:
-        config = TrainConfig.from_dict(spec.train, where=f"row {spec.row}")
+        config = spec.config
         key = (config.data.dataset, config.data.root)
         configs.setdefault(key, config)
         if spec.row not in rows.setdefault(key, []):

@@ -36,24 +36,24 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from harness import tracking
 from harness.cost.actuals import TrialMeter, log_actual
 from harness.experiment import Resources
-from harness.experiment.resolve import config_hash, flatten
+from harness.experiment.resolve import flatten
 from harness.run.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, sampled_run_key
 from spikingformer import evaluate
 from spikingformer._validation import deep_merge
 from spikingformer.checkpoints.training import BEST, LAST, CheckpointError, newest_intact, resume_candidates
 from spikingformer.config import TrainConfig
 from spikingformer.evaluate import evaluate_run
-from spikingformer.neurons import describe_lif_backend, resolve_lif_backend
 from spikingformer.training.engine import Callback, FitResult, fit
+from spikingformer.training.epoch import RunState
 
 CHECKPOINTS_KEPT = 2
 
 
 @dataclass(frozen=True)
 class WorkerJob:
-    """What every rank of one Train run needs: the resolved config and where rank 0 reports."""
+    """What every rank of one Train run needs: the validated config and where rank 0 reports."""
 
-    train: dict[str, Any]
+    config: TrainConfig
     tracking_uri: str
     run_id: str
     #: Name of the run's local scratch folder (unique per Train run and storage).
@@ -67,40 +67,41 @@ def trainable() -> Any:
     return tune.with_resources(run_trial, {"cpu": TRIAL_DRIVER_CPU})
 
 
-def open_run(store: tracking.Tracking, spec: TrialSpec, key: str, train: dict[str, Any]) -> Run:
+def open_run(store: tracking.Tracking, spec: TrialSpec, key: str) -> Run:
     """The trial's MLflow run: found again by ``key``, else created with its tags, config hash and params."""
     return store.open_trial_run(
         spec.experiment,
         key,
         run_name=f"{spec.row} seed{spec.seed}",
         tags={tracking.EXPERIMENT: spec.experiment, tracking.ROW: spec.row, tracking.SEED: str(spec.seed),
-              tracking.CONFIG_HASH: config_hash(train), **spec.tags},
-        params={**flatten(train), **flatten({"resources": spec.resources})},
+              tracking.CONFIG_HASH: spec.config_hash, **spec.tags},
+        params={**flatten(spec.train), **flatten({"resources": spec.resources})},
     )
 
 
 def run_trial(config: dict[str, Any]) -> None:
     """Tune function: open the trial's MLflow run, train it with a TorchTrainer, close the run.
 
-    ``config["trial"]`` is a TrialSpec mapping; a search puts its sampled values in ``config["overrides"]``
-    (a TrainConfig-shaped mapping) and each sampled trial gets its own run key.
+    ``config["trial"]`` is the TrialSpec's mapping; a search puts its sampled values in ``config["overrides"]`` (a
+    TrainConfig-shaped mapping, validated here with the config it changes) and each sampled trial gets its own
+    run key.
     """
-    spec = TrialSpec(**config["trial"])
-    key, train = spec.run_key, spec.train
+    spec = TrialSpec.from_mapping(config["trial"])
+    key = spec.run_key
     if config.get("overrides"):
         key = sampled_run_key(key, tune.get_context().get_trial_id())
-        train = TrainConfig.from_dict(deep_merge(train, config["overrides"]), where=key).to_dict()
+        spec = spec.with_config(TrainConfig.from_dict(deep_merge(spec.train, config["overrides"]), where=key))
     store = tracking.Tracking(spec.tracking_uri)
-    run = open_run(store, spec, key, train)
+    run = open_run(store, spec, key)
     run_id = run.info.run_id
     if run.info.status == "FINISHED":
         tune.report(dict(run.data.metrics))
         return
-    train_run = f"{path_name(key)}-{config_hash(train)[:8]}"
+    train_run = f"{path_name(key)}-{spec.config_hash[:8]}"
     scratch = f"{train_run}-{hashlib.sha256(spec.train_storage.encode()).hexdigest()[:8]}"
-    store.log_text(run_id, yaml.safe_dump(json.loads(json.dumps(train)), sort_keys=False), "config.yaml")
+    store.log_text(run_id, yaml.safe_dump(json.loads(json.dumps(spec.train)), sort_keys=False), "config.yaml")
     res = Resources(**spec.resources)
-    job = WorkerJob(train, spec.tracking_uri, run_id, scratch, spec.energy_batches, res.use_gpu)
+    job = WorkerJob(spec.config, spec.tracking_uri, run_id, scratch, spec.energy_batches, res.use_gpu)
     attempts = spec.max_failures + 1
     for attempt in range(1, attempts + 1):
         try:
@@ -174,11 +175,16 @@ def _trainer(job: WorkerJob, res: Resources, train_run: str, storage: str) -> To
 
 
 class _ReportEpochs(Callback):
-    """Every rank reports each epoch to Ray Train; rank 0 attaches the checkpoint and logs to MLflow."""
+    """Every rank reports each epoch to Ray Train; rank 0 attaches the checkpoint and logs to MLflow, and tags
+    the run with what the engine resolved (the neurons' implementation) before the first epoch."""
 
     def __init__(self, work: Path, log: tracking.EpochLog | None) -> None:
         self.work = work
         self.log = log
+
+    def on_fit_start(self, run: RunState) -> None:
+        if self.log is not None:
+            self.log.tracking.set_tags(self.log.run_id, {"sfh.lif": run.lif})
 
     def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
         if checkpoint_path is None:
@@ -195,7 +201,7 @@ class _ReportEpochs(Callback):
 
 def train_worker(job: WorkerJob) -> None:
     """Ray Train loop of one rank: resume from Ray's last checkpoint, fit, then (rank 0) final figures."""
-    config = TrainConfig.from_dict(job.train)
+    config = job.config
     rank = ray.train.get_context().get_world_rank()
     device = get_device() if job.use_gpu else None
     scratch = scratch_dir(job.scratch, rank)
@@ -208,9 +214,7 @@ def train_worker(job: WorkerJob) -> None:
     log = tracking.EpochLog(store, job.run_id) if store is not None else None
     if store is not None:
         world = ray.train.get_context().get_world_size()
-        lif_device = device or torch.device("cpu")  # the device the engine resolves runtime.lif_backend for
-        lif = describe_lif_backend(resolve_lif_backend(config.runtime.lif_backend, lif_device), lif_device)
-        store.set_tags(job.run_id, {"sfh.device": _device_name(device), "sfh.lif": lif, "sfh.world_size": str(world),
+        store.set_tags(job.run_id, {"sfh.device": _device_name(device), "sfh.world_size": str(world),
                                     "sfh.node": ray.util.get_node_ip_address(),
                                     **(resume.tags if resume is not None else {})})
     context = ray.train.get_context()

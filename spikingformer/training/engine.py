@@ -41,7 +41,7 @@ from spikingformer.checkpoints.training import (
 from spikingformer.config import TrainConfig
 from spikingformer.data.loaders import build_loaders
 from spikingformer.models import build_model
-from spikingformer.neurons import set_lif_backend
+from spikingformer.neurons import describe_lif_backend, set_lif_backend
 from spikingformer.training.distributed import (
     all_gather,
     all_reduce,
@@ -107,6 +107,9 @@ class Callback:
     ``on_epoch_end`` gets metrics already reduced across ranks (identical everywhere) and, on rank 0 when a
     checkpoint was written this epoch, its path (None otherwise).
     """
+
+    def on_fit_start(self, run: RunState) -> None:
+        """After set-up (and resume), before the first epoch: the run's parts as they were resolved."""
 
     def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
         pass
@@ -186,7 +189,7 @@ def set_up(config: TrainConfig, device: torch.device | None = None) -> RunState:
     if config.model.finetune is not None:  # before .to(device): a new head is made where the model is
         load_weights(model, read_checkpoint(config.model.finetune), new_head=True)
     model = model.to(device)
-    set_lif_backend(model, config.runtime.lif_backend, device)
+    lif = describe_lif_backend(set_lif_backend(model, config.runtime.lif_backend, device), device)
     if config.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_loader, eval_loader = build_loaders(config, rank=rank, world_size=world)
@@ -211,6 +214,7 @@ def set_up(config: TrainConfig, device: torch.device | None = None) -> RunState:
         rank=rank,
         world=world,
         global_batch=global_batch,
+        lif=lif,
     )
 
 
@@ -332,6 +336,8 @@ def fit(
     if run.rank == 0:
         _log_start(run)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    for callback in callbacks:
+        callback.on_fit_start(run)
     for epoch in range(run.start_epoch, config.schedule.total_epochs):
         metrics = run_epoch(run, epoch, progress)
         run.history.append(metrics)

@@ -103,6 +103,8 @@ class RunState:
     rank: int
     world: int
     global_batch: int
+    #: What runs the model's neurons, in words (``describe_lif_backend``): resolved once, in ``set_up``.
+    lif: str = ""
     num_updates: int = 0
     start_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
