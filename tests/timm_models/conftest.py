@@ -1,7 +1,7 @@
 """Run timm's own model tests on our registered models: every family, as it lands.
 
-``test_timm_models.py`` is timm 1.0.31's ``tests/test_models.py``, unmodified (source and checksum in
-``timm_selection.SOURCE``, checked by ``test_fixture.py``). Its test groups are parametrized by
+``test_timm_models.py`` runs timm 1.0.31's ``tests/test_models.py``, taken from the release at collection
+(``timm_source``: the sdist's and the file's checksums checked). Its test groups are parametrized by
 ``timm.list_models`` at import; here that call answers with our models only (every model registered from
 ``spikingformer.models``, so a new family is picked up without an edit). A ``module=`` filter counts our
 family modules in: timm uses it to pick the models that implement ``forward_intermediates``, and all of

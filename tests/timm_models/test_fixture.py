@@ -1,18 +1,17 @@
-"""The vendored timm test file is timm 1.0.31's, unmodified, and runs against the timm we pin."""
+"""timm's test file comes from the pinned release, checked, and every family has a model for its heavy groups."""
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import timm
-from timm_selection import HEAVY_MODELS, OURS, SOURCE
+from timm_selection import HEAVY_MODELS, OURS
+from timm_source import FILE_SHA256, VERSION, timm_test_file
 
 
-def test_vendored_file_is_timm_1_0_31_unmodified() -> None:
-    text = (Path(__file__).parent / "test_timm_models.py").read_bytes()
-    assert hashlib.sha256(text).hexdigest() == SOURCE["file_sha256"]
-    assert timm.__version__ == "1.0.31"
+def test_timm_tests_come_from_the_pinned_release() -> None:
+    assert timm.__version__ == VERSION
+    assert hashlib.sha256(timm_test_file().read_bytes()).hexdigest() == FILE_SHA256
 
 
 def test_every_family_has_a_heavy_model() -> None:

@@ -1,8 +1,8 @@
 """Which of timm's model tests run on which of our models (read by ``conftest.py`` and ``test_fixture.py``).
 
-``test_timm_models.py`` is timm 1.0.31's ``tests/test_models.py``, unmodified: ``SOURCE`` says where it comes
-from and its checksum. Heavy groups (and the TorchScript ones, expected failures) run on the cheapest model of
-each family, ``HEAVY_MODELS``; ``NOT_APPLICABLE`` names the groups with nothing to test on ours.
+timm's test file is timm 1.0.31's ``tests/test_models.py``, fetched from the release (``timm_source``). Heavy
+groups (and the TorchScript ones, expected failures) run on the cheapest model of each family, ``HEAVY_MODELS``;
+``NOT_APPLICABLE`` names the groups with nothing to test on ours.
 """
 
 from __future__ import annotations
@@ -11,14 +11,6 @@ from collections import defaultdict
 
 from spikingformer.models import MODEL_CONFIGS
 from spikingformer.models.registry import model_names
-
-SOURCE = {
-    "file": "tests/test_models.py of timm 1.0.31",
-    "sdist": "https://files.pythonhosted.org/packages/source/t/timm/timm-1.0.31.tar.gz",
-    "sdist_sha256": "baa0b333339c46d3d6d4965d99b69f5053afed71210e8f433d7ea5ee6a18f0ec",
-    "file_sha256": "ffb62c6df02601a96c2fda403723a7f96a806897ee061d1009c1f3135fb64eb7",
-    "license": "Apache-2.0 (huggingface/pytorch-image-models)",
-}
 
 OURS = frozenset(model_names())
 
