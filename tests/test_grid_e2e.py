@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ray_nodes import RayNode
+from helpers.ray_nodes import RayNode
 
 from harness import tracking
 from harness.cli import main

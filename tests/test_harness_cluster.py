@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
-from ray_nodes import RayNode, wait_for
+from helpers.ray_nodes import RayNode, wait_for
 
 from harness import tracking
 from harness.run import cluster

@@ -1,6 +1,6 @@
 """End to end through ``sfh``: a real Ray cluster on loopback, real MLflow (sqlite and a server), real kills.
 
-One Ray head for the whole module (``tests/ray_nodes.py``: ``ray start --block`` on 127.0.0.2, its process
+One Ray head for the whole module (``tests/helpers/ray_nodes.py``: ``ray start --block`` on 127.0.0.2, its process
 group stopped at the end); every command joins it with ``--address``, except one that starts the private
 local Ray. Slow: minutes on a 2-core CPU.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ray_nodes import RayNode, free_port, wait_for
+from helpers.ray_nodes import RayNode, free_port, wait_for
 
 from harness import tracking
 from harness.cli import main

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ray_nodes import free_port, wait_for
+from helpers.ray_nodes import free_port, wait_for
 
 from harness import tracking
 from harness.cli import EXIT_LOCKED, main

@@ -4,7 +4,7 @@ lines them up under each paper's energy convention and the common one.
 
 In process, per table: the row's smoke spec (1 epoch of 1 batch of synthetic data of the row's input shape),
 ``spikingformer.training.engine.fit`` and the final figures a trial logs (``spikingformer.evaluate.evaluate_run``),
-spikes alive. Through Ray: the drivers side by side against one head on loopback (``tests/ray_nodes.py``),
+spikes alive. Through Ray: the drivers side by side against one head on loopback (``tests/helpers/ray_nodes.py``),
 each with its own sqlite store; Spikingformer's own path through Ray is the end-to-end demo tests'. A driver
 of a 224x224 or T=16 row and its trial hold ~4 GB, and a dozen of them cost ~15 minutes of this 2-core
 machine, hence one table per peer family there.
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ray_nodes import RayNode
+from helpers.ray_nodes import RayNode
 from test_harness_e2e import check_finished_trial, runs_by_key
 from test_timm_interface import firing_rates
 
