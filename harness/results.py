@@ -90,7 +90,7 @@ class RowResult:
     #: Mean best top-1 minus the paper's, in percentage points.
     delta: float | None = None
     verdict: str = "NOT RUN"
-    #: A grid point's axis values and the paper row it equals (``harness.grid``); empty / None otherwise.
+    #: A grid point's axis values and the paper row it equals (``harness.experiment.grid``); empty / None otherwise.
     point: dict[str, Any] = field(default_factory=dict)
     reference: str | None = None
 

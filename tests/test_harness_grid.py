@@ -1,4 +1,4 @@
-"""Grids (harness.grid): expansion into rows, ids, paper references, impossible points, planning, the table
+"""Grids (harness.experiment.grid): expansion into rows, ids, paper references, impossible points, planning, the table
 by axes and the report's figures against each axis; a real sqlite MLflow store, no Ray (the CLI runs of a
 grid on a real Ray are in test_grid_e2e.py)."""
 

@@ -90,7 +90,7 @@ class Row(Section):
     train: dict[str, Any] = field(default_factory=dict)
     #: Overrides of the experiment's resources for this row only.
     resources: dict[str, Any] = field(default_factory=dict)
-    #: A grid point's value on each axis (``harness.grid``); empty for a paper row.
+    #: A grid point's value on each axis (``harness.experiment.grid``); empty for a paper row.
     point: dict[str, Any] = field(default_factory=dict)
     #: The paper row a grid point equals (its numbers are in ``paper``), or null.
     reference: str | None = None

@@ -3,7 +3,7 @@
 :func:`trial_specs` turns a validated experiment and the command line into specs (plain data that travels in
 Tune's param_space and survives restores), :func:`check_tracked` refuses runs tracked under another
 configuration, :func:`bind` settles ``use_gpu: auto`` once the cluster is known and :func:`trial_resources`
-says what a trial will occupy in it. Nothing here runs inside Ray: that is :mod:`harness.trial`.
+says what a trial will occupy in it. Nothing here runs inside Ray: that is :mod:`harness.run.trial`.
 """
 
 from __future__ import annotations

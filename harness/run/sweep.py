@@ -189,7 +189,7 @@ def run(
 
     Tune starts a trial again (``max_failures`` times) only when its process was lost (its node died): failed
     training never reaches Tune as an error, since each trial decides its own retries
-    (:func:`harness.trial.run_trial`) and Tune cannot tell a NaN loss from a lost node.
+    (:func:`harness.run.trial.run_trial`) and Tune cannot tell a NaN loss from a lost node.
     """
     tuner = tune.Tuner(
         trainable or training_trial(),

@@ -1,6 +1,6 @@
 """One trial = one (row, seed): a Tune function that runs a DDP TorchTrainer, and the loop each rank runs.
 
-This is the only code that runs inside Ray; planning happened on the driver (:mod:`harness.specs`).
+This is the only code that runs inside Ray; the specs were made on the driver (:mod:`harness.run.specs`).
 Identity is stable across retries and restores: the Train run is named after the row, the seed and the
 config hash (so Ray Train resumes it from its own last checkpoint, never one of an edited row) and the
 MLflow run is found again by ``sfh.run_key``. Each rank keeps its local checkpoints in one scratch folder
