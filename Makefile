@@ -34,12 +34,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The whole suite (what CI runs), timed, with its 15 slowest tests.
 test: install test-deps
-	$(BIN)/python -m pytest -q --durations=25 tests
+	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 tests; code=$$?; \
+	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$code
 
-# The edit loop: everything but the end-to-end tests marked slow (Ray/MLflow runs through the CLI, real training).
-test-fast: install test-deps
-	$(BIN)/python -m pytest -q -m "not slow" tests
+# The edit loop: everything but what needs Ray, trains for long or drives a browser (markers in pyproject.toml).
+test-fast: install
+	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 -m "not ray and not train and not browser" tests; \
+	  code=$$?; echo "make test-fast: $$(( $$(date +%s) - start )) s"; exit $$code
 
 lint: install
 	$(BIN)/ruff check spikingformer harness dashboards tests bench

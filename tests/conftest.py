@@ -1,12 +1,23 @@
-"""Shared test fixtures."""
+"""Shared test fixtures: what several test modules need and should not each start again.
+
+``ray_head`` is one Ray head on loopback for the whole session (auth off, so in-process drivers join it as they
+are); ``mlflow_server`` a real ``mlflow server`` on 127.0.0.1 with sqlite behind it. A test that needs its own
+cluster (node loss, the private local Ray) starts it itself.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.ray_nodes import SESSION_HEAD_CPUS, SESSION_HEAD_IP, RayNode, free_port, wait_for
 
 from harness.cli import TELEMETRY_OFF
 
@@ -33,3 +44,38 @@ def _nothing_leaves_loopback() -> Iterator[None]:
         for key, value in TELEMETRY_OFF.items():
             patch.setenv(key, value)
         yield
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayNode]:
+    node = RayNode(SESSION_HEAD_IP, num_cpus=SESSION_HEAD_CPUS, log=tmp_path_factory.mktemp("ray") / "head.log",
+                   env={"RAY_AUTH_MODE": "disabled"})
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` on loopback, sqlite behind it, artifacts proxied; its URL."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server",
+         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination",
+         str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=folder, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(healthy, 120, "the MLflow server", every=1.0)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)

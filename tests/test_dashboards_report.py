@@ -218,7 +218,7 @@ def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "reports" / tracked_name(demo, epochs=1) / "index.html"
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_demo_run_report(demo_report: Path) -> None:
     experiment = load_experiment(DEMO)
     first, others = experiment.rows[0].id, experiment.rows[1:]
@@ -237,7 +237,8 @@ def test_demo_run_report(demo_report: Path) -> None:
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="headless Chromium missing: run `make test-deps`")
-@pytest.mark.parametrize("report", ["rendered", pytest.param("demo_report", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("report", ["rendered", pytest.param("demo_report", marks=pytest.mark.ray)])
+@pytest.mark.browser
 def test_report_in_headless_chromium(report: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """Open index.html from disk as a person would: every figure decodes, no script or resource error."""
     found = request.getfixturevalue(report)

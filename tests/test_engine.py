@@ -350,7 +350,7 @@ def test_channels_last_runs_on_cpu() -> None:
     assert math.isfinite(result.history[0]["train_loss"]) and not math.isnan(result.last_top1)
 
 
-@pytest.mark.slow
+@pytest.mark.train
 def test_tiny_model_learns_digits() -> None:
     began = time.perf_counter()
     result = fit(TrainConfig.from_dict(load_recipe("digits")))

@@ -13,9 +13,9 @@ import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
 
-pytestmark = pytest.mark.slow
 
 
+@pytest.mark.ray
 def test_cpu_form_passes_every_check(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--out", str(tmp_path)], capture_output=True,
                           text=True, timeout=900)

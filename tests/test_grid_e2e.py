@@ -1,4 +1,4 @@
-"""Grids end to end through ``sfh`` on a real local Ray (one head on 127.0.0.2) and real sqlite MLflow: the
+"""Grids end to end through ``sfh`` on a real local Ray (the session's head) and real sqlite MLflow: the
 digits grid's points train, are tracked under their generated ids, are not trained again, and come back as
 a table by axes and a report; the CIFAR example grids pass ``--smoke``. Slow: minutes on a 2-core CPU."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from helpers.ray_nodes import RayNode
 from harness import tracking
 from harness.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -24,19 +23,11 @@ GRIDS = REPO / "experiments" / "grid"
 POINTS = ("spikingformer/T=1/embed_dim=32", "spikingformer/T=2/embed_dim=64")
 
 
-@pytest.fixture(scope="module")
-def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayNode]:
-    node = RayNode("127.0.0.2", num_cpus=4, log=tmp_path_factory.mktemp("ray") / "head.log",
-                   env={"RAY_AUTH_MODE": "disabled"})
-    yield node
-    node.stop()
-
-
-def test_digits_grid_trains_tracks_and_reports_by_axes(head: RayNode, tmp_path: Path, capsys) -> None:
+def test_digits_grid_trains_tracks_and_reports_by_axes(ray_head: RayNode, tmp_path: Path, capsys) -> None:
     store = tracking.Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
     storage = tmp_path / "ray"
     args = ["reproduce", GRIDS / "digits.yaml", "--epochs", "1", "--rows", ",".join(POINTS), "--address",
-            head.address, "--storage", storage, "--tracking-uri", store.uri]
+            ray_head.address, "--storage", storage, "--tracking-uri", store.uri]
     assert main([str(a) for a in args]) == 0
     out = capsys.readouterr().out
     runs = {r.data.tags[tracking.RUN_KEY]: r for r in store.trial_runs("demo-grid-e1")}
@@ -63,7 +54,7 @@ def test_digits_grid_trains_tracks_and_reports_by_axes(head: RayNode, tmp_path: 
     assert figures == ["grid-energy-T.png", "grid-energy-embed_dim.png", "grid-top1-T.png", "grid-top1-embed_dim.png"]
 
 
-def test_example_grids_pass_smoke(head: RayNode, tmp_path: Path) -> None:
+def test_example_grids_pass_smoke(ray_head: RayNode, tmp_path: Path) -> None:
     """The first point of each CIFAR grid, side by side: synthetic data of its shape, 1 batch, on CPU."""
     firsts = {"cifar10-T": "4-384/T=1", "cifar100-depth-width": "4-384/depth=2/embed_dim=256"}
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -71,8 +62,8 @@ def test_example_grids_pass_smoke(head: RayNode, tmp_path: Path) -> None:
     drivers = {
         name: subprocess.Popen(
             [str(BIN / "sfh"), "reproduce", str(GRIDS / f"{name}.yaml"), "--smoke", "--rows", first,
-             "--address", head.address, "--storage", str(tmp_path / "ray"), "--tracking-uri", uri],
-            cwd=REPO, env=head.driver_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+             "--address", ray_head.address, "--storage", str(tmp_path / "ray"), "--tracking-uri", uri],
+            cwd=REPO, env=ray_head.driver_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for name, first in firsts.items()
     }

@@ -67,7 +67,7 @@ def experiment_file(tmp_path: Path) -> Path:
 TRAIN_WORKER = "ray::RayTrainWorker"
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_trial_survives_losing_the_worker_node(tmp_path: Path, two_nodes: tuple[RayNode, RayNode]) -> None:
     head, worker = two_nodes
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -109,6 +109,7 @@ def test_trial_survives_losing_the_worker_node(tmp_path: Path, two_nodes: tuple[
     assert epochs == sorted(set(epochs)) and epochs[0] == 0 and epochs[-1] == EPOCHS - 1, epochs
 
 
+@pytest.mark.ray
 def test_private_local_ray_is_on_loopback_and_gives_back_the_users_gcs_port(monkeypatch: pytest.MonkeyPatch) -> None:
     started = {}
     monkeypatch.setenv("RAY_GCS_SERVER_PORT", "6390")

@@ -64,6 +64,7 @@ def check_consistent(projection: Plan) -> None:
     assert projection.launch_s + longest <= projection.wall_s <= projection.launch_s + serial + 1e-9
 
 
+@pytest.mark.ray
 def test_plan_the_demo_then_the_launch_limit(store: tracking.Tracking, tmp_path: Path, capsys) -> None:
     out = tmp_path / "plan.json"
     printed = sfh_plan(EXPERIMENTS / "demo.yaml", "--rows", "spikingformer", "--steps", "2", "--format", "json",
@@ -97,6 +98,7 @@ def test_plan_the_demo_then_the_launch_limit(store: tracking.Tracking, tmp_path:
     assert store.trial_runs("demo") == []
 
 
+@pytest.mark.ray
 def test_plan_a_paper_table_on_synthetic_data_and_project_the_full_run(store: tracking.Tracking,
                                                                       tmp_path: Path) -> None:
     """CIFAR-10's first row measured at the smoke batch on synthetic data, then scaled to the full table."""

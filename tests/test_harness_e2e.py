@@ -1,8 +1,8 @@
 """End to end through ``sfh``: a real Ray cluster on loopback, real MLflow (sqlite and a server), real kills.
 
-One Ray head for the whole module (``tests/helpers/ray_nodes.py``: ``ray start --block`` on 127.0.0.2, its process
-group stopped at the end); every command joins it with ``--address``, except one that starts the private
-local Ray. Slow: minutes on a 2-core CPU.
+The session's Ray head (``ray_head`` in tests/conftest.py: ``ray start --block`` on loopback, its process group
+stopped at the end); every command joins it with ``--address``, except one that starts the private local Ray.
+Slow: minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -15,67 +15,27 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers.ray_nodes import RayNode, free_port, wait_for
+from helpers.ray_nodes import SESSION_HEAD_CPUS, RayNode, wait_for
 
 from harness import tracking
 from harness.cli import main
 from harness.run.cluster import LOCAL_NODE_IP
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 EXPERIMENTS = REPO / "experiments"
-HOST = "127.0.0.2"
-#: Logical CPUs of the test head: more than the cores, so trials overlap their start-up waits.
-LOGICAL_CPUS = 6
 TRAIN_WORKER = "RayTrainWorker"
-
-
-@pytest.fixture(scope="module")
-def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayNode]:
-    # Loopback only, so no token auth (an in-process driver would need RAY_AUTH_MODE=token and the token).
-    node = RayNode(HOST, num_cpus=LOGICAL_CPUS, log=tmp_path_factory.mktemp("ray") / "head.log",
-                   env={"RAY_AUTH_MODE": "disabled"})
-    yield node
-    node.stop()
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tracking.Tracking:
     return tracking.Tracking(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real ``mlflow server`` on loopback, sqlite behind it, artifacts proxied."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, 120, "the MLflow server", every=1.0)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
 
 
 def sfh(*args: str) -> int:
@@ -120,7 +80,7 @@ def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_serv
     # A plan first (one timed step): the launch prints its projection and the table its plan-vs-actual ratio. The
     # system-metrics monitor samples often enough for seconds-long trials.
     # Both in processes of their own: a private local Ray puts its process in Ray's token auth for good, and this
-    # test process's later drivers join the module's head, which has auth disabled.
+    # test process's later drivers join the session's head, which has auth disabled.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     planned = subprocess.run(
         [str(BIN / "sfh"), "plan", str(EXPERIMENTS / "demo.yaml"), "--smoke", "--seeds", "2", "--rows", "spikingformer",
@@ -163,13 +123,13 @@ def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_serv
     assert len(server.trial_runs("demo-smoke")) == 2
 
 
-def test_a_row_larger_than_the_cluster_fails_before_training(head: RayNode, store: tracking.Tracking, tmp_path: Path,
-                                                             capsys) -> None:
+def test_a_row_larger_than_the_cluster_fails_before_training(ray_head: RayNode, store: tracking.Tracking,
+                                                             tmp_path: Path, capsys) -> None:
     """The resource check runs once Ray is up (no data is needed to know the row cannot fit)."""
-    code = sfh("reproduce", EXPERIMENTS / "imagenet.yaml", "--rows", "8-384", "--address", head.address,
+    code = sfh("reproduce", EXPERIMENTS / "imagenet.yaml", "--rows", "8-384", "--address", ray_head.address,
                "--storage", tmp_path / "ray", "--tracking-uri", store.uri, "--skip-data-check")
     assert code == 2
-    assert f"cannot be scheduled (CPU: needs 64.01, cluster has {LOGICAL_CPUS})" in capsys.readouterr().err
+    assert f"cannot be scheduled (CPU: needs 64.01, cluster has {SESSION_HEAD_CPUS})" in capsys.readouterr().err
     assert store.trial_runs("imagenet") == []
 
 
@@ -194,7 +154,8 @@ def reported_epochs(storage: Path, row: str) -> list[int]:
     return [int(r["epoch"]) for r in lines if r["pid"] == lines[-1]["pid"]]
 
 
-def test_worker_and_driver_kills_then_resume(head: RayNode, store: tracking.Tracking, tmp_path: Path, capsys) -> None:
+def test_worker_and_driver_kills_then_resume(ray_head: RayNode, store: tracking.Tracking, tmp_path: Path,
+                                             capsys) -> None:
     """SIGKILL a DDP worker mid-trial (Ray Train restarts the group from the last checkpoint), then SIGKILL the
     driver mid-way through the next row, then ``sfh resume``: every row finishes, no epoch is trained twice,
     one MLflow run per (row, seed)."""
@@ -205,8 +166,8 @@ def test_worker_and_driver_kills_then_resume(head: RayNode, store: tracking.Trac
     log = (tmp_path / "driver.log").open("w")
     driver = subprocess.Popen(
         [str(BIN / "sfh"), "reproduce", str(experiment), "--epochs", str(EPOCHS), "--max-concurrent", "1",
-         "--address", head.address, "--storage", str(storage), "--tracking-uri", store.uri],
-        cwd=REPO, env=head.driver_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+         "--address", ray_head.address, "--storage", str(storage), "--tracking-uri", store.uri],
+        cwd=REPO, env=ray_head.driver_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
         def epochs_logged(row: str) -> int:
@@ -214,14 +175,14 @@ def test_worker_and_driver_kills_then_resume(head: RayNode, store: tracking.Trac
             return len(store.client.get_metric_history(run.info.run_id, "epoch")) if run else 0
 
         wait_for(lambda: epochs_logged("ddp") >= 1, 300, "the first epoch of the DDP row")
-        workers = wait_for(lambda: head.pids(TRAIN_WORKER), 30, "the Train workers")
+        workers = wait_for(lambda: ray_head.pids(TRAIN_WORKER), 30, "the Train workers")
         assert len(workers) == 2
         os.kill(workers[-1], signal.SIGKILL)
-        wait_for(lambda: set(head.pids(TRAIN_WORKER)) - set(workers), 120, "a restarted worker group")
+        wait_for(lambda: set(ray_head.pids(TRAIN_WORKER)) - set(workers), 120, "a restarted worker group")
         wait_for(lambda: epochs_logged("single") >= 1, 300, "the first epoch of the second row")
         driver.kill()
         driver.wait(timeout=30)
-        wait_for(lambda: not head.pids(TRAIN_WORKER), 120, "the dead driver's workers to go")
+        wait_for(lambda: not ray_head.pids(TRAIN_WORKER), 120, "the dead driver's workers to go")
         logged_before_kill = epochs_logged("single")
     finally:
         if driver.poll() is None:
@@ -232,7 +193,7 @@ def test_worker_and_driver_kills_then_resume(head: RayNode, store: tracking.Trac
     assert logged_before_kill < EPOCHS
     capsys.readouterr()
 
-    assert sfh("resume", name, "--address", head.address, "--storage", storage) == 0
+    assert sfh("resume", name, "--address", ray_head.address, "--storage", storage) == 0
     out = capsys.readouterr().out
     assert "| ddp | n/a |" in out and "| single | n/a |" in out and out.count("| 1/1 | n/a |") == 2
     assert reported_epochs(storage, "ddp") == ddp_reports  # the finished row did not run again
@@ -280,22 +241,22 @@ def _status(store: tracking.Tracking, name: str, row: str) -> str | None:
     return run.info.status if run else None
 
 
-def test_one_driver_per_experiment_nan_fails_once_and_ctrl_c_kills(head: RayNode, store: tracking.Tracking,
+def test_one_driver_per_experiment_nan_fails_once_and_ctrl_c_kills(ray_head: RayNode, store: tracking.Tracking,
                                                                    tmp_path: Path) -> None:
     """A second launch of a running experiment is refused at once; a NaN trial fails in one attempt with its
     reason on its run; Ctrl-C marks the parent and the unfinished trial KILLED, exits 130 and names `sfh resume`."""
     experiment = tmp_path / "rely.yaml"
     experiment.write_text(RELIABILITY)
     storage, name = tmp_path / "ray", "rely-e30"
-    command = [str(BIN / "sfh"), "reproduce", str(experiment), "--epochs", "30", "--address", head.address,
+    command = [str(BIN / "sfh"), "reproduce", str(experiment), "--epochs", "30", "--address", ray_head.address,
                "--storage", str(storage), "--tracking-uri", store.uri]
     log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen(command, cwd=REPO, env=head.driver_env(), stdout=log, stderr=subprocess.STDOUT,
+    driver = subprocess.Popen(command, cwd=REPO, env=ray_head.driver_env(), stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
         wait_for(lambda: _status(store, name, "ok") == "RUNNING", 300, "the first driver's trials")
         began = time.monotonic()
-        second = subprocess.run(command, cwd=REPO, env=head.driver_env(), capture_output=True, text=True,
+        second = subprocess.run(command, cwd=REPO, env=ray_head.driver_env(), capture_output=True, text=True,
                                 timeout=300)
         print(f"second launch refused after {time.monotonic() - began:.1f} s (process start included)")
         assert second.returncode == 75, second.stdout + second.stderr
@@ -342,7 +303,7 @@ def format_table_of(experiment: Path, store: tracking.Tracking, name: str) -> st
 
 
 def test_a_killed_driver_leaves_a_stale_lock_and_resume_falls_back_from_a_truncated_checkpoint(
-    head: RayNode, store: tracking.Tracking, tmp_path: Path, capsys
+    ray_head: RayNode, store: tracking.Tracking, tmp_path: Path, capsys
 ) -> None:
     """SIGKILL the driver mid-trial: its lock stays, naming a pid that is gone. Truncate the newest checkpoint
     Ray Train kept. ``sfh resume`` takes the lock over, skips the truncated file (named on the run) and finishes
@@ -351,15 +312,16 @@ def test_a_killed_driver_leaves_a_stale_lock_and_resume_falls_back_from_a_trunca
     experiment.write_text(RELIABILITY)
     storage, name = tmp_path / "ray", "rely-e3"
     driver = subprocess.Popen(
-        [str(BIN / "sfh"), "reproduce", str(experiment), "--rows", "ok", "--epochs", "3", "--address", head.address,
+        [str(BIN / "sfh"), "reproduce", str(experiment), "--rows", "ok", "--epochs", "3", "--address", ray_head.address,
          "--storage", str(storage), "--tracking-uri", store.uri],
-        cwd=REPO, env=head.driver_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=REPO, env=ray_head.driver_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         wait_for(lambda: _epochs_logged(store, name, "ok") >= 2, 600, "two epochs")
         driver.kill()
         driver.wait(timeout=30)
-        wait_for(lambda: not head.pids(TRAIN_WORKER), 120, "the dead driver's workers to go")
+        wait_for(lambda: not ray_head.pids(TRAIN_WORKER), 120, "the dead driver's workers to go")
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -370,7 +332,7 @@ def test_a_killed_driver_leaves_a_stale_lock_and_resume_falls_back_from_a_trunca
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     capsys.readouterr()
 
-    assert sfh("resume", name, "--address", head.address, "--storage", storage) == 0
+    assert sfh("resume", name, "--address", ray_head.address, "--storage", storage) == 0
     err = capsys.readouterr().err
     assert f"taking over the lock {storage / name / 'sfh.lock'}" in err and "is no longer running" in err
     (run,) = runs_by_key(store, name).values()

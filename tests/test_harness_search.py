@@ -140,7 +140,7 @@ def test_asha_stops_laggards_but_never_a_trial_at_its_last_epoch() -> None:
     assert scheduler(load_search(DEMO), epochs=1) is None
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_search_grows_one_study_and_tracks_every_trial(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = copy.deepcopy(demo_mapping())
     data.update(name="t-search", num_samples=2)

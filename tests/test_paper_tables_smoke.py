@@ -4,7 +4,7 @@ lines them up under each paper's energy convention and the common one.
 
 In process, per table: the row's smoke spec (1 epoch of 1 batch of synthetic data of the row's input shape),
 ``spikingformer.training.engine.fit`` and the final figures a trial logs (``spikingformer.evaluate.evaluate_run``),
-spikes alive. Through Ray: the drivers side by side against one head on loopback (``tests/helpers/ray_nodes.py``),
+spikes alive. Through Ray: the drivers side by side against the session's head,
 each with its own sqlite store; Spikingformer's own path through Ray is the end-to-end demo tests'. A driver
 of a 224x224 or T=16 row and its trial hold ~4 GB, and a dozen of them cost ~15 minutes of this 2-core
 machine, hence one table per peer family there.
@@ -16,7 +16,6 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,14 +42,7 @@ TABLES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if p.stem != "demo")
 THROUGH_RAY = ("sdt-cifar10", "spikformer-cifar10", "qkformer-cifar10")
 
 
-@pytest.fixture(scope="module")
-def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayNode]:
-    node = RayNode("127.0.0.2", num_cpus=2 * len(THROUGH_RAY), log=tmp_path_factory.mktemp("ray") / "head.log",
-                   env={"RAY_AUTH_MODE": "disabled"})
-    yield node
-    node.stop()
-
-
+@pytest.mark.train
 @pytest.mark.parametrize("name", TABLES)
 def test_first_row_trains_a_step_and_is_measured(name: str, tmp_path: Path) -> None:
     experiment = load_experiment(EXPERIMENTS / f"{name}.yaml")
@@ -75,16 +67,16 @@ def test_first_row_trains_a_step_and_is_measured(name: str, tmp_path: Path) -> N
     assert rates and sum(r > 0 for r in rates) > len(rates) // 2, rates
 
 
-@pytest.mark.slow
-def test_one_table_per_peer_family_through_ray_and_compare(head: RayNode, tmp_path: Path) -> None:
+@pytest.mark.ray
+def test_one_table_per_peer_family_through_ray_and_compare(ray_head: RayNode, tmp_path: Path) -> None:
     firsts = {name: load_experiment(EXPERIMENTS / f"{name}.yaml").rows[0].id for name in THROUGH_RAY}
     stores = {name: tracking.Tracking(f"sqlite:///{tmp_path / name}.db") for name in THROUGH_RAY}
     began = time.monotonic()
     drivers = {
         name: subprocess.Popen(
             [str(BIN / "sfh"), "reproduce", str(EXPERIMENTS / f"{name}.yaml"), "--smoke", "--rows", firsts[name],
-             "--address", head.address, "--storage", str(tmp_path / "ray"), "--tracking-uri", stores[name].uri],
-            cwd=REPO, env=head.driver_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+             "--address", ray_head.address, "--storage", str(tmp_path / "ray"), "--tracking-uri", stores[name].uri],
+            cwd=REPO, env=ray_head.driver_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for name in THROUGH_RAY
     }

@@ -60,7 +60,7 @@ def test_single_process_run_then_resume(tmp_path: Path, capsys: pytest.CaptureFi
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.train
 def test_two_gloo_ranks_agree(tmp_path: Path) -> None:
     config = write(tmp_path / "tiny.yaml", TINY)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -80,7 +80,7 @@ def test_two_gloo_ranks_agree(tmp_path: Path) -> None:
     assert proc.stdout.count("epoch 2/2") == 1  # only rank 0 prints
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_cli_final_figures_equal_a_ray_trials(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """``python -m spikingformer.train`` ends with the figures a Ray trial logs to MLflow for the same
     checkpoint and batches: both come from spikingformer.evaluate, under the family's conventions."""

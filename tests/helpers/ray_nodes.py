@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import TypeVar
 
 RAY = Path(sys.executable).parent / "ray"
+#: The session head's address (127.0.0.2 is the private local Ray's, 127.0.0.3 a test cluster's worker) and its
+#: logical CPUs: more than the cores, so trials overlap their start-up waits.
+SESSION_HEAD_IP, SESSION_HEAD_CPUS = "127.0.0.4", 6
 #: Every process of a test cluster and every driver joining it.
 ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
 
