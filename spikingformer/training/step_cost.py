@@ -229,7 +229,7 @@ def measure(
         fixed = max(first - unit * per_image, 0.0)
 
         def fits(micro: int) -> bool:
-            within = memory_budget_mb is None or fixed + micro * per_image <= memory_budget_mb
+            within = memory_budget_mb is None or fixed + micro * per_image < memory_budget_mb
             return micro % unit == 0 and within
 
         micro = largest_fitting_batch(batch, fits) or unit
