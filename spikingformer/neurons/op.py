@@ -70,7 +70,10 @@ def _no_kernels(device: torch.device) -> NotImplementedError:
 @torch.library.custom_op("spikingformer::lif_multistep", mutates_args=())
 def lif_multistep(x: Tensor, v0: Tensor, tau: float, v_threshold: float, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
     """Spikes ``[T, ...]`` (exactly 0/1), the pre-spike membranes H ``[T, ...]`` (what backward keeps) and the
-    last membrane ``[...]``, all contiguous in ``x``'s dtype, from ``x`` ``[T, ...]`` and the initial membrane."""
+    last membrane ``[...]``, all contiguous in ``x``'s dtype, from ``x`` ``[T, ...]`` and the initial membrane.
+
+    ``alpha`` (the surrogate's sharpness) is the registered backward's; the forward does not read it.
+    """
     raise _no_kernels(x.device)
 
 

@@ -1,6 +1,6 @@
 // CPU kernels of the fused multi-step LIF (spikingformer/neurons/op.py registers them as the CPU kernels of
 // spikingformer::lif_multistep and its backward). Built at first use by torch.utils.cpp_extension.load
-// (spikingformer/neurons/cpu.py) with -ffp-contract=off and no fast-math, so every operation rounds as torch's do.
+// (spikingformer/neurons/build.py) with -ffp-contract=off and no fast-math, so every operation rounds as torch's do.
 //
 // Why by hand: the recurrence is memory-bound, and one pass over the time axis per block of neurons (the membrane
 // in L1, the inner loop vectorized) reads X once and writes S and H once, where torch ops need about six passes
