@@ -136,7 +136,8 @@ def cuda_rows(rounds: int = 5) -> list[dict]:
 
 def run() -> list[dict]:
     name, kwargs, batch = CPU_CASE
-    return measure(name, kwargs, batch, "cpu", VARIANTS, rounds=5)
+    rows = measure(name, kwargs, batch, "cpu", VARIANTS, rounds=5)
+    return rows + (cuda_rows() if torch.cuda.is_available() else [])
 
 
 if __name__ == "__main__":
