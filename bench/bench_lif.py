@@ -1,13 +1,14 @@
-"""One training step (forward, backward, AdamW) under each LIF backend, side by side: spikingjelly, fused,
-fused + ``torch.compile``; step time and memory as ratios to the spikingjelly path.
+"""One training step (forward, backward, AdamW) under each LIF backend, side by side: spikingjelly and the fused
+operator; step time and memory as ratios to the spikingjelly path (eager: ``bench_step`` sets compiled against
+eager).
 
 CPU rows: ``spikingformer_cifar_4_384`` at batch 8 and ``spikingformer_8_384`` at batch 2, fp32. CUDA rows (when
-a GPU is present): ``spikingformer_8_768`` at the ImageNet recipe's per-GPU batch, each backend x {fp32, bf16}
-x {eager, compile}: images/s, MFU (3 x dense forward FLOPs per image x images/s / the device's peak) and peak
-memory. Every variant runs in its own child interpreter, so its peak memory is its own (CPU: growth of the
-resident set's high-water mark over the steps; CUDA: ``max_memory_allocated``); step time is the best of the
-timed steps, in wall-clock and in the process's CPU time (the figure that holds up when other processes share
-the cores: wall-clock ratios then mostly measure the neighbours). Each row also carries the top entries of a
+a GPU is present): ``spikingformer_8_768`` at the ImageNet recipe's per-GPU batch, each backend x {fp32, bf16}:
+images/s, MFU (3 x dense forward FLOPs per image x images/s / the device's peak) and peak memory. Every
+backend runs in its own child interpreter, so its peak memory is its own (CPU: growth of the resident set's
+high-water mark over the steps; CUDA: ``max_memory_allocated``); step time is the best of the timed steps, in
+wall-clock and in the process's CPU time (the figure that holds up when other processes share the cores:
+wall-clock ratios then mostly measure the neighbours). Each row also carries the top entries of a
 ``torch.profiler`` table of one step (``profile_top``: op, self time %), the figure that says what bounds it.
 """
 
@@ -30,7 +31,7 @@ from spikingformer.neurons import describe_lif_backend, set_lif_backend
 CPU_CASES = [("spikingformer_cifar_4_384", 8), ("spikingformer_8_384", 2)]
 #: ImageNet recipe's per-GPU batch (spikingformer.recipes.IMAGENET): 36.
 CUDA_CASES = [("spikingformer_8_768", 36)]
-VARIANTS = [("spikingjelly", False), ("fused", False), ("fused", True)]
+BACKENDS = ("spikingjelly", "fused")
 #: Dense peak FLOP/s per device name fragment: (bf16 tensor core, fp32 without TF32); MFU is blank elsewhere.
 PEAK_FLOPS = {"H200": (989e12, 67e12), "H100": (989e12, 67e12), "A100": (312e12, 19.5e12), "L4": (121e12, 30e12)}
 
@@ -56,12 +57,11 @@ def _profile_top(step, rows: int = 6) -> list[list]:
 
 
 def measure_variant(spec: dict) -> dict:
-    """In this (fresh) interpreter: build ``spec``'s model, warm up (compiles), then time ``steps`` training steps."""
+    """In this (fresh) interpreter: build ``spec``'s model, warm up, then time ``steps`` training steps."""
     device = torch.device(spec["device"])
     torch.manual_seed(0)
     model = build_model(spec["model"], **spec.get("kwargs", {})).to(device)
     backend = set_lif_backend(model, spec["backend"], device)
-    net = torch.compile(model) if spec["compile"] else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = spec["batch"]
     x = torch.randn(batch, *model.input_shape, device=device)
@@ -71,7 +71,7 @@ def measure_variant(spec: dict) -> dict:
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-            loss = torch.nn.functional.cross_entropy(net(x), y)
+            loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
         if device.type == "cuda":
@@ -106,15 +106,11 @@ def _child(spec: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _label(backend: str, compiled: bool) -> str:
-    return backend + (" + compile" if compiled else "")
-
-
 def variant_rows(
-    cases: list[tuple[str, int]], device: str, amps: tuple[str, ...], variants: list[tuple[str, bool]],
-    steps: int, kwargs: dict | None = None,
+    cases: list[tuple[str, int]], device: str, amps: tuple[str, ...], backends: tuple[str, ...], steps: int,
+    kwargs: dict | None = None,
 ) -> list[dict]:
-    """Rows for every case x amp x variant: step time, images/s, peak memory, ratios to the first variant, MFU."""
+    """Rows for every case x amp x backend: step time, images/s, peak memory, ratios to the first backend, MFU."""
     device_name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     peaks = next((p for k, p in PEAK_FLOPS.items() if k in device_name), None)
     rows = []
@@ -122,29 +118,28 @@ def variant_rows(
         flops_per_image = 2 * profile_ops(build_model(name, **(kwargs or {}))).dense_flops  # MACs -> FLOPs
         for amp in amps:
             figures = {}
-            for backend, compiled in variants:
+            for backend in backends:
                 spec = {"model": name, "kwargs": kwargs or {}, "batch": batch, "device": device, "backend": backend,
-                        "compile": compiled, "amp": amp, "steps": steps}
-                figures[backend, compiled] = _child(spec)
-            base = figures[variants[0]]
-            for (backend, compiled), fig in figures.items():
+                        "amp": amp, "steps": steps}
+                figures[backend] = _child(spec)
+            base = figures[backends[0]]
+            for backend, fig in figures.items():
                 images_per_s = batch / fig["step_s"]
                 peak = None if peaks is None else peaks[0 if amp == "bf16" else 1]
                 mfu = None if peak is None else 3 * flops_per_image * images_per_s / peak
-                label = _label(backend, compiled)
-                context = {"model": name, "batch": batch, "device": device_name, "amp": amp, "backend": label,
+                context = {"model": name, "batch": batch, "device": device_name, "amp": amp, "backend": backend,
                            "mfu": mfu, **fig}
-                tag = f"{name} batch {batch} {device} {amp} {label}"
+                tag = f"{name} batch {batch} {device} {amp} {backend}"
                 rows += [
                     {"name": f"step time {tag}", "value": fig["step_s"], "unit": "s", **context},
                     {"name": f"train {tag}", "value": images_per_s, "unit": "img/s", **context},
-                    {"name": f"speed vs {_label(*variants[0])} {tag}", "value": base["step_s"] / fig["step_s"],
+                    {"name": f"speed vs {backends[0]} {tag}", "value": base["step_s"] / fig["step_s"],
                      "unit": "x", **context},
                     {"name": f"CPU time per step {tag}", "value": fig["step_cpu_s"], "unit": "s", **context},
-                    {"name": f"speed vs {_label(*variants[0])} in CPU time {tag}",
+                    {"name": f"speed vs {backends[0]} in CPU time {tag}",
                      "value": base["step_cpu_s"] / fig["step_cpu_s"], "unit": "x", **context},
                     {"name": f"peak memory {tag}", "value": fig["peak_mb"], "unit": "MB", **context},
-                    {"name": f"peak memory vs {_label(*variants[0])} {tag}",
+                    {"name": f"peak memory vs {backends[0]} {tag}",
                      "value": fig["peak_mb"] / base["peak_mb"], "unit": "x", **context},
                 ]
                 if mfu is not None:
@@ -153,13 +148,12 @@ def variant_rows(
 
 
 def cuda_rows(steps: int = 10) -> list[dict]:
-    """The GPU figures: each backend x {fp32, bf16} x {eager, compile} on ``CUDA_CASES``."""
-    variants = [(b, c) for b in ("spikingjelly", "fused") for c in (False, True)]
-    return variant_rows(CUDA_CASES, "cuda", ("fp32", "bf16"), variants, steps)
+    """The GPU figures: each backend x {fp32, bf16} on ``CUDA_CASES``."""
+    return variant_rows(CUDA_CASES, "cuda", ("fp32", "bf16"), BACKENDS, steps)
 
 
 def run() -> list[dict]:
-    rows = variant_rows(CPU_CASES, "cpu", ("fp32",), VARIANTS, steps=4)
+    rows = variant_rows(CPU_CASES, "cpu", ("fp32",), BACKENDS, steps=4)
     return rows + (cuda_rows() if torch.cuda.is_available() else [])
 
 

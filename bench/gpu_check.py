@@ -5,7 +5,9 @@
    input; bf16/fp16 spikes equal to spikingjelly's in the same dtype.
 2. ``amp_steps``: a bf16 and an fp16 (GradScaler) training epoch through ``engine.fit``: finite loss.
 3. ``bench``: the CUDA rows of ``bench/bench_lif.py`` (spikingformer_8_768 at the ImageNet recipe's per-GPU
-   batch, each LIF backend x {fp32, bf16} x {eager, compile}: images/s, MFU, peak memory).
+   batch, each LIF backend x {fp32, bf16}: images/s, MFU, peak memory) and of ``bench/bench_step.py`` (the same
+   step eager against ``torch.compile`` with the fused LIF operator in its graph, side by side, fp32 and bf16:
+   speed ratio, peak memory, and whether the compiled step is bit-identical to eager).
 4. ``kill_resume``: a 2-epoch ``sfh reproduce`` of a CIFAR-shaped synthetic experiment (``use_gpu`` on the
    GPU) through Ray Tune + Ray Train (NCCL, one worker), its driver killed after epoch 0 was logged, then
    ``sfh resume``: the trial goes on from its checkpoint (epoch 1 only), and the checkpoint's device generator
@@ -41,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 import bench_lif  # noqa: E402
+import bench_step  # noqa: E402
 
 from spikingformer.checkpoints.training import LAST, read_file, rng_state, set_rng_state  # noqa: E402
 from spikingformer.config import TrainConfig  # noqa: E402
@@ -118,11 +121,14 @@ def amp_steps(scale: Scale, work: Path) -> dict:
 
 def bench(scale: Scale, work: Path) -> dict:
     if scale.bench:
-        rows = bench_lif.cuda_rows()
-    else:  # the same measurement code on a tiny model: one eager step per backend
-        variants = [("spikingjelly", False), ("fused", False)]
-        rows = bench_lif.variant_rows([("spikingformer_cifar_4_384", scale.batch)], scale.device, ("fp32",),
-                                      variants, steps=1, kwargs=scale.model_kwargs)
+        rows = bench_lif.cuda_rows() + bench_step.cuda_rows()
+    else:  # the same measurement code on a tiny model: one step per backend, eager against compiled (AOT only)
+        model = "spikingformer_cifar_4_384"
+        rows = bench_lif.variant_rows([(model, scale.batch)], scale.device, ("fp32",), bench_lif.BACKENDS, steps=1,
+                                      kwargs=scale.model_kwargs)
+        variants = {k: bench_step.VARIANTS[k] for k in ("eager", "compile")}
+        rows += bench_step.measure(model, scale.model_kwargs, scale.batch, scale.device, variants, rounds=1,
+                                   compile_backend="aot_eager")
     return {"ok": bool(rows), "rows": [{k: r[k] for k in ("name", "value", "unit")} for r in rows]}
 
 

@@ -190,10 +190,11 @@ class RuntimeConfig(Section):
     eval_every: int = 1
     #: Write last.pt every N epochs (the final epoch and every new best are always written).
     checkpoint_every: int = 1
-    #: LIF implementation (same spikes): spikingjelly's LIFNode, the fused one (spikingformer.fused_lif), or
+    #: LIF implementation (same spikes): spikingjelly's LIFNode, the fused operator (spikingformer.neurons.op), or
     #: 'auto' = fused where its exactness check passes on the run's device.
     lif_backend: Literal["auto", "spikingjelly", "fused"] = "auto"
-    #: Run the model under torch.compile (the compiler fuses BN, elementwise work and the neuron where it can).
+    #: Train through torch.compile (Inductor; the fused LIF operator stays in its graph). Off by default: faster on
+    #: CPU (1.1-1.2x, bench/bench_step.py) but not bit-identical to eager (README, runtime.compile).
     compile: bool = False
 
     def validate(self, where: str) -> None:

@@ -1,7 +1,10 @@
-"""The Triton LIF kernels on CPU under Triton's interpreter, against spikingjelly's LIFNode.
+"""The Triton LIF kernels on CPU under Triton's interpreter, run as the operator's CPU kernels, against
+spikingjelly's LIFNode and the torch reference loop (``lif_reference``).
 
 Run as a script (``tests/test_lif_triton.py`` does, in a fresh interpreter): ``TRITON_INTERPRET=1`` must be
-set before triton is first imported, and spikingjelly imports it. Exits non-zero on the first mismatch.
+set before triton is first imported, and spikingjelly imports it. The operator's CPU kernels are pointed at
+``triton_kernels`` (what CUDA tensors run), so every check goes through the operator as a model uses it: input
+checks, contiguity, the registered autograd. Exits non-zero on the first mismatch.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import sys
 
 os.environ["TRITON_INTERPRET"] = "1"
 
+import lif_reference  # noqa: E402
 import torch  # noqa: E402
 
-from spikingformer import lif_triton  # noqa: E402
-from spikingformer.neurons import LIF_SETTINGS, MultiStepLIF  # noqa: E402
+from spikingformer.neurons import LIF_SETTINGS, compare_lif_backends, op, triton_kernels  # noqa: E402
+
+op._register("cpu", lambda: triton_kernels)
 
 
 def drive(t: int, dtype: torch.dtype = torch.float32, contiguous: bool = True) -> torch.Tensor:
@@ -25,25 +30,21 @@ def drive(t: int, dtype: torch.dtype = torch.float32, contiguous: bool = True) -
     return x.to(dtype)
 
 
-def check(x: torch.Tensor, tau: float, v_threshold: float, reciprocal: bool | None = None) -> str:
-    """Triton forward + backward vs spikingjelly (autograd through its LIFNode) on the same input."""
-    lif = MultiStepLIF(tau, v_threshold)
-    x_ref = x.detach().clone().requires_grad_()
-    ref_spikes = lif(x_ref)
-    upstream = torch.linspace(-1, 1, x.numel()).view(x.shape).to(x.dtype)
-    (ref_grad,) = torch.autograd.grad(ref_spikes, x_ref, upstream)
-    spikes, h, v_last = lif_triton.forward(x, torch.zeros(x.shape[1:]), tau, v_threshold, reciprocal)
-    grad, grad_v0 = lif_triton.backward(upstream, torch.zeros(x.shape[1:]), h, tau, v_threshold, 4.0)
+def check(x: torch.Tensor, tau: float, v_threshold: float) -> str:
+    """Through the operator: spikes and input gradients against spikingjelly's; from a non-resting membrane,
+    spikes, H and the last membrane bit for bit those of the reference loop."""
     label = f"{x.dtype} T={x.shape[0]} tau={tau} v_th={v_threshold} contiguous={x.is_contiguous()}"
-    assert spikes.dtype == x.dtype and h.dtype == x.dtype, label
-    assert torch.equal(spikes, ref_spikes.detach().reshape(spikes.shape)), f"spikes differ: {label}"
-    assert torch.equal(v_last, lif.v.reshape(v_last.shape)), f"final membrane differs: {label}"
-    rate = float(spikes.float().mean())
-    assert 0.0 < rate < 1.0, f"firing rate {rate}: {label}"
-    error = float((grad.float() - ref_grad.float().reshape(grad.shape)).abs().max() / ref_grad.float().abs().max())
+    result = compare_lif_backends(x, tau, v_threshold)
+    assert result.spikes_equal, f"spikes differ from spikingjelly's: {label}"
+    assert 0.0 < result.firing_rate < 1.0, f"firing rate {result.firing_rate}: {label}"
     tolerance = 1e-6 if x.dtype == torch.float32 else 2 * torch.finfo(x.dtype).eps
-    assert error <= tolerance, f"input gradient relative error {error:.3g} > {tolerance:.3g}: {label}"
-    return f"ok {label}: rate {rate:.3f}, grad rel error {error:.2e}"
+    assert result.grad_rel_error <= tolerance, f"gradient error {result.grad_rel_error:.3g} > {tolerance:.3g}: {label}"
+    v0 = torch.linspace(0, 0.6, x[0].numel()).view(x.shape[1:]).to(x.dtype)
+    outputs = torch.ops.spikingformer.lif_multistep(x, v0, tau, v_threshold, op.SURROGATE_ALPHA)
+    expected = lif_reference.forward(x, v0, tau, v_threshold)
+    for name, got, want in zip(("spikes", "h", "v_last"), outputs, expected, strict=True):
+        assert got.dtype == x.dtype and torch.equal(got, want), f"{name} differs from the reference loop: {label}"
+    return f"ok {label}: rate {result.firing_rate:.3f}, grad rel error {result.grad_rel_error:.2e}"
 
 
 def check_reciprocal_division() -> str:
@@ -55,7 +56,7 @@ def check_reciprocal_division() -> str:
         h = v + ((xt - v).float() * inv_tau).to(torch.bfloat16)
         expected.append((h >= v_threshold).to(torch.bfloat16))
         v = h.masked_fill(h >= v_threshold, 0.0)
-    spikes, _, _ = lif_triton.forward(x, torch.zeros(x.shape[1:]), tau, v_threshold, reciprocal=True)
+    spikes, _, _ = triton_kernels.forward(x, torch.zeros_like(x[0]), tau, v_threshold, reciprocal=True)
     assert torch.equal(spikes, torch.stack(expected)), "reciprocal-mode bf16 spikes differ from x * fp32(1/tau)"
     return "ok bf16 reciprocal division (the CUDA rounding of torch's x / tau)"
 

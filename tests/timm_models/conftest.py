@@ -9,8 +9,8 @@ ours do. Items for timm's own models (tests with hard-coded names) are deselecte
 
 What is adjusted, and why, is explicit (``timm_selection``):
 
-- TorchScript groups are expected failures (strict xfail): spikingjelly's neurons and the fused LIF's
-  autograd Function cannot be scripted (README, "Models").
+- TorchScript groups are expected failures (strict xfail): spikingjelly's neurons, which ``MultiStepLIF``
+  extends, cannot be scripted (README, "Models").
 - Heavy groups (real forward/backward passes at the paper's fixed input sizes) and the TorchScript ones run
   on the cheapest model of each family, ``HEAVY_MODELS``; every model runs ``test_model_default_cfgs`` (on
   the meta device: a shape-level forward of the whole model, the head, ``num_classes=0`` and

@@ -1,8 +1,8 @@
-"""Triton forward/backward kernels of the fused multi-step LIF (``spikingformer.fused_lif``), for CUDA.
+"""The fused LIF's CUDA kernels (Triton): what ``spikingformer::lif_multistep`` and its backward run on CUDA.
 
 One program owns ``BLOCK`` neurons and walks the whole time axis in registers: the forward reads X once and
 writes the spikes and the pre-spike membrane H; the backward reads dL/dS and H once, recomputes the spikes from
-H and writes dL/dX. Inputs are made contiguous ``[T, N]``.
+H and writes dL/dX. The op hands them contiguous tensors of one dtype (``[T, N]`` and ``[N]``).
 
 Exactness: fp32 divides with round-to-nearest (``div_rn``) and compiles without FMA contraction, as
 spikingjelly's own CUDA kernel does. bf16/fp16 inputs round every intermediate to the input's dtype, as
@@ -84,7 +84,7 @@ def _backward_kernel(
         gs_ptrs -= N
         h_ptrs -= N
         gx_ptrs -= N
-    tl.store(gv0_ptr + offs, carry, mask=mask)
+    tl.store(gv0_ptr + offs, carry.to(gv0_ptr.dtype.element_ty), mask=mask)
 
 
 def _grid(n: int) -> tuple[int]:
@@ -94,12 +94,10 @@ def _grid(n: int) -> tuple[int]:
 def forward(
     x: torch.Tensor, v0: torch.Tensor, tau: float, v_threshold: float, reciprocal: bool | None = None
 ) -> tuple[torch.Tensor, ...]:
-    """Spikes and H (``[T, ...]``, ``x``'s dtype) and the final membrane, from ``x`` and the initial membrane.
+    """Spikes and H (``[T, ...]``) and the final membrane, from ``x`` and the initial membrane (one dtype).
 
     ``reciprocal``: divide by tau as a multiply by its fp32 reciprocal (None: as torch does on ``x``'s device).
     """
-    x = x.contiguous()
-    v0 = v0.to(x.dtype).contiguous()
     spikes, h, v_last = torch.empty_like(x), torch.empty_like(x), torch.empty_like(v0)
     n = v0.numel()
     if reciprocal is None:
@@ -115,10 +113,8 @@ def backward(
     grad_spikes: torch.Tensor, grad_v_last: torch.Tensor, h: torch.Tensor, tau: float, v_threshold: float,
     alpha: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """dL/dX (``h``'s dtype) and dL/dV0 (fp32) from dL/dS, dL/dV_last and the saved H."""
-    grad_spikes, grad_v_last = grad_spikes.contiguous(), grad_v_last.contiguous()
-    grad_x = torch.empty_like(h)
-    grad_v0 = torch.empty(h.shape[1:], dtype=torch.float32, device=h.device)
+    """dL/dX and dL/dV0 (``h``'s dtype, computed in fp32) from dL/dS, dL/dV_last and the saved H."""
+    grad_x, grad_v0 = torch.empty_like(h), torch.empty_like(grad_v_last)
     n = grad_v0.numel()
     _backward_kernel[_grid(n)](
         grad_spikes, grad_v_last, h, grad_x, grad_v0, h.shape[0], n, (h.shape[0] - 1) * n,
