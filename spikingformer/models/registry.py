@@ -124,3 +124,10 @@ def model_label(name: str, **overrides: Any) -> str:
     if all(built.get(key) == defaults.get(key) for key in ("depth", "embed_dim")):
         return name
     return f"{family.__name__}-{built.get('depth')}-{built.get('embed_dim')}, from {name}"
+
+
+def batch_coupling(name: str, **overrides: Any) -> str | None:
+    """What couples a sample of this configuration to the rest of its batch (the family's declaration,
+    ``SpikingTransformer.batch_coupling``), or None; where something does, its figures depend on the per-rank batch."""
+    family, defaults = MODEL_CONFIGS[name]
+    return family.batch_coupling({**defaults, **overrides})
