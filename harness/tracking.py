@@ -28,6 +28,9 @@ from mlflow.utils.time import get_current_time_millis
 KIND, EXPERIMENT, ROW, SEED, RUN_KEY, PAPER_TABLE, CONFIG_HASH = (
     "sfh.kind", "sfh.experiment", "sfh.row", "sfh.seed", "sfh.run_key", "sfh.paper_table", "sfh.config_hash",
 )
+#: What a trial run is tagged with beside its params: the per-rank evaluation batch its figures were measured at,
+#: and what couples a sample to the rest of its batch in its model ("none" for most families).
+EVAL_BATCH, BATCH_COUPLING = "sfh.eval_batch_per_rank", "sfh.batch_coupling"
 #: TrainConfig keys that say where and how a run executes, not what it trains: changing them (another
 #: machine's data folder, more loader processes, a GPU, checkpoints written more often) keeps a run's identity.
 MACHINE_KEYS = frozenset({"data.root", "data.num_workers", "runtime.device", "runtime.checkpoint_every",

@@ -38,8 +38,10 @@ from harness.config import Resources
 from harness.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, sampled_run_key
 from spikingformer import evaluate
 from spikingformer.config import TrainConfig, deep_merge
+from spikingformer.data.loaders import eval_batch_size
 from spikingformer.engine import Callback, FitResult, fit
 from spikingformer.evaluate import evaluate_run
+from spikingformer.models import batch_coupling
 from spikingformer.neurons import describe_lif_backend, resolve_lif_backend
 from spikingformer.train_checkpoint import BEST, LAST, CheckpointError, newest_intact, resume_candidates
 
@@ -207,8 +209,10 @@ def train_worker(job: WorkerJob) -> None:
         world = ray.train.get_context().get_world_size()
         lif_device = device or torch.device("cpu")  # the device the engine resolves runtime.lif_backend for
         lif = describe_lif_backend(resolve_lif_backend(config.runtime.lif_backend, lif_device), lif_device)
+        batch = {tracking.EVAL_BATCH: str(eval_batch_size(config)),
+                 tracking.BATCH_COUPLING: batch_coupling(config.model.name, **config.model.kwargs) or "none"}
         store.set_tags(job.run_id, {"sfh.device": _device_name(device), "sfh.lif": lif, "sfh.world_size": str(world),
-                                    "sfh.node": ray.util.get_node_ip_address(),
+                                    "sfh.node": ray.util.get_node_ip_address(), **batch,
                                     **(resume.tags if resume is not None else {})})
     context = ray.train.get_context()
     several_nodes = context.get_local_world_size() < context.get_world_size()
