@@ -25,6 +25,10 @@ and writes ``<case>.npz`` (the state dict under upstream's names, the input, lab
 the loss and every parameter's gradient) and its entry in ``manifest.json`` (the upstream file and its
 dependencies with their sha256, the configuration of both sides, and the spike count of every LIF call in call
 order under upstream's module name). ``tests/test_golden.py`` compares the project's models with them.
+
+It also writes ``upstream_layouts.json``: the state-dict layout (key -> shape) and parameter count of full-size
+upstream configurations (``LAYOUTS``), against which the checkpoint-import tests check
+the key rules of the registered models.
 """
 
 from __future__ import annotations
@@ -177,6 +181,33 @@ CASES: dict[str, Case] = {
 }
 
 
+@dataclass(frozen=True)
+class Layout:
+    """A full-size upstream configuration: the factory (or class) of a model file and its arguments."""
+
+    repository: str
+    file: str
+    builder: str
+    kwargs: dict[str, Any]
+
+
+_QKFORMER_CIFAR = dict(img_size_h=32, img_size_w=32, patch_size=4, embed_dims=384, num_heads=8, mlp_ratios=4,
+                       in_channels=3, qkv_bias=False, depths=4, sr_ratios=1, T=4)
+LAYOUTS: dict[str, Layout] = {
+    **{f"qkformer_10_{d}": Layout("QKFormer", "imagenet/qkformer.py", f"QKFormer_10_{d}", dict(T=4))
+       for d in (384, 512, 768)},
+    "qkformer_cifar_4_384": Layout("QKFormer", "cifar10/model.py", "spiking_transformer",
+                                   dict(_QKFORMER_CIFAR, num_classes=10)),
+    "qkformer_cifar_4_384-100": Layout("QKFormer", "cifar100/model.py", "spiking_transformer",
+                                       dict(_QKFORMER_CIFAR, num_classes=100)),
+    "qkformer_cifar10dvs_2_256": Layout("QKFormer", "cifar10-dvs/model.py", "QKFormer", {}),
+    "qkformer_dvs_2_256": Layout("QKFormer", "dvs128-gesture/model.py", "QKFormer", {}),
+    "sdt_8_384": Layout("Spike-Driven-Transformer", "model/spikeformer.py", "SpikeDrivenTransformer",
+                        dict(img_size_h=224, img_size_w=224, patch_size=16, in_channels=3, num_classes=1000,
+                             embed_dims=384, num_heads=8, mlp_ratios=4, depths=8, T=4, pooling_stat="1111")),
+}
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -222,7 +253,7 @@ def stub_einops() -> None:
                         "einops.layers.torch": layers})
 
 
-def load_module(root: Path, case: Case, name: str) -> types.ModuleType:
+def load_module(root: Path, case: Case | Layout, name: str) -> types.ModuleType:
     """The upstream model file as a module of its own (SDT's imports its ``module`` package from its root)."""
     folder = root / case.repository
     sys.path.insert(0, str(folder))
@@ -386,12 +417,23 @@ def run_case(root: Path, name: str, case: Case, neuron: Any) -> tuple[dict[str, 
     return {k: v.detach().cpu().numpy() for k, v in arrays.items()}, entry
 
 
+def layout_of(root: Path, name: str, layout: Layout) -> dict[str, Any]:
+    """A full-size upstream configuration's parameter count and state-dict layout."""
+    module = load_module(root, layout, f"layout_{name}")
+    net = getattr(module, layout.builder)(**layout.kwargs)  # on the CPU: upstream calls .item() while building
+    return {"repository": REPOSITORIES[layout.repository][0], "file": layout.file,
+            "sha256": sha256(root / layout.repository / layout.file), "builder": layout.builder,
+            "kwargs": layout.kwargs, "parameters": sum(p.numel() for p in net.parameters()),
+            "state_dict": {k: list(v.shape) for k, v in net.state_dict().items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--upstream-root", type=Path, required=True, help="one clone per upstream repository")
     parser.add_argument("--spikingjelly", type=Path, required=True, help="folder holding spikingjelly 0.0.0.0.12")
     parser.add_argument("--out", type=Path, default=HERE, help="where the fixtures go (default: beside this file)")
-    parser.add_argument("--cases", nargs="*", choices=sorted(CASES), help="only these cases (default: all)")
+    parser.add_argument("--cases", nargs="*", choices=sorted(CASES),
+                        help="only these cases (default: all; none given: only upstream_layouts.json)")
     args = parser.parse_args(argv)
     neuron = use_spikingjelly_012(args.spikingjelly)
     stub_einops()
@@ -399,8 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    names = args.cases or list(CASES)
-    for repository in {CASES[n].repository for n in names}:
+    names = list(CASES) if args.cases is None else args.cases
+    for repository in {CASES[n].repository for n in names} | {layout.repository for layout in LAYOUTS.values()}:
         check_checkout(args.upstream_root, repository)
     manifest_path = args.out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"cases": {}}
@@ -420,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{(args.out / f'{name}.npz').stat().st_size / 1e3:.0f} kB")
     manifest["cases"] = dict(sorted(manifest["cases"].items()))
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    layouts = {name: layout_of(args.upstream_root, name, layout) for name, layout in LAYOUTS.items()}
+    (args.out / "upstream_layouts.json").write_text(json.dumps(layouts, indent=None, separators=(",", ":")) + "\n")
     return 0
 
 
