@@ -7,7 +7,7 @@ applied to K: linear in the number of tokens), the last stage Spikformer's self-
 ends in a LIF, so the residual stream and both shortcut sums carry integer spike counts.
 
 The last stage's self-attention is upstream's exactly: its ``proj_lif`` steps along the time axis folded into the
-batch (``T*B``), so a sample's output depends on the samples before it in its batch (``batch_coupled_proj_lif``;
+batch (``T*B``), so a sample's output depends on the other samples of its batch (``batch_coupled_proj_lif``;
 ``False`` gives the per-sample neuron, which upstream does not compute).
 """
 
