@@ -166,7 +166,8 @@ def _table(ctx: Context) -> markup.Section:
     legend = (
         f"<p class='small'>Best top-1 is the best test epoch, as the paper reports; last is the final epoch. "
         f"Mean ± sd over finished seeds. PASS within ±{tol.pass_pp:g} pp of the paper, WARN within "
-        f"±{tol.warn_pp:g} pp, else FAIL; RUNNING while a seed trains; NOT RUN without runs. "
+        f"±{tol.warn_pp:g} pp, else FAIL; RUNNING while a seed trains; NOT RUN without runs; NOT COMPARABLE where "
+        f"the model couples each sample to its batch and ran at other per-rank batches than upstream's. "
         f"Hover a row for the paper numbers' provenance.</p>"
     )
     description = f"<p>{escape(ctx.experiment.description)}</p>" if ctx.experiment.description else ""

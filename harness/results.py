@@ -43,17 +43,19 @@ from harness.formatting import (
 )
 from harness.tracking import default_tracking_uri
 from spikingformer import evaluate
-from spikingformer.models import MODEL_CONFIGS, model_label
+from spikingformer.models import MODEL_CONFIGS, batch_coupling, model_label
 
 __all__ = [
     "ENERGY_ARTIFACT", "NA", "Experiment", "FamilyLine", "RowCost", "RowResult", "RowSetup", "RunReader", "SeedRun",
-    "collect", "family_lines", "render_families_csv", "render_families_markdown",
+    "collect", "family_lines", "render_families_csv", "render_families_markdown", "NOT_COMPARABLE", "batch_departures",
     "default_tracking_uri", "discover", "format_delta", "format_number", "format_pair", "format_spread",
     "format_table", "load_experiment", "render_costs", "render_csv", "render_markdown", "row_costs", "row_setups",
     "summarize",
     "NO_REFERENCE", "axes", "format_value", "grid_cells",
 ]  # fmt: skip
 
+#: The verdict of a row whose model couples a sample to its batch, run at other per-rank batches than upstream's.
+NOT_COMPARABLE = "NOT COMPARABLE"
 #: The per-layer firing-rate and energy report a finished trial logs (``EnergyReport.to_json``).
 ENERGY_ARTIFACT = evaluate.ENERGY_ARTIFACT
 
@@ -68,6 +70,9 @@ class SeedRun:
     metrics: dict[str, float]
     #: Why a FAILED or KILLED run ended (its ``sfh.failure`` tag), None otherwise.
     failure: str | None = None
+    #: Its per-rank training and evaluation batches (None where the run did not record them).
+    train_batch: int | None = None
+    eval_batch: int | None = None
 
 
 @dataclass
@@ -152,7 +157,8 @@ def collect(experiment: Experiment, tracking_uri: str, *, name: str | None = Non
         if tags.get(tracking.RUN_KEY) != tracking.run_key(name, tags[tracking.ROW], seed):
             continue  # a search trial of this row, not the row itself
         by_key.setdefault(tags[tracking.ROW], []).append(
-            SeedRun(run.info.run_id, seed, run.info.status, dict(run.data.metrics), tags.get(tracking.FAILURE))
+            SeedRun(run.info.run_id, seed, run.info.status, dict(run.data.metrics), tags.get(tracking.FAILURE),
+                    _integer(run.data.params.get("data.batch_size")), _integer(tags.get(tracking.EVAL_BATCH)))
         )
     out = []
     for row in experiment.rows:
@@ -160,8 +166,23 @@ def collect(experiment: Experiment, tracking_uri: str, *, name: str | None = Non
         result.point, result.reference = row.point, row.reference
         if row.point and row.reference is None and result.verdict == NA:
             result.verdict = NO_REFERENCE  # a grid point no paper row equals
+        model = experiment.train_config(row).model
+        if result.verdict != "RUNNING" and batch_coupling(model.name, **model.kwargs) and batch_departures(result):
+            result.verdict = NOT_COMPARABLE
         out.append(result)
     return out
+
+
+def _integer(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def batch_departures(result: RowResult) -> list[str]:
+    """The finished seeds of ``result`` whose per-rank batches (train / eval) differ from upstream's, which the
+    row's paper numbers declare; a model coupling a sample to its batch is comparable only at upstream's."""
+    upstream = (result.paper.train_batch_per_rank, result.paper.eval_batch_per_rank)
+    return [f"seed {r.seed}: per-rank batch {r.train_batch} / {r.eval_batch}, upstream {upstream[0]} / {upstream[1]}"
+            for r in result.finished if (r.train_batch, r.eval_batch) != upstream]
 
 
 # --- across families -------------------------------------------------------------------------------------
@@ -420,7 +441,12 @@ def render_markdown(rows: Sequence[RowResult]) -> str:
         )
     ended = [f"- {r.row_id} seed {s.seed}: {s.status}: {s.failure or 'no reason recorded'}"
              for r in rows for s in r.runs if s.status in ("FAILED", "KILLED")]
-    return "\n".join(lines) + "\n" + ("\nRuns that did not finish:\n" + "\n".join(ended) + "\n" if ended else "")
+    departed = [f"- {r.row_id} {line}" for r in rows if r.verdict == NOT_COMPARABLE for line in batch_departures(r)]
+    notes = [("Runs that did not finish:", ended),
+             ("Not comparable (the model couples each sample to its batch, run at other per-rank batches than "
+              "upstream's):", departed)]
+    return "\n".join(lines) + "\n" + "".join(f"\n{title}\n" + "\n".join(items) + "\n" for title, items in notes
+                                             if items)
 
 
 CSV_COLUMNS = (

@@ -28,6 +28,9 @@ from harness.experiment.resolve import MACHINE_KEYS, config_identity
 KIND, EXPERIMENT, ROW, SEED, RUN_KEY, PAPER_TABLE, CONFIG_HASH = (
     "sfh.kind", "sfh.experiment", "sfh.row", "sfh.seed", "sfh.run_key", "sfh.paper_table", "sfh.config_hash",
 )
+#: What a trial run is tagged with beside its params: the per-rank evaluation batch its figures were measured at,
+#: and what couples a sample to the rest of its batch in its model ("none" for most families).
+EVAL_BATCH, BATCH_COUPLING = "sfh.eval_batch_per_rank", "sfh.batch_coupling"
 PARENT_RUN_ID = "mlflow.parentRunId"
 #: Why a run ended FAILED (or KILLED): a one-line reason, its kind, and the full text as an artifact.
 FAILURE, FAILURE_KIND, FAILURE_ARTIFACT = "sfh.failure", "sfh.failure.kind", "failure.txt"

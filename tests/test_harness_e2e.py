@@ -64,6 +64,10 @@ def check_finished_trial(store: tracking.Tracking, run) -> None:
     assert "model.name" in run.data.params and "resources.num_workers" in run.data.params
     tags = run.data.tags
     assert {"sfh.git_sha", "sfh.version.ray", "sfh.device", "sfh.lif", "sfh.paper_table"} <= set(tags)
+    params = run.data.params  # the per-rank eval batch the figures were measured at, and the model's coupling
+    eval_batch = params["data.eval_batch_size"]
+    assert tags[tracking.EVAL_BATCH] == (params["data.batch_size"] if eval_batch == "None" else eval_batch)
+    assert (tags[tracking.BATCH_COUPLING] == "none") == (not params["model.name"].startswith("qkformer"))
     parent = store.client.get_run(tags[tracking.PARENT_RUN_ID])
     assert parent.data.tags[tracking.KIND] == "parent"
     assert {a.path for a in store.client.list_artifacts(run.info.run_id)} == {

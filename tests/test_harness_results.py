@@ -156,3 +156,33 @@ def test_row_setups_and_tracked_variants(store: tracking.Tracking) -> None:
     reader = results.RunReader(store.uri)
     assert reader.variants(experiment) == ["variants", "variants-e3", "variants-smoke", "variants-smoke-e3"]
     assert [r.verdict for r in reader.rows(experiment, name="variants-e3")][:2] == ["FAIL", "NOT RUN"]
+
+
+def test_a_batch_coupled_model_at_another_per_rank_batch_is_not_comparable(store: tracking.Tracking) -> None:
+    """QKFormer declares that each sample depends on its batch; its rows compare at upstream's per-rank batches."""
+    qkformer = {"name": "qkformer_cifar_4_384", "kwargs": {"embed_dim": 32, "depth": 3, "num_heads": 4}}
+    paper = {"top1": 90.0, "train_batch_per_rank": 64, "eval_batch_per_rank": 64}
+    rows = {  # row -> (model, per-rank train / eval batch of its run)
+        "upstream-batch": (qkformer, (64, 64)),
+        "other-eval-batch": (qkformer, (64, 2)),
+        "per-sample": ({**qkformer, "kwargs": {**qkformer["kwargs"], "batch_coupled_proj_lif": False}}, (2, 2)),
+        "not-coupled": ({"name": "spikingformer_cifar_2_384"}, (2, 2)),
+    }
+    table = [{"id": row, "model": model, "paper": paper} for row, (model, _) in rows.items()]
+    experiment = Experiment.from_dict({**EXPERIMENT, "name": "coupled", "rows": table}, where="inline")
+    for row, (_, (train, evaluation)) in rows.items():
+        key = tracking.run_key("coupled", row, 1)
+        run = store.open_trial_run("coupled", key, run_name=key, tags={tracking.ROW: row, tracking.SEED: "1"},
+                                   params={"data.batch_size": str(train)})
+        store.set_tags(run.info.run_id, {tracking.EVAL_BATCH: str(evaluation)})
+        store.log_metrics(run.info.run_id, {"best_top1": 90.1})
+        store.end(run.info.run_id, "FINISHED")
+
+    found = {r.row_id: r for r in results.collect(experiment, store.uri)}
+    assert {k: r.verdict for k, r in found.items()} == {
+        "upstream-batch": "PASS", "other-eval-batch": results.NOT_COMPARABLE, "per-sample": "PASS",
+        "not-coupled": "PASS",
+    }
+    assert (found["other-eval-batch"].runs[0].train_batch, found["other-eval-batch"].runs[0].eval_batch) == (64, 2)
+    table = results.render_markdown(list(found.values()))
+    assert "- other-eval-batch seed 1: per-rank batch 64 / 2, upstream 64 / 64" in table

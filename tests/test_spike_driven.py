@@ -1,30 +1,26 @@
-"""The Spike-driven Transformer v1 family: exact parameter counts, upstream checkpoint import, equality
-with an independent transcription of the upstream forward (``upstream_sdt_reference.py``), logits and
-every parameter gradient, with every LIF layer firing on the test input; and what its recipes need
-(LAMB, TET loss, CIFAR10-DVS frames at 64x64).
+"""The Spike-driven Transformer v1 family: exact parameter counts, upstream checkpoint import, and what its
+recipes need (LAMB, TET loss, CIFAR10-DVS frames at 64x64). That it computes what upstream computes (logits, every
+gradient, spikes; the MLP at every ratio; TET) is ``test_golden.py``'s part, on fixtures made by the upstream code.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import upstream_sdt_reference as sdt_ref
-from spikingjelly.activation_based import neuron
+from test_golden import GOLDEN, load
 from timm.loss import LabelSmoothingCrossEntropy
 from torch import nn
-from upstream_reference import randomize_
 
 from spikingformer import build_model, load_upstream_state_dict
 from spikingformer._validation import ConfigError
-from spikingformer.checkpoints.upstream import convert_upstream_state_dict
 from spikingformer.config import AugmentConfig, TrainConfig
 from spikingformer.data.dvs_augment import ResizedFrames, frames_to_tensor
 from spikingformer.energy.measure import measure_conventions
-from spikingformer.models.spike_driven import SpikeDrivenTransformer
 from spikingformer.recipes import load_recipe
 from spikingformer.training.epoch import build_criterion
 from spikingformer.training.optim import build_optimizer
@@ -60,18 +56,22 @@ def test_cifar10_dvs_takes_64x64_frames_and_gesture_128() -> None:
 # ---------------------------------------------------------------- upstream checkpoints
 
 
-def upstream_8_384() -> sdt_ref.SpikeDrivenTransformer:
-    return sdt_ref.SpikeDrivenTransformer(3, 384, 8, 8, 1000, 4, "1111", dvs_mode=False)
+def upstream_8_384() -> dict[str, torch.Tensor]:
+    """A random state dict in the layout of upstream's 8-384 (read off its model file, ``upstream_layouts.json``)."""
+    layout = json.loads((GOLDEN / "upstream_layouts.json").read_text())["sdt_8_384"]
+    generator = torch.Generator().manual_seed(0)
+    return {k: torch.randint(1, 100, shape, generator=generator) if k.endswith("num_batches_tracked")
+            else torch.randn(shape, generator=generator) for k, shape in layout["state_dict"].items()}
 
 
 def test_full_size_upstream_state_dict_loads_and_drops_talking_heads() -> None:
-    upstream = upstream_8_384()
-    state = upstream.state_dict()
-    assert sum(p.numel() for p in upstream.parameters()) == 16_816_536  # the upstream code's own count
+    state = upstream_8_384()
+    upstream_count = json.loads((GOLDEN / "upstream_layouts.json").read_text())["sdt_8_384"]["parameters"]
+    assert upstream_count == 16_816_536  # the upstream code's own count
     model = build_model("sdt_8_384")
     load_upstream_state_dict(model, {"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 299})
     ours = model.state_dict()
-    assert sum(p.numel() for p in model.parameters()) + model.upstream_unused_params() == 16_816_536
+    assert sum(p.numel() for p in model.parameters()) + model.upstream_unused_params() == upstream_count
     dropped = [k for k in state if "talking_heads" in k]
     assert len(dropped) == 8 and len(ours) == len(state) - len(dropped)
     assert torch.equal(ours["tokenizer.feat.bn.running_mean"], state["patch_embed.proj_bn3.running_mean"])
@@ -85,7 +85,7 @@ def load_error(state: dict) -> str:
 
 
 def test_strict_loading_names_the_key() -> None:
-    state = upstream_8_384().state_dict()
+    state = upstream_8_384()
     assert "'block.0.attn.extra.weight'" in load_error({**state, "block.0.attn.extra.weight": torch.zeros(1)})
     missing = dict(state)
     del missing["block.3.attn.k_bn.running_var"]
@@ -93,90 +93,13 @@ def test_strict_loading_names_the_key() -> None:
     assert "[10, 384]" in load_error({**state, "head.weight": torch.zeros(10, 384)})
 
 
-# ---------------------------------------------------------------- equality with the upstream forward and backward
-
-D, DEPTH = 64, 2
-
-#: case -> (reference kwargs, our kwargs, sample shape, event input). Small images keep the test fast; the DVS
-#: cases keep their pooling patterns, the CIFAR10-DVS one its Erode, where the head split matters (4 heads of 16).
-CASES = {
-    "imagenet": (dict(in_channels=3, num_heads=8, pooling_stat="1111", dvs_mode=False, num_classes=10, T=4),
-                 dict(layout="imagenet", img_size=64, in_chans=3, num_heads=8, num_classes=10, T=4), (3, 64, 64)),
-    "cifar": (dict(in_channels=3, num_heads=8, pooling_stat="0011", dvs_mode=False, num_classes=10, T=4),
-              dict(layout="cifar", img_size=32, in_chans=3, num_heads=8, num_classes=10, T=4), (3, 32, 32)),
-    "dvs128": (dict(in_channels=2, num_heads=8, pooling_stat="0111", dvs_mode=False, num_classes=11, T=4),
-               dict(layout="dvs", img_size=32, in_chans=2, num_heads=8, num_classes=11, T=4), (4, 2, 32, 32)),
-    "cifar10-dvs": (dict(in_channels=2, num_heads=4, pooling_stat="0011", dvs_mode=True, num_classes=10, T=4),
-                    dict(layout="cifar10-dvs", img_size=32, in_chans=2, num_heads=4, num_classes=10, T=4),
-                    (4, 2, 32, 32)),
-}
-
-
-def pair(case: str) -> tuple[nn.Module, nn.Module, torch.Tensor]:
-    """A randomly weighted upstream network with BN statistics calibrated on the input, and ours loaded from it."""
-    ref_kwargs, our_kwargs, shape = CASES[case]
-    generator = torch.Generator().manual_seed(3)
-
-    def inputs(batch: int) -> torch.Tensor:
-        if len(shape) == 4:  # event counts
-            return torch.randint(0, 4, (batch, *shape), generator=generator).float()
-        return torch.randn((batch, *shape), generator=generator)
-
-    upstream = sdt_ref.SpikeDrivenTransformer(embed_dims=D, depths=DEPTH, **ref_kwargs)
-    x = inputs(2)
-    randomize_(upstream, x, generator)
-    ours = SpikeDrivenTransformer(embed_dim=D, depth=DEPTH, **our_kwargs)
-    load_upstream_state_dict(ours, upstream.state_dict())
-    return upstream, ours.eval(), x
-
-
-def firing_rates(net: nn.Module, lif_type: type) -> tuple[list[float], list]:
-    rates: list[float] = []
-    hooks = [m.register_forward_hook(lambda m, i, out: rates.append(out.mean().item()))
-             for m in net.modules() if isinstance(m, lif_type)]
-    return rates, hooks
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_logits_and_every_parameter_gradient_match_the_upstream_with_every_lif_firing(case: str) -> None:
-    """Eval logits (1e-5), then train mode: batch statistics over T*B and every surrogate gradient (1e-4)."""
-    upstream, ours, x = pair(case)
-    upstream_rates, hooks = firing_rates(upstream, neuron.LIFNode)
-    our_rates, our_hooks = firing_rates(ours, neuron.LIFNode)
-    with torch.no_grad():
-        expected, got = upstream(x), ours(x)
-    for hook in hooks + our_hooks:
-        hook.remove()
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
-    assert not torch.allclose(expected[0], expected[1]), "logits do not depend on the input"
-    # every LIF upstream calls (all but the dead attn_lif) fires, and ours run the same layers at the same rates
-    assert len(upstream_rates) == 4 + DEPTH * 7 + 1
-    assert all(0.0 < rate < 1.0 for rate in upstream_rates), f"a silent or saturated LIF layer: {upstream_rates}"
-    assert sorted(our_rates) == pytest.approx(sorted(upstream_rates), abs=1e-7)
-
-    expected, got = upstream.train()(x), ours.train()(x)
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
-    expected.square().sum().backward()
-    got.square().sum().backward()
-    upstream_grads = {
-        name: (p.grad if p.grad is not None else torch.zeros_like(p)) for name, p in upstream.named_parameters()
-    }
-    mapped = convert_upstream_state_dict(ours, {**upstream_grads, **dict(upstream.named_buffers())})
-    for name, param in ours.named_parameters():
-        reference = mapped[name]
-        assert param.grad is not None, f"no gradient reaches {name}"
-        # 1e-4 of the tensor's largest gradient; the 1e-6 floor covers the conv biases a train-mode BN
-        # follows, whose gradient is zero up to rounding (~1e-7)
-        atol = max(1e-4 * reference.abs().max().item(), 1e-6)
-        torch.testing.assert_close(param.grad, reference, rtol=1e-4, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
-
-
 def test_tet_returns_per_step_logits_in_training_and_their_mean_in_eval() -> None:
-    upstream, ours, x = pair("cifar10-dvs")
-    ours.tet = True
+    golden = load("sdt_cifar10dvs")
+    ours, x = golden.model(), golden.input
+    assert ours.tet
     with torch.no_grad():
-        torch.testing.assert_close(ours.eval()(x), upstream(x), rtol=0, atol=1e-5)
-        assert ours.train()(x).shape == (4, 2, 10)  # [T, B, classes]
+        torch.testing.assert_close(ours.eval()(x), golden.tensors["logits_eval"], rtol=0, atol=1e-5)
+        assert ours.train()(x).shape == (10, 2, 10)  # [T, B, classes]
 
 
 # ---------------------------------------------------------------- the recipes SDT trained with
@@ -237,7 +160,8 @@ def test_energy_under_the_paper_and_the_common_convention() -> None:
     """Only the first conv reads analog values (MACs, per step); every other layer, the head included, reads
     spikes (ACs); SDSA is costed by its own kind. SDT's paper convention is the common ruler's, and says it
     cannot be recomputed from the upstream code."""
-    _, ours, x = pair("cifar")
+    golden = load("sdt_cifar")
+    ours, x, width = golden.model().eval(), golden.input, golden.entry["kwargs"]["embed_dim"]
     conventions = type(ours).energy_conventions()
     assert "NOT recomputable" in conventions["paper"].description
     paper, common = measure_conventions(ours, [x], [conventions["paper"], conventions["common"]])
@@ -247,7 +171,7 @@ def test_energy_under_the_paper_and_the_common_convention() -> None:
     assert rest[-1].name == "head"
     assert [(a.name, a.kind) for a in paper.attention] == [("blocks.0.attn", "sdsa"), ("blocks.1.attn", "sdsa")]
     sdsa = paper.attention[0]
-    assert (sdsa.time_steps, sdsa.tokens, sdsa.heads * sdsa.head_dim) == (4, 8 * 8, D)
+    assert (sdsa.time_steps, sdsa.tokens, sdsa.heads * sdsa.head_dim) == (4, 8 * 8, width)
     assert sdsa.ac_ops == pytest.approx(sdsa.dense_ops / 2 * (min(sdsa.rate_k, sdsa.rate_v) + sdsa.rate_q))
     assert paper.energy_mj == common.energy_mj > 0
 

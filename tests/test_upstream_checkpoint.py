@@ -1,26 +1,23 @@
-"""Upstream checkpoint import: key mapping per family, strictness, and logit equivalence.
+"""Upstream checkpoint import: key mapping per family, strictness, and timm's pretrained path.
 
-The key lists come from real upstream checkpoints (``reference/upstream_state_dict_keys.json``); the
-equivalence tests load a randomly initialised transcription of the upstream network
-(``upstream_reference.py``) into our models and compare logits.
+The key lists come from real upstream checkpoints (``reference/upstream_state_dict_keys.json``). That the imported
+weights compute upstream's logits and gradients is ``test_golden.py``'s part (fixtures made by the upstream code);
+here a golden state dict goes through timm's own pretrained path as a training-script file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
 import timm
 import torch
-import upstream_reference as ref
-from spikingjelly.activation_based import neuron
-from torch import nn
+from test_golden import load
 
-from spikingformer import Spikformer, Spikingformer, build_model, load_upstream_state_dict
+from spikingformer import build_model, load_upstream_state_dict
 
 #: upstream family in the JSON -> our registered model with the same shapes
 FAMILIES = {
@@ -147,153 +144,32 @@ def test_not_a_checkpoint() -> None:
     assert "state_dict" in load_error({"epoch": 3, "args": {}})
 
 
-# ---------------------------------------------------------------- logit equivalence with the upstream forward
-
-D, HEADS, DEPTH = 64, 4, 2
-
-EQUIVALENCE = {
-    "spikingformer_cifar": (
-        lambda: ref.upstream_spikingformer("cifar", 3, D, HEADS, DEPTH, num_classes=10),
-        lambda: Spikingformer(layout="cifar", embed_dim=D, depth=DEPTH, num_heads=HEADS),
-        (3, 32, 32),
-    ),
-    "spikingformer_imagenet": (
-        lambda: ref.upstream_spikingformer("imagenet", 3, D, HEADS, DEPTH, num_classes=10),
-        lambda: Spikingformer(layout="imagenet", img_size=64, embed_dim=D, depth=DEPTH, num_heads=HEADS),
-        (3, 64, 64),
-    ),
-    "spikingformer_dvs": (
-        lambda: ref.upstream_spikingformer("dvs", 2, D, HEADS, DEPTH, num_classes=11),
-        lambda: Spikingformer(
-            layout="dvs",
-            img_size=128,
-            in_chans=2,
-            num_classes=11,
-            embed_dim=D,
-            depth=DEPTH,
-            num_heads=HEADS,
-            T=4,
-            tau=1.5,
-        ),
-        (4, 2, 128, 128),
-    ),
-    "spikformer_cifar": (
-        lambda: ref.upstream_spikformer("cifar", 3, D, HEADS, DEPTH, num_classes=10),
-        lambda: Spikformer(layout="cifar", embed_dim=D, depth=DEPTH, num_heads=HEADS),
-        (3, 32, 32),
-    ),
-    "spikformer_imagenet": (
-        lambda: ref.upstream_spikformer("imagenet", 3, D, HEADS, DEPTH, num_classes=10),
-        lambda: Spikformer(layout="imagenet", img_size=64, embed_dim=D, depth=DEPTH, num_heads=HEADS),
-        (3, 64, 64),
-    ),
-}
-
-
-def equivalent_pair(case: str) -> tuple[nn.Module, nn.Module, torch.Tensor]:
-    """A randomly weighted upstream network, our model loaded from its state_dict, and a batch of 2."""
-    make_reference, make_ours, sample_shape = EQUIVALENCE[case]
-    generator = torch.Generator().manual_seed(1)
-
-    def inputs(batch: int) -> torch.Tensor:
-        if case == "spikingformer_dvs":  # event counts
-            return torch.randint(0, 4, (batch, *sample_shape), generator=generator).float()
-        return torch.randn((batch, *sample_shape), generator=generator)
-
-    upstream = make_reference()
-    ref.randomize_(upstream, inputs(4), generator)
-    ours = make_ours()
-    load_upstream_state_dict(ours, upstream.state_dict())
-    return upstream, ours.eval(), inputs(2)
-
-
-@pytest.mark.parametrize("case", EQUIVALENCE)
-def test_logits_match_the_upstream_forward(case: str) -> None:
-    upstream, ours, x = equivalent_pair(case)
-    rates = []
-    hooks = [
-        m.register_forward_hook(lambda m, i, out: rates.append(out.mean().item()))
-        for m in upstream.modules()
-        if isinstance(m, neuron.LIFNode)
-    ]
-    with torch.no_grad():
-        expected, got = upstream(x), ours(x)
-    for hook in hooks:
-        hook.remove()
-
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
-    assert all(0.0 < rate < 1.0 for rate in rates), f"a silent or saturated LIF layer: {rates}"
-    assert not torch.allclose(expected[0], expected[1]), "logits do not depend on the input"
-
-
-@pytest.mark.parametrize("case", EQUIVALENCE)
-def test_train_mode_matches_the_upstream_including_gradients(case: str) -> None:
-    """Batch statistics pooled over T*B, and surrogate gradients back through every layer to the first conv."""
-    upstream, ours, x = equivalent_pair(case)
-    expected, got = upstream.train()(x), ours.train()(x)
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
-    expected.square().sum().backward()
-    got.square().sum().backward()
-    first_conv = [next(m for m in net.modules() if isinstance(m, nn.Conv2d)) for net in (upstream, ours)]
-    torch.testing.assert_close(first_conv[1].weight.grad, first_conv[0].weight.grad, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(ours.head.weight.grad, upstream.head.weight.grad, rtol=1e-4, atol=1e-5)
-
-
-#: upstream family in the JSON -> the equivalence case whose reference network transcribes it
-TRANSCRIBED = {
-    "spikingformer_imagenet_8_384": "spikingformer_imagenet",
-    "spikingformer_cifar10_4_384": "spikingformer_cifar",
-    "spikingformer_dvs128_2_256": "spikingformer_dvs",
-    "spikformer_cifar10_4_384": "spikformer_cifar",
-    "spikformer_imagenet_8_384": "spikformer_imagenet",
-}
-
-
-@pytest.mark.parametrize("family", TRANSCRIBED)
-def test_reference_transcription_has_the_upstream_key_layout(upstream_keys, family: str) -> None:
-    """The equivalence tests only prove the real mapping if the transcription names its tensors as upstream does."""
-
-    def layout(keys: dict[str, tuple[int, ...]]) -> set[tuple[str, int]]:  # (name with block index folded, ndim)
-        return {(re.sub(r"^block\.\d+\.", "block.*.", k), len(shape)) for k, shape in keys.items()}
-
-    reference = EQUIVALENCE[TRANSCRIBED[family]][0]()
-    ours = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    assert layout(ours) == layout(upstream_keys[family])
-
-
 # ---------------------------------------------------------------- through timm's own pretrained path
 
-#: equivalence case -> the registered model with its layout (built at the case's small width)
-THROUGH_TIMM = {"spikingformer_cifar": "spikingformer_cifar_4_256", "spikformer_cifar": "spikformer_cifar_4_256"}
 
-
-@pytest.mark.parametrize("case", THROUGH_TIMM)
+@pytest.mark.parametrize("case", ["spikingformer_cifar", "spikformer_cifar"])
 def test_timm_pretrained_path_loads_an_upstream_file(case: str, tmp_path) -> None:
     """``pretrained=True`` with ``pretrained_cfg_overlay=dict(file=...)`` runs the family's checkpoint filter."""
-    upstream, reference, x = equivalent_pair(case)
+    golden = load(case)
     path = tmp_path / "upstream.pth.tar"
-    torch.save({"epoch": 299, "state_dict": upstream.state_dict()}, path)  # as upstream's timm train.py writes
-    small = dict(embed_dim=D, depth=DEPTH, num_heads=HEADS)
-    model = timm.create_model(
-        THROUGH_TIMM[case], pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **small
-    ).eval()
+    torch.save({"epoch": 299, "state_dict": golden.under("state")}, path)  # as upstream's timm train.py writes
+    entry = golden.entry
+    model = timm.create_model(entry["model"], pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                              **entry["kwargs"]).eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(x), upstream(x), rtol=0, atol=1e-5)
-        assert torch.equal(model(x), reference(x))
+        torch.testing.assert_close(model(golden.input), golden.tensors["logits_eval"], rtol=0, atol=1e-5)
 
     # fine-tuning: another class count keeps every weight but the classifier, which timm drops
-    transfer = timm.create_model(
-        THROUGH_TIMM[case], pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), num_classes=3, **small
-    )
+    transfer = timm.create_model(entry["model"], pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                                 **{**entry["kwargs"], "num_classes": 3})
     assert transfer.head.out_features == 3
     kept = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
     assert all(torch.equal(transfer.state_dict()[k], v) for k, v in kept.items())
 
 
 def test_timm_pretrained_path_rejects_another_family(tmp_path) -> None:
-    upstream, _, _ = equivalent_pair("spikformer_cifar")
     path = tmp_path / "spikformer.pth"
-    torch.save(upstream.state_dict(), path)
+    torch.save(load("spikformer_cifar").under("state"), path)
     with pytest.raises(ValueError, match="patch_embed"):
         timm.create_model("spikingformer_cifar_4_256", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                          embed_dim=D, depth=DEPTH, num_heads=HEADS)
+                          embed_dim=32, depth=2, num_heads=4)

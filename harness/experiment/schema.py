@@ -39,11 +39,15 @@ class PaperNumbers(Section):
     #: The README/paper "FLOPs" column: synaptic operations (ACs), in G per image.
     sops_G: float | None = None
     energy_mJ: float | None = None
+    #: The per-rank (per-GPU) batches upstream trained and evaluated with: where the model couples a sample to the
+    #: rest of its batch (``SpikingTransformer.batch_coupling``), runs at other per-rank batches are not comparable.
+    train_batch_per_rank: int | None = None
+    eval_batch_per_rank: int | None = None
     source: str = ""
 
     def validate(self, where: str) -> None:
         require(self.top1 is None or 0.0 <= self.top1 <= 100.0, where, "top1", self.top1, "a percentage")
-        for key in ("params_M", "sops_G", "energy_mJ"):
+        for key in ("params_M", "sops_G", "energy_mJ", "train_batch_per_rank", "eval_batch_per_rank"):
             value = getattr(self, key)
             require(value is None or value > 0, where, key, value, "null or > 0")
 

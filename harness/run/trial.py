@@ -42,7 +42,9 @@ from spikingformer import evaluate
 from spikingformer._validation import deep_merge
 from spikingformer.checkpoints.training import BEST, LAST, CheckpointError, newest_intact, resume_candidates
 from spikingformer.config import TrainConfig
+from spikingformer.data.loaders import eval_batch_size
 from spikingformer.evaluate import evaluate_run
+from spikingformer.models import batch_coupling
 from spikingformer.training.engine import Callback, FitResult, fit
 from spikingformer.training.epoch import RunState
 
@@ -214,8 +216,10 @@ def train_worker(job: WorkerJob) -> None:
     log = tracking.EpochLog(store, job.run_id) if store is not None else None
     if store is not None:
         world = ray.train.get_context().get_world_size()
+        batch = {tracking.EVAL_BATCH: str(eval_batch_size(config)),
+                 tracking.BATCH_COUPLING: batch_coupling(config.model.name, **config.model.kwargs) or "none"}
         store.set_tags(job.run_id, {"sfh.device": _device_name(device), "sfh.world_size": str(world),
-                                    "sfh.node": ray.util.get_node_ip_address(),
+                                    "sfh.node": ray.util.get_node_ip_address(), **batch,
                                     **(resume.tags if resume is not None else {})})
     context = ray.train.get_context()
     several_nodes = context.get_local_world_size() < context.get_world_size()

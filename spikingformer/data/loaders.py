@@ -155,9 +155,14 @@ def _loader(config: TrainConfig, dataset: Dataset, sampler: Sampler, batch_size:
     )
 
 
+def eval_batch_size(config: TrainConfig) -> int:
+    """The evaluation batch of one rank: ``data.eval_batch_size``, else the training batch."""
+    return config.data.eval_batch_size or config.data.batch_size
+
+
 def _eval_loader(config: TrainConfig, dataset: Dataset, rank: int, world_size: int) -> DataLoader:
-    batch = config.data.eval_batch_size or config.data.batch_size
-    return _loader(config, dataset, ShardSampler(len(dataset), rank, world_size), batch, train=False)
+    sampler = ShardSampler(len(dataset), rank, world_size)
+    return _loader(config, dataset, sampler, eval_batch_size(config), train=False)
 
 
 def build_eval_loader(config: TrainConfig, *, rank: int = 0, world_size: int = 1) -> DataLoader:

@@ -13,8 +13,9 @@ does (token mean, then time mean), so logits are bit-for-bit those of the paper'
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from spikingjelly.activation_based import functional
@@ -176,6 +177,14 @@ class SpikingTransformer(nn.Module):
             self.build_block(embed_dim, num_heads, mlp_ratio, tau, dp, layout)
             for dp in drop_path_rates(drop_path_rate, depth)
         )
+
+    @classmethod
+    def batch_coupling(cls, kwargs: Mapping[str, Any]) -> str | None:
+        """What makes a sample's outputs depend on the other samples of its batch, in eval too, in the family's
+        model built with ``kwargs`` (a label runs are tagged with); None when nothing does. Such a model's top-1
+        and spike counts depend on the per-rank batch size and order, so a figure is comparable only at the
+        per-rank batch it was measured with."""
+        return None
 
     @classmethod
     def energy_conventions(cls) -> dict[str, EnergyConvention]:

@@ -5,10 +5,15 @@ shortcut (SPEDS) tokenizes; each later stage opens with a downsampling conv stag
 shortcut. The early stages use Q-K token attention (a per-head token mask from the summed Q spikes,
 applied to K: linear in the number of tokens), the last stage Spikformer's self-attention. Every branch
 ends in a LIF, so the residual stream and both shortcut sums carry integer spike counts.
+
+The last stage's self-attention is upstream's exactly: its ``proj_lif`` steps along the time axis folded into the
+batch (``T*B``), so a sample's output depends on the other samples of its batch (``batch_coupled_proj_lif``;
+``False`` gives the per-sample neuron, which upstream does not compute).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,12 +170,30 @@ def mask_tokens(mask: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return (mask * k.reshape(t, b, heads, -1, n)).reshape(k.shape)
 
 
+#: The label of what couples a QKFormer sample to the rest of its batch (``QKFormer.batch_coupling``).
+PROJ_LIF_OVER_TB = "last-stage proj_lif steps over T*B, as upstream"
+
+
+class BatchCoupledSelfAttention(SpikformerSelfAttention):
+    """Spikformer's self-attention as QKFormer's last stage runs it: ``proj_lif`` steps along ``T*B``.
+
+    Upstream's ``Spiking_Self_Attention`` (every QKFormer model file) flattens ``[T, B, D, N]`` to ``[T*B, D, N]``
+    before its multi-step ``proj_lif``, which takes the leading axis for time: it steps t0b0, t0b1, ..., t1b0, ...,
+    so sample b's membrane at step t starts from sample b-1's (from the batch's last sample at step t-1). The
+    published figures were trained and evaluated that way; with one sample per batch both neurons agree.
+    """
+
+    def project(self, y: torch.Tensor) -> torch.Tensor:
+        return self.proj_lif(self.proj(y).flatten(0, 1)).unflatten(0, y.shape[:2])
+
+
 class QKFormer(SpikingTransformer):
     """HST-L-D: SPEDS stem, Q-K token-attention stages, then a Spikformer self-attention stage.
 
     ``blocks`` holds the stages; each after the first opens with its downsampling conv stage
     (``blocks.{stage}.downsample``), then its residual blocks (``blocks.{stage}.{i}``). ``num_heads`` and
-    ``mlp_ratio`` apply to every stage, as in the upstream code.
+    ``mlp_ratio`` apply to every stage, as in the upstream code. ``batch_coupled_proj_lif`` (the default: upstream's
+    computation) makes the last stage's ``proj_lif`` step over ``T*B`` (:class:`BatchCoupledSelfAttention`).
     """
 
     LAYOUTS = tuple(LAYOUTS)
@@ -198,10 +221,12 @@ class QKFormer(SpikingTransformer):
         depth: int = 4,
         num_heads: int = 8,
         img_size: int = 32,
+        batch_coupled_proj_lif: bool = True,
         **kwargs: Any,
     ) -> None:
         if layout in LAYOUTS:
             check_stages(LAYOUTS[layout], embed_dim, depth, num_heads, img_size)
+        self.batch_coupled_proj_lif = batch_coupled_proj_lif  # read by build_blocks, which super().__init__ calls
         super().__init__(
             layout=layout, embed_dim=embed_dim, depth=depth, num_heads=num_heads, img_size=img_size, **kwargs
         )
@@ -214,6 +239,11 @@ class QKFormer(SpikingTransformer):
                 for s, divisor in enumerate(LAYOUTS[layout].stage_divisors)
             ),
         ]
+
+    @classmethod
+    def batch_coupling(cls, kwargs: Mapping[str, Any]) -> str | None:
+        """The last stage's ``proj_lif`` over ``T*B``, unless built with ``batch_coupled_proj_lif=False``."""
+        return PROJ_LIF_OVER_TB if kwargs.get("batch_coupled_proj_lif", True) else None
 
     def build_tokenizer(self, in_chans: int, embed_dim: int, tau: float, layout: str) -> nn.Module:
         spec = LAYOUTS[layout]
@@ -243,9 +273,10 @@ class QKFormer(SpikingTransformer):
             if s > 0:
                 stage.add_module("downsample", ShortcutConvStage([dim // 2, dim, dim], pools, 0, tau))
             last = s == len(counts) - 1
+            self_attention = BatchCoupledSelfAttention if self.batch_coupled_proj_lif else SpikformerSelfAttention
             for i in range(count):
                 attn = (
-                    SpikformerSelfAttention(dim, num_heads, tau, qkv_bias=False)
+                    self_attention(dim, num_heads, tau, qkv_bias=False)
                     if last
                     else TokenQKAttention(dim, num_heads, tau)
                 )

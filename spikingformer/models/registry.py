@@ -150,3 +150,10 @@ def input_spec(name: str, **kwargs: Any) -> InputSpec:
     with torch.device("meta"):
         instance = build_model(name, **kwargs)
     return InputSpec(tuple(instance.input_shape), instance.input_kind, instance.num_classes)
+
+
+def batch_coupling(name: str, **overrides: Any) -> str | None:
+    """What couples a sample of this configuration to the rest of its batch (the family's declaration,
+    ``SpikingTransformer.batch_coupling``), or None; where something does, its figures depend on the per-rank batch."""
+    family, defaults = MODEL_CONFIGS[name]
+    return family.batch_coupling({**defaults, **overrides})

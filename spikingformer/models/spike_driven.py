@@ -5,7 +5,8 @@ potentials. What differs: the tokenizer ends on a membrane-shortcut RPE conv (``
 the attention is spike-driven self-attention (SDSA: a Hadamard product ``K * V``, summed over the tokens, spiked
 at threshold 0.5 and used as a channel mask on Q; no matmul, no scale), and the head spikes the token mean of
 the membrane before the linear layer and averages the logits over time. The CIFAR10-DVS model erodes K, V,
-K*V and the masked Q with a 3x3 max (upstream's ``Erode``, a ``MaxPool3d((1, 3, 3))`` on 5-D tensors).
+K*V and the masked Q with a 3x3 max (upstream's ``Erode``, a ``MaxPool3d((1, 3, 3))`` on 5-D tensors). With
+``mlp_ratio=1`` the MLP's hidden layer joins the residual stream (upstream's ``MS_MLP_Conv.res``).
 Upstream's ``talking_heads`` Conv1d is built but never called, so it is not built here.
 """
 
@@ -134,6 +135,24 @@ class SpikeDrivenSelfAttention(nn.Module):
         return self.proj(y)
 
 
+class SpikeDrivenMLP(SpikingMLP):
+    """MS_MLP_Conv: Spikingformer's MLP, except at a hidden width equal to the input's (``mlp_ratio=1``).
+
+    Then upstream's ``res`` branch adds fc1's output to the stream before fc2's LIF: the block computes
+    ``x + h + fc2(LIF(x + h))`` with ``h = fc1(LIF(x))``, where any other width gives ``x + fc2(LIF(h))``.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, tau: float) -> None:
+        super().__init__(dim, hidden_dim, tau)
+        self.hidden_residual = hidden_dim == dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.hidden_residual:
+            return super().forward(x)
+        hidden = self.fc1(self.pre_lif(x))
+        return hidden + self.fc2(self.hidden_lif(x + hidden))
+
+
 class SpikeDrivenTransformer(SpikingTransformer):
     """SDT-L-D: ``depth`` membrane-shortcut blocks (SDSA, then MLP) over MS_SPS, a spiking head averaged over T.
 
@@ -195,7 +214,7 @@ class SpikeDrivenTransformer(SpikingTransformer):
     ) -> nn.Module:
         """``x + SDSA(x)`` then ``x + MLP(x)``; upstream builds DropPath but never applies it (configs: 0)."""
         attn = SpikeDrivenSelfAttention(dim, num_heads, tau, erode=LAYOUT_SPECS[layout][2])
-        return ResidualBlock(attn, SpikingMLP(dim, int(dim * mlp_ratio), tau), drop_path)
+        return ResidualBlock(attn, SpikeDrivenMLP(dim, int(dim * mlp_ratio), tau), drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upstream's readout: the membrane's token mean per step, spiked by ``head_lif``, then the linear head."""

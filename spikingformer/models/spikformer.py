@@ -87,7 +87,11 @@ class SpikformerSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.flatten(3)
         y = spike_attention(self.q_lif(self.q(s)), self.k_lif(self.k(s)), self.v_lif(self.v(s)), self.num_heads)
-        return self.proj_lif(self.proj(self.attn_lif(y))).reshape(x.shape)
+        return self.project(self.attn_lif(y)).reshape(x.shape)
+
+    def project(self, y: torch.Tensor) -> torch.Tensor:
+        """The output projection of the attention spikes ``[T, B, D, N]``: conv, BN, then ``proj_lif`` over T."""
+        return self.proj_lif(self.proj(y))
 
 
 class SpikformerMLP(nn.Module):
