@@ -1,8 +1,10 @@
 """Shared test fixtures: what several test modules need and should not each start again.
 
-``ray_head`` is one Ray head on loopback for the whole session (auth off, so in-process drivers join it as they
-are); ``mlflow_server`` a real ``mlflow server`` on 127.0.0.1 with sqlite behind it. A test that needs its own
-cluster (node loss, the private local Ray) starts it itself.
+``ray_head`` is one Ray head on loopback for the whole session; ``mlflow_server`` a real ``mlflow server`` on
+127.0.0.1 with sqlite behind it. A test that needs its own cluster (node loss, the private local Ray) starts it
+itself. Every Ray of the session, and every driver, runs Ray's token auth: a process that once started a private
+local Ray (token auth, Ray's default) stays in that mode, so one mode for all is what lets in-process drivers of
+any test join any cluster.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.ray_nodes import ENV as RAY_ENV
 from helpers.ray_nodes import SESSION_HEAD_CPUS, SESSION_HEAD_IP, RayNode, free_port, wait_for
 
 from harness.cli import TELEMETRY_OFF
@@ -38,18 +41,18 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _nothing_leaves_loopback() -> Iterator[None]:
-    """Ray usage stats and MLflow telemetry off for every in-process use and every subprocess a test starts."""
+def _session_environment() -> Iterator[None]:
+    """For every in-process use and every subprocess a test starts: Ray usage stats and MLflow telemetry off
+    (nothing leaves loopback), and Ray's token auth (see above)."""
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in TELEMETRY_OFF.items():
+        for key, value in {**TELEMETRY_OFF, **RAY_ENV}.items():
             patch.setenv(key, value)
         yield
 
 
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayNode]:
-    node = RayNode(SESSION_HEAD_IP, num_cpus=SESSION_HEAD_CPUS, log=tmp_path_factory.mktemp("ray") / "head.log",
-                   env={"RAY_AUTH_MODE": "disabled"})
+    node = RayNode(SESSION_HEAD_IP, num_cpus=SESSION_HEAD_CPUS, log=tmp_path_factory.mktemp("ray") / "head.log")
     yield node
     node.stop()
 

@@ -33,9 +33,7 @@ def sfh(*args: object) -> int:
 
 
 def sfh_plan(*args: object) -> str:
-    """``sfh plan`` in a process of its own, as a user runs it; returns its stdout. Its private local Ray puts
-    the process in Ray's token auth for good (``RAY_AUTH_MODE=token`` in its environment), which would make
-    this test process's later drivers fail against the other tests' clusters."""
+    """``sfh plan`` in a process of its own, as a user runs it; returns its stdout."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run([str(Path(sys.executable).parent / "sfh"), "plan", *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)

@@ -83,8 +83,7 @@ def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_serv
     """Without --address: a private Ray of its own on 127.0.0.2 (the trials' node, as their runs record)."""
     # A plan first (one timed step): the launch prints its projection and the table its plan-vs-actual ratio. The
     # system-metrics monitor samples often enough for seconds-long trials.
-    # Both in processes of their own: a private local Ray puts its process in Ray's token auth for good, and this
-    # test process's later drivers join the session's head, which has auth disabled.
+    # Both in processes of their own, as users run them.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     planned = subprocess.run(
         [str(BIN / "sfh"), "plan", str(EXPERIMENTS / "demo.yaml"), "--smoke", "--seeds", "2", "--rows", "spikingformer",

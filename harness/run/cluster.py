@@ -1,7 +1,7 @@
 """Joining Ray: a given cluster, or a private local one that only listens on loopback.
 
 Ray rewrites ``127.0.0.1``/``localhost`` to the machine's outward address, but keeps other loopback
-addresses; a local run therefore lives on 127.0.0.2.
+addresses; a local run therefore lives on 127.0.0.2 (STACK.md, "Keeping Ray on loopback").
 """
 
 from __future__ import annotations
@@ -18,10 +18,6 @@ LOCAL_NODE_IP = "127.0.0.2"
 CONNECT_TIMEOUT_S = 30.0
 #: Trial drivers and Train controllers only wait; one logical CPU on top of the cores holds them all.
 DRIVER_SLACK_CPUS = 1
-#: The ``RAY_*`` environment before a private local Ray started in this process (None: none started). Starting
-#: one turns token auth on in the process's environment for good (Ray's own doing); :func:`shutdown` puts the
-#: environment back, so a later driver of the same process joins another cluster in that cluster's auth mode.
-_ENV_BEFORE_LOCAL: dict[str, str] | None = None
 
 
 def quiet() -> None:
@@ -48,8 +44,6 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
                 runtime_env={"env_vars": {"RAY_ADDRESS": address}},
             )
         else:
-            global _ENV_BEFORE_LOCAL
-            _ENV_BEFORE_LOCAL = _ray_env()
             port = _free_port(LOCAL_NODE_IP)
             users = os.environ.get("RAY_GCS_SERVER_PORT")
             os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # read by ray.init when it starts the local head
@@ -115,17 +109,6 @@ def check_fits(need: dict[str, float], what: str) -> None:
         raise ValueError(f"{what} cannot be scheduled ({detail}); lower its resources or use --smoke")
 
 
-def _ray_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith("RAY_")}
-
-
 def shutdown() -> None:
-    """Leave Ray; after a private local Ray, the process's ``RAY_*`` environment is as it was before it."""
-    global _ENV_BEFORE_LOCAL
     if ray.is_initialized():
         ray.shutdown()
-    if _ENV_BEFORE_LOCAL is not None:
-        for key in _ray_env().keys() - _ENV_BEFORE_LOCAL.keys():
-            del os.environ[key]
-        os.environ.update(_ENV_BEFORE_LOCAL)
-        _ENV_BEFORE_LOCAL = None
