@@ -40,14 +40,13 @@ def shared_dir() -> Path:
     return SHARED
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _session_environment() -> Iterator[None]:
-    """For every in-process use and every subprocess a test starts: Ray usage stats and MLflow telemetry off
-    (nothing leaves loopback), and Ray's token auth (see above)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {**TELEMETRY_OFF, **RAY_ENV}.items():
-            patch.setenv(key, value)
-        yield
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test module is imported (Ray reads its auth mode when it is imported), for every in-process use
+    and every subprocess a test starts: Ray usage stats and MLflow telemetry off (nothing leaves loopback), and
+    Ray's token auth (see above), with the token Ray keeps for the user made on a machine that has none yet."""
+    os.environ.update({**TELEMETRY_OFF, **RAY_ENV})
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token", "--generate"], check=True,
+                   capture_output=True)
 
 
 @pytest.fixture(scope="session")

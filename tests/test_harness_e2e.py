@@ -7,6 +7,7 @@ Slow: minutes on a 2-core CPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -209,8 +210,11 @@ def test_worker_and_driver_kills_then_resume(ray_head: RayNode, store: tracking.
     assert runs[f"{name}/ddp/seed0"].data.tags["sfh.world_size"] == "2"
     for row in ("ddp", "single"):  # the resumed trial went on in its own Train run, not a new one
         assert len(list((storage / name / "train").glob(f"{name}-{row}-seed0-*"))) == 1, row
+    # This run's trials' scratch folders (named after the Train storage, so another run's leftovers are not ours)
+    train_storage = f"{storage.resolve()}/{name}/train"
     scratch = Path(tempfile.gettempdir()) / f"sfh-trials-{os.getuid()}"
-    assert not list(scratch.glob(f"{name}-*")), "a trial's worker scratch outlived it"
+    mine = f"{name}-*-{hashlib.sha256(train_storage.encode()).hexdigest()[:8]}"
+    assert not list(scratch.glob(mine)), "a trial's worker scratch outlived it"
     parents = [r for r in store.client.search_runs([store.find_experiment(name)], f"tags.`{tracking.KIND}` = 'parent'")]
     assert [p.info.status for p in parents] == ["FINISHED"]
 
