@@ -18,7 +18,7 @@ from harness.run import cluster, lock, sweep
 from harness.run.progress import Progress
 from harness.run.specs import check_data_folders, check_tracked, trial_specs
 from harness.run.trial import first_line
-from spikingformer._validation import load_yaml
+from spikingformer._validation import load_yaml, require_folder_name
 
 
 def finish(code: int, results: tune.ResultGrid | None, experiment: Experiment, tracking_uri: str, name: str,
@@ -88,6 +88,7 @@ def reproduce(args: argparse.Namespace) -> int:
 
 def resume(args: argparse.Namespace) -> int:
     """``sfh resume``: restore the sweep from its storage folder under the experiment's claim, print the table."""
+    require_folder_name(args.name, "", "name")  # a folder under --storage: never '..' or a path
     storage = sweep.storage_root(args.storage)
     record = sweep.read_invocation(storage, args.name)
     with lock.hold(storage, args.name, f"experiment {args.name}"):
