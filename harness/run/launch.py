@@ -14,7 +14,7 @@ from harness import tracking
 from harness.cost.plans import announce
 from harness.experiment import Experiment, load_experiment, tracked_name
 from harness.results import format_table
-from harness.run import cluster, lock, sweep
+from harness.run import cluster, lock, preemption, sweep
 from harness.run.progress import Progress
 from harness.run.specs import check_data_folders, check_tracked, trial_specs
 from harness.run.trial import first_line
@@ -29,8 +29,9 @@ def finish(code: int, results: tune.ResultGrid | None, experiment: Experiment, t
     for result in results or []:
         if result.error is not None:
             print(f"trial {result.path} failed: {first_line(result.error)}", file=sys.stderr)
-    if code == sweep.EXIT_INTERRUPTED:
-        print(f"\n{name}: interrupted; the unfinished trials are marked KILLED in MLflow and continue from their "
+    if code in (sweep.EXIT_INTERRUPTED, preemption.EXIT_STOPPED):
+        how = "interrupted" if code == sweep.EXIT_INTERRUPTED else "stopped by SIGTERM"
+        print(f"\n{name}: {how}; the unfinished trials are marked KILLED in MLflow and continue from their "
               f"last checkpoints with:\n  {sweep.resume_hint(name, storage)}", file=sys.stderr)
     elif code:
         print(f"\n{name}: not every trial finished (why: under the table above, and on each run in MLflow: its "
@@ -71,6 +72,7 @@ def reproduce(args: argparse.Namespace) -> int:
                     tracking.PAPER_TABLE: experiment.paper.table, "sfh.storage": storage}
             pending, drive.parent = sweep.start(pending, address=args.address, verbose=args.verbose, store=store,
                                                 name=name, tags=tags)
+            preemption.clear(name)
             sweep.write_invocation(storage, name, {
                 "experiment_file": str(args.experiment), "experiment_yaml": Path(args.experiment).read_text(),
                 "name": name, "tracking_uri": uri, "parent_run_id": drive.parent, "skip_invalid": args.skip_invalid,
@@ -80,7 +82,7 @@ def reproduce(args: argparse.Namespace) -> int:
             grid = {"trial": tune.grid_search([s.to_mapping() for s in pending])}
             drive.results = sweep.run(
                 name=name, storage=storage, param_space=grid, max_concurrent=args.max_concurrent,
-                callbacks=[Progress()],
+                callbacks=[Progress(), preemption.StopOnSigterm(name)],
             )
         code = drive.conclude([s.run_key for s in pending])
         return finish(code, drive.results, experiment, uri, name, storage)
@@ -97,6 +99,7 @@ def resume(args: argparse.Namespace) -> int:
         store = tracking.Tracking(record["tracking_uri"])
         with sweep.Drive(store, args.name, record["parent_run_id"]) as drive:
             print(cluster.connect(args.address, log_to_driver=args.verbose), flush=True)
+            preemption.clear(args.name)
             store.client.update_run(drive.parent, status="RUNNING")
             print(f"{args.name}: resuming from {sweep.join(storage, args.name)}", flush=True)
             drive.results = sweep.restore(name=args.name, storage=storage)
