@@ -14,7 +14,7 @@ from harness import tracking
 from harness.cost.plans import announce
 from harness.experiment import Experiment, load_experiment, tracked_name
 from harness.results import format_table
-from harness.run import cluster, lock, preemption, sweep
+from harness.run import claim, cluster, preemption, sweep
 from harness.run.progress import Progress
 from harness.run.specs import check_data_folders, check_tracked, trial_specs
 from harness.run.trial import first_line
@@ -53,8 +53,7 @@ def reproduce(args: argparse.Namespace) -> int:
     )  # every row is validated here, before Ray starts
     if not (args.smoke or args.skip_data_check):
         check_data_folders(specs)
-    with lock.hold(storage, name, f"experiment {name}"):
-        store = tracking.Tracking(uri)
+    with claim.held(storage, name, f"experiment {name}", uri) as store:
         tracked = check_tracked(store, specs, str(args.experiment))
         pending = []
         for spec in specs:
@@ -93,10 +92,9 @@ def resume(args: argparse.Namespace) -> int:
     require_folder_name(args.name, "", "name")  # a folder under --storage: never '..' or a path
     storage = sweep.storage_root(args.storage)
     record = sweep.read_invocation(storage, args.name)
-    with lock.hold(storage, args.name, f"experiment {args.name}"):
+    with claim.held(storage, args.name, f"experiment {args.name}", record["tracking_uri"]) as store:
         experiment = Experiment.from_dict(load_yaml(record["experiment_yaml"]), where=record["experiment_file"],
                                           skip_invalid=record.get("skip_invalid", False))
-        store = tracking.Tracking(record["tracking_uri"])
         with sweep.Drive(store, args.name, record["parent_run_id"]) as drive:
             print(cluster.connect(args.address, log_to_driver=args.verbose), flush=True)
             preemption.clear(args.name)
