@@ -37,11 +37,11 @@ rows:
 
 
 def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_there(
-        ray_head: RayNode, mlflow_server: str, tmp_path: Path) -> None:
+        ray_head: RayNode, tmp_path: Path) -> None:
     experiment = tmp_path / "stop.yaml"
     experiment.write_text(EXPERIMENT)
     storage, name = tmp_path / "ray", "stop"
-    store = tracking.Tracking(mlflow_server)
+    store = tracking.Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
     common = ["--address", ray_head.address, "--storage", str(storage)]
     log = (tmp_path / "driver.log").open("w")
     driver = subprocess.Popen([str(BIN / "sfh"), "reproduce", str(experiment), *common, "--tracking-uri", store.uri],

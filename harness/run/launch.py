@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
 from ray import tune
 
 from harness import tracking
@@ -87,6 +88,19 @@ def reproduce(args: argparse.Namespace) -> int:
         return finish(code, drive.results, experiment, uri, name, storage)
 
 
+def check_parent(store: tracking.Tracking, record: dict, storage: str, name: str) -> None:
+    """The parent run the invocation file names must be in the tracking store, before Ray starts."""
+    parent = record["parent_run_id"]
+    try:
+        store.client.get_run(parent)
+    except MlflowException:
+        raise ValueError(
+            f"{sweep.join(storage, name, sweep.INVOCATION)} names the parent run {parent}, which the tracking store "
+            f"{record['tracking_uri']} does not hold (deleted, or tracked in another store): nothing to resume "
+            f"into; start again with `sfh reproduce {record['experiment_file']}` (finished rows are skipped)"
+        ) from None
+
+
 def resume(args: argparse.Namespace) -> int:
     """``sfh resume``: restore the sweep from its storage folder under the experiment's claim, print the table."""
     require_folder_name(args.name, "", "name")  # a folder under --storage: never '..' or a path
@@ -95,6 +109,7 @@ def resume(args: argparse.Namespace) -> int:
     with claim.held(storage, args.name, f"experiment {args.name}", record["tracking_uri"]) as store:
         experiment = Experiment.from_dict(load_yaml(record["experiment_yaml"]), where=record["experiment_file"],
                                           skip_invalid=record.get("skip_invalid", False))
+        check_parent(store, record, storage, args.name)
         with sweep.Drive(store, args.name, record["parent_run_id"]) as drive:
             print(cluster.connect(args.address, log_to_driver=args.verbose), flush=True)
             preemption.clear(args.name)

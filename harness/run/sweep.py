@@ -22,6 +22,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from harness import tracking
+from harness.failures import first_line
 from harness.run import cluster, preemption
 from harness.run.specs import TrialSpec, bind, path_name, trial_resources
 from harness.run.trial import METRIC
@@ -77,7 +78,8 @@ class Drive:
     """One command's sweep on the driver, from joining Ray to the parent run's end.
 
     As a context manager around the launch: Ray is shut down however the block ends; an error of the driver
-    itself (Tune, Ray) ends the parent run FAILED with its reason instead of leaving it RUNNING; a Ctrl-C that
+    itself (Tune, Ray, memory, disk) ends the parent run and every trial run still RUNNING as FAILED with its
+    reason instead of leaving them RUNNING; a Ctrl-C that
     Tune did not catch (a second one, or one before Tune took over) ends the block quietly once the parent run
     exists, so that :meth:`conclude` marks what was left KILLED. ``parent`` and ``results`` are set as they
     become known.
@@ -93,10 +95,12 @@ class Drive:
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: Any) -> bool:
         try:
             if isinstance(err, Exception) and self.parent is not None:
-                self.store.record_failure(
-                    self.parent, f"the driver failed: {type(err).__name__}: {err}"[: tracking.FAILURE_TAG_CHARS],
-                    "".join(traceback.format_exception(err)), kind="driver error",
-                )
+                reason = f"the driver failed: {type(err).__name__}: {first_line(err)}"
+                details = "".join(traceback.format_exception(err))
+                for run in self.store.trial_runs(self.name):  # none is left RUNNING (the lock: no other driver)
+                    if run.info.status == "RUNNING":
+                        self.store.record_failure(run.info.run_id, reason, details, kind="driver error")
+                self.store.record_failure(self.parent, reason, details, kind="driver error")
         finally:
             cluster.shutdown()
         return isinstance(err, KeyboardInterrupt) and self.parent is not None
