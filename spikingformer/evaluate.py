@@ -44,7 +44,7 @@ ENERGY_TABLE_ARTIFACT = "energy.md"
 #: Tag prefix of the protocol that selected each top-1 figure.
 SELECTION_TAG = "sfh.selection."
 PAPER = "paper"
-#: The convention every family is also costed under (Spikingformer's rules, SPEC §5): the one ruler.
+#: The convention every family is also costed under (Spikingformer's rules): the one ruler.
 COMMON = "common"
 
 

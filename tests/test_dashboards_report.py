@@ -21,6 +21,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import yaml
+from upstream_energy_log import load_energy_log
 
 from dashboards.report import write_report
 from dashboards.upstream_logs import UPSTREAM_RUNS, find_upstream
@@ -46,11 +47,12 @@ EXPERIMENT = {
 }  # fmt: skip
 
 
-def _energy_json(shared_dir: Path) -> str:
+def _energy_json() -> str:
     """Our 8-512 costed at the upstream log's per-layer rates (layers align in forward order)."""
-    log = find_upstream("spikingformer_8_512", "imagenet", 4).energy(shared_dir / "reference" / "upstream_logs")
+    log = load_energy_log("spikingformer_8_512")
     profile = profile_ops(build_model("spikingformer_8_512"))
-    rates = {s.name: (None if u.rate == 1.0 else u.rate) for s, u in zip(profile.layers, log.layers, strict=True)}
+    rates = {s.name: (None if u.rate_percent == 100.0 else u.rate_percent / 100)
+             for s, u in zip(profile.layers, log.layers, strict=True)}
     qkv = {a.name: (0.10, 0.04, 0.07) for a in profile.attention}
     return energy_from_rates(profile, rates, qkv).to_json()
 
@@ -80,7 +82,7 @@ def _log_run(
 
 
 @pytest.fixture(scope="module")
-def partial(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> tuple[Path, str]:
+def partial(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """An experiment file and a sqlite store holding its runs: 8-512 done, 8-768 running, 8-384 never run
     (but running in the ``--smoke`` variant)."""
     root = tmp_path_factory.mktemp("dash")
@@ -88,7 +90,7 @@ def partial(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> tuple
     path.write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
     uri = f"sqlite:///{root / 'mlflow.db'}"
     store = tracking.Tracking(uri)
-    energy = _energy_json(shared_dir)
+    energy = _energy_json()
     totals = json.loads(energy)["totals"]
     for seed in (0, 1):
         final = {"best_top1": 74.2 + seed * 0.4, "last_top1": 74.0 + seed * 0.3, **totals, "sops_G": totals["acs_G"]}

@@ -1,4 +1,4 @@
-"""The engine: timm schedule semantics, recipes against SPEC §6, metrics, checkpoints and exact resume."""
+"""The engine: timm schedule semantics, recipes against upstream's configs, metrics, checkpoints and exact resume."""
 
 from __future__ import annotations
 

@@ -1,24 +1,23 @@
-"""Parse an upstream Spikingformer energy log (``energy_consumption_of_Spikingformer-*_log.txt``).
+"""The upstream Spikingformer energy logs, as the repository keeps them (``reference/upstream_energy/*.json``).
 
-The log's tail lists every Conv/Linear as ``('name', Module(...), array([dense, ACs, MACs, rate %]))``,
-then the hard-coded ``ssa_info``, the per-block [q, k, v] LIF output rates and the totals.
+``reference/extract_energy.py`` extracted them from the published logs (provenance in each file): every counted
+Conv/Linear with its dense ops, ACs, MACs and input rate, the hard-coded ``ssa_info``, the per-block [q, k, v] LIF
+output rates and the printed totals.
 """
 
 from __future__ import annotations
 
-import ast
-import re
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-_LAYER = re.compile(r"^\('(?P<name>[^']+)', .*, array\(\[(?P<values>[^\]]+)\]\)\)$")
-_TOTALS = re.compile(r"^Number of operations: (?P<macs>[\d.e+-]+) G MACs, (?P<acs>[\d.e+-]+) G ACs")
-_ENERGY = re.compile(r"^Energy consumption: (?P<mj>[\d.e+-]+) mJ")
+REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "upstream_energy"
 
 
 @dataclass(frozen=True)
 class LogLayer:
     name: str
+    kind: str
     dense_ops: float
     ac_ops: float
     mac_ops: float
@@ -35,21 +34,14 @@ class EnergyLog:
     energy_mj: float
 
 
-def parse_energy_log(path: Path) -> EnergyLog:
-    lines = [line.strip() for line in path.read_text().splitlines()]
-    layers = []
-    for line in lines:
-        if match := _LAYER.match(line):
-            values = [float(v) for v in match["values"].split(",")]
-            layers.append(LogLayer(match["name"], *values))
-    after = {line: lines[i + 1] for i, line in enumerate(lines[:-1])}
-    totals = next(m for line in lines if (m := _TOTALS.match(line)))
-    energy = next(m for line in lines if (m := _ENERGY.match(line)))
+def load_energy_log(model: str) -> EnergyLog:
+    """The extracted energy log of one upstream model (``spikingformer_8_512`` or ``spikingformer_8_768``)."""
+    data = json.loads((REFERENCE / f"{model}.json").read_text())
     return EnergyLog(
-        layers=layers,
-        ssa_info=ast.literal_eval(after["SSA info:"]),
-        qkv_rates=[tuple(r) for r in ast.literal_eval(after["Firing rate of Q/K/V inputs in each block:"])],
-        macs_g=float(totals["macs"]),
-        acs_g=float(totals["acs"]),
-        energy_mj=float(energy["mj"]),
+        layers=[LogLayer(**layer) for layer in data["layers"]],
+        ssa_info=data["ssa_info"],
+        qkv_rates=[tuple(rates) for rates in data["qkv_rates"]],
+        macs_g=data["macs_G"],
+        acs_g=data["acs_G"],
+        energy_mj=data["energy_mJ"],
     )
