@@ -98,8 +98,13 @@ CHROMIUM := /usr/bin/chromium
 report: install
 	$(SFH) report $(EXP) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
 
+# The MLflow UI on 127.0.0.1:PORT (default 5000), printing each experiment's results link; JOBS=1 also starts
+# MLflow's job runner (GenAI jobs), off by default.
+PORT ?= 5000
+JOBS ?=
 mlflow-ui: install
-	$(BIN)/python -m dashboards.mlflow_ui $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
+	$(BIN)/python -m dashboards.mlflow_ui --port $(PORT) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI)) \
+	  $(if $(JOBS),--jobs)
 
 # Headless Chromium (Debian package) for the report's browser test; installed only when missing.
 test-deps:

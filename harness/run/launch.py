@@ -66,9 +66,11 @@ def reproduce(args: argparse.Namespace) -> int:
             print(format_table(experiment, uri, name=name), end="")
             return 0
         announce(store, name, pending, args.max_device_hours)  # the plan's projection; refuses above the limit
+        store.describe(name, experiment.description)
         with sweep.Drive(store, name) as drive:
             tags = {"sfh.command": "reproduce", "sfh.experiment_file": str(args.experiment),
-                    tracking.PAPER_TABLE: experiment.paper.table, "sfh.storage": storage}
+                    tracking.PAPER_TABLE: experiment.paper.table, "sfh.storage": storage,
+                    **tracking.source_tags(str(args.experiment))}
             pending, drive.parent = sweep.start(pending, address=args.address, verbose=args.verbose, store=store,
                                                 name=name, tags=tags)
             sweep.write_invocation(storage, name, {

@@ -164,7 +164,7 @@ def _search(args: argparse.Namespace, search: Search, spec: TrialSpec, name: str
     store = tracking.Tracking(uri)
     with sweep.Drive(store, name) as drive:
         tags = {"sfh.command": "search", "sfh.search_file": str(args.search), OPTUNA_STUDY: f"{name} in {study_url}",
-                "sfh.storage": storage}
+                "sfh.storage": storage, **tracking.source_tags(str(args.search))}
         [spec], drive.parent = sweep.start([spec], address=args.address, verbose=args.verbose, store=store,
                                            name=name, tags=tags)
         trials = args.trials or search.num_samples

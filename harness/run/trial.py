@@ -187,6 +187,8 @@ class _ReportEpochs(Callback):
     def on_fit_start(self, run: RunState) -> None:
         if self.log is not None:
             self.log.tracking.set_tags(self.log.run_id, {"sfh.lif": run.lif})
+            self.log.tracking.log_datasets(self.log.run_id, {"train": run.train_loader.dataset.info,
+                                                             "eval": run.eval_loader.dataset.info})
 
     def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
         if checkpoint_path is None:
