@@ -2,8 +2,9 @@
 
 Two sources. A partial experiment laid out in MLflow as the harness writes it (fast, deterministic): one row
 finished (two seeds, per-epoch metrics and gaps to the authors' curve, final figures, ``energy_layers.json``
-costed at the firing rates of the authors' 8-512 energy log), one still running (two epochs, nothing final), one never run. And a real demo run
-through ``sfh reproduce`` (slow). In the browser every figure must load and no script may fail.
+costed at the firing rates of the authors' 8-512 energy log), one still running (two epochs, nothing final), one
+never run. And a real demo run through ``sfh reproduce`` (slow). In the browser every figure must load and no
+script may fail.
 """
 
 from __future__ import annotations
@@ -150,7 +151,9 @@ def _cells(markdown_line: str) -> list[str]:
     return [cell.strip() for cell in markdown_line.strip().strip("|").split("|")]
 
 
-def test_html_table_agrees_with_markdown_and_reference_curves_are_sourced(partial: tuple[Path, str], tmp_path: Path) -> None:
+def test_html_table_agrees_with_markdown_and_reference_curves_are_sourced(
+    partial: tuple[Path, str], tmp_path: Path
+) -> None:
     """A demo-sized value prints as in ``sfh table``; each authors' curve is named with its source and hash, a row
     without one says so, and the gap figure shows each seed's status."""
     path, uri = partial

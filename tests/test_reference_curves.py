@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.experiment import discover
+from harness.experiment import discover, load_experiment
 from harness.reference import extract
 from harness.reference.curves import REFERENCE_DIR, ReferenceCurve, available, gap, load_curve
 from harness.reference.guard import STOPPED, ConvergenceGuard, GuardSpec, status_text
 from harness.reference.logs import load_energy_log, parse_dvs_log, parse_energy_log, parse_mae_log, parse_timm_log
+from spikingformer._validation import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,8 @@ def test_every_published_log_is_attached_to_the_rows_it_reproduces() -> None:
         ("qkformer-imagenet", "10-384"): "qkformer-imagenet-10-384",
         ("qkformer-imagenet", "10-512"): "qkformer-imagenet-10-512",
         ("qkformer-imagenet", "10-768"): "qkformer-imagenet-10-768",
-        ("qkformer-cifar10", "4-384"): "qkformer-cifar10-4-384", ("qkformer-cifar100", "4-384"): "qkformer-cifar100-4-384",
+        ("qkformer-cifar10", "4-384"): "qkformer-cifar10-4-384",
+        ("qkformer-cifar100", "4-384"): "qkformer-cifar100-4-384",
         ("qkformer-cifar10-dvs", "2-256-T16"): "qkformer-cifar10-dvs-2-256-t16",
     }  # fmt: skip
     assert sorted(set(attached.values())) == available() == sorted(LOGGED)
@@ -179,10 +181,6 @@ def test_guard_flags_and_stops_after_its_patience_and_survives_a_resume() -> Non
 
 
 def test_a_row_naming_a_missing_curve_or_stopping_without_one_is_refused(tmp_path: Path) -> None:
-    from spikingformer._validation import ConfigError
-
-    from harness.experiment import load_experiment
-
     base = {"name": "x", "recipe": "digits", "paper": {"arxiv": "1", "table": "t", "source": "s"}}
     path = tmp_path / "x.yaml"
     path.write_text(yaml.safe_dump({**base, "rows": [{"id": "a", "model": {"name": "spikingformer_cifar_2_384"},

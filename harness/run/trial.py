@@ -332,8 +332,11 @@ def _log_final(
     device: torch.device | None,
 ) -> None:
     """The library's final figures of the run (:func:`spikingformer.evaluate.evaluate_run`), logged."""
-    final = evaluate_run(config, result, energy_batches=batches, device=device)
+    final = evaluate_run(config, result, energy_batches=batches, device=device, memory_images=min(4, batches))
     store.log_metrics(run_id, final.metrics)
     store.set_tags(run_id, {f"{evaluate.SELECTION_TAG}{k}": v for k, v in final.selection.items()})
     store.log_text(run_id, final.report.to_json(), evaluate.ENERGY_ARTIFACT)
     store.log_text(run_id, final.report.to_table(), evaluate.ENERGY_TABLE_ARTIFACT)
+    if final.memory is not None:
+        store.log_text(run_id, json.dumps(final.memory.to_dict(), indent=1), evaluate.MEMORY_ARTIFACT)
+        store.log_text(run_id, final.memory.to_table(), evaluate.MEMORY_TABLE_ARTIFACT)
