@@ -92,7 +92,8 @@ def write_index(out: Path, across: Sequence[results.FamilyLine] = ()) -> Path:
 def _families(lines: Sequence[results.FamilyLine]) -> markup.Section:
     """Every row of every family rendered, on one ruler: the family's own paper's counting and the common one."""
     header = ["table", "row", "model", "dataset", "T", "params M", "SOPs G (paper conv. / common)",
-              "energy mJ (paper conv. / common / paper)", "top-1 (paper / ours)", "seeds", "verdict"]
+              "energy mJ (paper conv. / common / paper)", "energy mJ memory-incl. (SNN / bit-matched ANN)",
+              "firing rate (measured / break-even)", "top-1 (paper / ours)", "seeds", "verdict"]
     rows = [
         [
             markup.text_cell(line.table), markup.text_cell(line.row), markup.text_cell(line.model),
@@ -100,14 +101,20 @@ def _families(lines: Sequence[results.FamilyLine]) -> markup.Section:
             f"{results.format_number(line.result.sops_G)} / {results.format_number(line.sops_common)}",
             f"{results.format_number(line.result.energy_mJ)} / {results.format_number(line.energy_common)} / "
             f"{results.format_number(line.result.paper.energy_mJ)}",
+            f"{results.format_number(line.energy_memory)} / {results.format_number(line.energy_qann)}",
+            f"{results.format_number(line.firing_rate)} / {results.format_number(line.break_even_rate)}",
             results.format_pair(line.result.paper.top1, line.result.best_top1_mean),
             f"{len(line.result.finished)}/{len(line.result.runs)}", markup.verdict(line.result.verdict),
         ]
         for line in lines
     ]
-    legend = ("<p class='small'>Energy per image under each row's own paper's convention (paper conv.), under the "
-              "common ruler (Spikingformer's rules, SPEC §5, applied to every family) and as the paper printed it; "
-              "best top-1, mean over finished seeds. The same table as <code>sfh compare</code>.</p>")
+    legend = ("<p class='small'>Energy per image under each row's own paper's convention (paper conv.: compute "
+              "only, 4.6 pJ per MAC and 0.9 pJ per AC), under the common ruler (Spikingformer's rules applied to every "
+              "family) and as the paper printed it; then memory-inclusive (Lemaire et al. 2022: 45 nm integer "
+              "arithmetic plus SRAM traffic for weights, membrane potentials and spikes) for the spiking model and "
+              "for the same network as a quantized ANN with ceil(log2(T+1))-bit activations, and the firing rate "
+              "below which the spiking model costs less than that ANN (docs/energy.md). Best top-1, mean over "
+              "finished seeds. The same table as <code>sfh compare</code>.</p>")
     return markup.Section("families", "Across families", markup.table(header, rows) + legend)
 
 
@@ -396,7 +403,8 @@ def _energy(ctx: Context) -> markup.Section:
                 title += f" (upstream log {reference.energy_mJ:.4g} mJ)"
             label = curve.label.replace("(authors' log)", "(authors' energy log)") if matched else None
             path = figures.energy_breakdown(ctx.figure(f"energy-{r.row_id}-seed{run.seed}"), title, bars, label)
-            shown.append(ctx.embed(path, f"{caption}: input firing rate and energy per layer"))
+            shown.append(ctx.embed(path, f"{caption}: input firing rate and energy per layer")
+                         + _memory_inclusive(ctx.runs.json_artifact(run.run_id, results.MEMORY_ARTIFACT), caption))
         more = f"<details><summary>{len(shown) - 1} more seed(s)</summary>{''.join(shown[1:])}</details>"
         parts.append(f"<h3>{escape(r.row_id)}</h3>" + shown[0] + (more if len(shown) > 1 else ""))
     if not parts:
@@ -408,7 +416,38 @@ def _energy(ctx: Context) -> markup.Section:
         "checkpoint, full ImageNet val; extracted into experiments/reference/), matched layer by layer in forward "
         "order.</p>"
     )
+    intro += (
+        "<p class='small'>Under each figure, the memory-inclusive estimate of the same run: compute plus the SRAM "
+        "traffic of weights, membrane potentials and spikes (Lemaire et al. 2022), against the same network as a "
+        "quantized ANN with as many activation bits as T spikes carry, and the firing rate at which the two cost "
+        "the same (docs/energy.md).</p>"
+    )
     return markup.Section("energy", "Firing rates and energy per layer", intro + "".join(parts))
+
+
+def _memory_inclusive(memory: dict | None, caption: str) -> str:
+    """The run's memory-inclusive estimate beside its bit-matched quantized ANN, part by part (mJ per image)."""
+    if memory is None:
+        return markup.note(f"{caption}: no memory-inclusive estimate logged (a run from before it existed)")
+    ann = memory["ann_parts"] or {}
+    rows = [[markup.text_cell(part), results.format_number(mj), results.format_number(ann.get(part))]
+            for part, mj in memory["snn_parts"].items()]
+    rows.append([markup.text_cell("total"), results.format_number(memory["snn_mJ"]),
+                 results.format_number(memory["ann_mJ"])])
+    rate, even = memory["firing_rate"], memory["break_even_rate"]
+    if memory["ann_mJ"] is None:
+        verdict = "no bit-matched ANN for event inputs"
+    elif even == 0.0:
+        verdict = "the spiking model costs more than the ANN even with every neuron silent"
+    else:
+        saves = "saves" if rate < even else "does not save"
+        verdict = (f"break-even firing rate {even:.4g}; measured {rate:.4g}: the spiking model {saves} energy "
+                   f"({100 * memory['saving']:+.1f} % of the ANN's)")
+    header = ["part", f"SNN T={memory['time_steps']} (mJ)", f"ANN {memory['ann_bits'] or '-'}-bit (mJ)"]
+    return (f"<p>Memory-inclusive, {memory['images']} image(s) one at a time: {escape(verdict)}.</p>"
+            + markup.table(header, rows)
+            + f"<p class='small'>{escape(memory['costs']['source'])}; left out on both sides: "
+              f"{escape(', '.join(memory['left_out']) or '-')}.</p>")
 
 
 # --- what it cost -------------------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ __all__ = [
     "format_table", "load_experiment", "render_costs", "render_csv", "render_markdown", "row_costs", "row_setups",
     "summarize",
     "NO_REFERENCE", "axes", "format_value", "grid_cells",
-    "E_AC_PJ", "EnergyLog", "GAP_TO_REFERENCE", "ReferenceCurve", "STOPPED", "reference_curves", "reference_energy",
+    "MEMORY_ARTIFACT", "E_AC_PJ", "EnergyLog", "GAP_TO_REFERENCE", "ReferenceCurve", "STOPPED", "reference_curves",
+    "reference_energy",
 ]  # fmt: skip
 
 #: The verdict of a row whose convergence guard stopped a seed below the authors' curve.
@@ -66,6 +67,8 @@ GAP_TO_REFERENCE = guard.GAP_TO_REFERENCE
 NOT_COMPARABLE = "NOT COMPARABLE"
 #: The per-layer firing-rate and energy report a finished trial logs (``EnergyReport.to_json``).
 ENERGY_ARTIFACT = evaluate.ENERGY_ARTIFACT
+#: The memory-inclusive estimate against the bit-matched quantized ANN (``MemoryInclusiveReport.to_dict``).
+MEMORY_ARTIFACT = evaluate.MEMORY_ARTIFACT
 
 
 @dataclass
@@ -223,12 +226,19 @@ class FamilyLine:
     result: RowResult
     sops_common: float | None
     energy_common: float | None
+    #: The memory-inclusive estimate (``spikingformer.energy.memory``): the spiking model, its bit-matched
+    #: quantized ANN, the firing rate measured (spikes / neuron outputs) and the rate at which the two cost the same.
+    energy_memory: float | None = None
+    energy_qann: float | None = None
+    firing_rate: float | None = None
+    break_even_rate: float | None = None
 
     def values(self) -> list[object]:
         r = self.result
         return [
             self.table, self.row, self.model, self.dataset, self.time_steps, r.params_M, r.sops_G, self.sops_common,
-            r.energy_mJ, self.energy_common, r.paper.energy_mJ, r.paper.top1, r.best_top1_mean,
+            r.energy_mJ, self.energy_common, r.paper.energy_mJ, self.energy_memory, self.energy_qann,
+            self.firing_rate, self.break_even_rate, r.paper.top1, r.best_top1_mean,
             f"{len(r.finished)}/{len(r.runs)}", r.verdict,
         ]
 
@@ -248,13 +258,16 @@ def family_lines(experiment: Experiment, tracking_uri: str, *, name: str | None 
             config.model.kwargs.get("T") or 0, result,
             _mean(result, evaluate.figure(evaluate.SOPS_G, evaluate.COMMON)),
             _mean(result, evaluate.figure(evaluate.ENERGY_MJ, evaluate.COMMON)),
+            _mean(result, evaluate.ENERGY_MJ_MEMORY), _mean(result, evaluate.ENERGY_MJ_QANN),
+            _mean(result, evaluate.FIRING_RATE_SPIKES), _mean(result, evaluate.BREAK_EVEN_RATE),
         ))
     return out
 
 
 FAMILY_COLUMNS = (
     "table", "row", "model", "dataset", "T", "params_M", "sops_G_paper_conv", "sops_G_common",
-    "energy_mJ_paper_conv", "energy_mJ_common", "paper_energy_mJ", "paper_top1", "top1", "seeds", "verdict",
+    "energy_mJ_paper_conv", "energy_mJ_common", "paper_energy_mJ", "energy_mJ_memory", "energy_mJ_qann",
+    "firing_rate", "break_even_rate", "paper_top1", "top1", "seeds", "verdict",
 )
 
 
@@ -268,16 +281,17 @@ def render_families_markdown(table: list[FamilyLine]) -> str:
     """The cross-family table (``sfh compare``, the report's index) in markdown."""
     header = (
         "| table | row | model | dataset | T | params M | SOPs G (paper conv. / common) "
-        "| energy mJ (paper conv. / common / paper's figure) | top-1 (paper / ours) | seeds | verdict |"
+        "| energy mJ (paper conv. / common / paper's figure) | energy mJ memory-incl. (SNN / bit-matched ANN) "
+        "| firing rate (measured / break-even) | top-1 (paper / ours) | seeds | verdict |"
     )
-    lines_out = [header, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines_out = [header, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for line in table:
-        t, row, model, dataset, steps, params, sops, sops_c, energy, energy_c, paper_e, paper_top1, top1, seeds, v = (
-            _family_cell(x) for x in line.values()
-        )
+        (t, row, model, dataset, steps, params, sops, sops_c, energy, energy_c, paper_e, memory, qann, rate, even,
+         paper_top1, top1, seeds, v) = (_family_cell(x) for x in line.values())
         lines_out.append(
             f"| {t} | {row} | {model} | {dataset} | {steps} | {params} | {sops} / {sops_c} "
-            f"| {energy} / {energy_c} / {paper_e} | {paper_top1} / {top1} | {seeds} | {v} |"
+            f"| {energy} / {energy_c} / {paper_e} | {memory} / {qann} | {rate} / {even} | {paper_top1} / {top1} "
+            f"| {seeds} | {v} |"
         )
     return "\n".join(lines_out) + "\n"
 

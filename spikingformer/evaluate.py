@@ -50,6 +50,7 @@ MEMORY_TABLE_ARTIFACT = "energy_memory.md"
 ENERGY_MJ_MEMORY = "energy_mJ_memory"
 ENERGY_MJ_QANN = "energy_mJ_qann"
 BREAK_EVEN_RATE = "break_even_rate"
+FIRING_RATE_SPIKES = "firing_rate_spikes"
 #: Tag prefix of the protocol that selected each top-1 figure.
 SELECTION_TAG = "sfh.selection."
 PAPER = "paper"
