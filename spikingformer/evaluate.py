@@ -16,9 +16,10 @@ import torch
 
 from spikingformer.checkpoints.training import load_checkpoint
 from spikingformer.config import TrainConfig
-from spikingformer.data.loaders import build_eval_loader
+from spikingformer.data.loaders import build_eval_loader, eval_batch_size
 from spikingformer.energy import GIGA, EnergyReport, measure_conventions
 from spikingformer.energy.memory import MemoryInclusiveReport, measure_memory_inclusive
+from spikingformer.energy.neurobench import neurobench_metrics
 from spikingformer.models import build_model
 from spikingformer.training.engine import FitResult
 
@@ -128,7 +129,8 @@ def evaluate_run(
     memory_images: int = 2,
 ) -> FinalFigures:
     """Best/last top-1 of ``result`` and the energy pass (best weights, ``energy_batches`` eval batches, fp32), then
-    the memory-inclusive estimate and its quantized ANN on the first ``memory_images`` evaluation images."""
+    the memory-inclusive estimate and its quantized ANN on the first ``memory_images`` evaluation images, and
+    NeuroBench's metrics (``neurobench/*``) on the first evaluation batch."""
     model = build_model(config.model.name, **config.model.kwargs)
     weights: Path | None = result.best_checkpoint or result.last_checkpoint
     if weights is not None:
@@ -137,8 +139,11 @@ def evaluate_run(
     loader = build_eval_loader(config)
     reports = measure_final(model, loader, max_batches=energy_batches)
     memory = measure_memory_inclusive(model, [x.to(device or "cpu") for x in first_images(loader, memory_images)])
+    batch = eval_batch_size(config)
+    field = neurobench_metrics(model, first_images(loader, batch), batch_size=batch)
     metrics = {BEST_TOP1: result.best_top1, BEST_EPOCH: float(result.best_epoch), LAST_TOP1: result.last_top1}
     metrics.update(energy_figures(reports))
     metrics.update(memory.metrics())
+    metrics.update(field)
     selection = {k: v for k, v in result.selection.items() if k != "ema_top1" or result.ema_top1 is not None}
     return FinalFigures(metrics, reports, selection, memory)
