@@ -72,8 +72,14 @@ def check_finished_trial(store: tracking.Tracking, run) -> None:
     parent = store.client.get_run(tags[tracking.PARENT_RUN_ID])
     assert parent.data.tags[tracking.KIND] == "parent"
     assert {a.path for a in store.client.list_artifacts(run.info.run_id)} == {
-        "config.yaml", "energy_layers.json", "energy.md",
+        "config.yaml", "energy_layers.json", "energy.md", "energy_memory.json", "energy_memory.md",
     }
+    # Memory-inclusive beside its quantized ANN, and NeuroBench's metrics (measured by the package itself).
+    for key in ("energy_mJ_memory", "energy_mJ_memory_silent", "energy_mJ_qann", "firing_rate_spikes",
+                "neurobench/parameter_count", "neurobench/activation_sparsity", "neurobench/synops_dense",
+                "neurobench/synops_effective_acs", "neurobench/synops_effective_macs"):
+        assert key in run.data.metrics, key
+    assert run.data.metrics["neurobench/parameter_count"] == run.data.metrics["params"]
     epochs = sorted(m.step for m in store.client.get_metric_history(run.info.run_id, "epoch"))
     total = int(run.data.params["schedule.epochs"]) + int(run.data.params["schedule.cooldown_epochs"])
     assert epochs == list(range(total))

@@ -121,7 +121,8 @@ class Search(Section):
     description: str = ""
     #: TrainConfig overrides of the search trials only (not of the best row): shorter schedule, data subset.
     budget: dict[str, Any] = field(default_factory=dict)
-    metric: Literal["top1", "top5", "eval_loss"] = "top1"
+    #: ``gap_to_reference``: top-1 minus the base row's reference curve at the same fraction of the schedule.
+    metric: Literal["top1", "top5", "eval_loss", "gap_to_reference"] = "top1"
     mode: Literal["max", "min"] = "max"
     #: Trials per invocation (``--trials`` overrides); the study keeps the trials of every invocation.
     num_samples: int = 8
@@ -145,6 +146,8 @@ class Search(Section):
         search = section_from_dict(cls, data, where)
         search.source = where
         experiment = search.experiment()
+        require(search.metric != "gap_to_reference" or experiment.rows[0].reference_curve is not None, where,
+                "metric", search.metric, "a base row with a reference_curve")
         for key, dim in search.space.items():
             for value in dim.candidates():
                 _check_value(experiment, key, value, f"{where}: space.{key}")
