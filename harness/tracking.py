@@ -27,6 +27,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run,
 from mlflow.utils.time import get_current_time_millis
 
 from harness.experiment.resolve import MACHINE_KEYS, config_identity
+from harness.failures import plain
 
 KIND, EXPERIMENT, ROW, SEED, RUN_KEY, PAPER_TABLE, CONFIG_HASH = (
     "sfh.kind", "sfh.experiment", "sfh.row", "sfh.seed", "sfh.run_key", "sfh.paper_table", "sfh.config_hash",
@@ -260,8 +261,8 @@ class Tracking:
     def record_failure(self, run_id: str, reason: str, details: str, *, kind: str, status: str = "FAILED") -> None:
         """End a run as ``status`` with why: the ``sfh.failure`` tag (one line, shown by the table and the
         report), ``sfh.failure.kind`` and the full text (worker tracebacks) as the ``failure.txt`` artifact."""
-        self.set_tags(run_id, {FAILURE: reason[:FAILURE_TAG_CHARS], FAILURE_KIND: kind})
-        self.log_text(run_id, details, FAILURE_ARTIFACT)
+        self.set_tags(run_id, {FAILURE: plain(reason)[:FAILURE_TAG_CHARS], FAILURE_KIND: kind})
+        self.log_text(run_id, plain(details), FAILURE_ARTIFACT)
         self.end(run_id, status)
 
 

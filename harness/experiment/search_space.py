@@ -19,7 +19,14 @@ import optuna
 
 from harness.experiment import Experiment, load_experiment
 from harness.experiment.resolve import check_model, check_recipe, nest, read_yaml
-from spikingformer._validation import ConfigError, Section, deep_merge, require, section_from_dict
+from spikingformer._validation import (
+    ConfigError,
+    Section,
+    deep_merge,
+    require,
+    require_folder_name,
+    section_from_dict,
+)
 from spikingformer.config import ModelConfig
 
 KINDS = ("uniform", "loguniform", "integer", "choice")
@@ -154,7 +161,7 @@ class Search(Section):
         return search
 
     def validate(self, where: str) -> None:
-        require(bool(self.name) and "/" not in self.name, where, "name", self.name, "a non-empty name without '/'")
+        require_folder_name(self.name, where, "name")
         require(len(self.space) >= 1, where, "space", self.space, "at least one key")
         require(self.num_samples >= 1, where, "num_samples", self.num_samples, ">= 1")
         require(self.max_concurrent is None or self.max_concurrent >= 1, where, "max_concurrent",
