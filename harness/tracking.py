@@ -23,8 +23,6 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.utils.time import get_current_time_millis
 
-from harness.experiment.resolve import MACHINE_KEYS, config_identity
-
 KIND, EXPERIMENT, ROW, SEED, RUN_KEY, PAPER_TABLE, CONFIG_HASH = (
     "sfh.kind", "sfh.experiment", "sfh.row", "sfh.seed", "sfh.run_key", "sfh.paper_table", "sfh.config_hash",
 )
@@ -53,6 +51,9 @@ def run_key(experiment: str, row: str, seed: int) -> str:
 def config_changes(params: Mapping[str, str], train: Mapping[str, Any]) -> list[str]:
     """``key: tracked -> now`` for each identity key where a run's params (flattened TrainConfig and
     ``resources.*``) differ from ``train``."""
+    # Imported here: the experiment side imports the library (torch, timm), which reading runs does not need.
+    from harness.experiment.resolve import MACHINE_KEYS, config_identity
+
     now = config_identity(train)
     then = {k: v for k, v in params.items() if k not in MACHINE_KEYS and not k.startswith("resources.")}
     return [f"{k}: {then.get(k, '(absent)')} -> {now.get(k, '(absent)')}"

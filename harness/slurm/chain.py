@@ -14,14 +14,11 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from harness import tracking
-
-if TYPE_CHECKING:
-    from harness.run.launch import Reproduction
 
 RECORD, EVENTS, SCRIPT, TOKEN, CANCELLED = "chain.json", "events.log", "job.sbatch", "ray-token", "cancelled"
+#: What ``sfh reproduce`` writes beside Tune's state once its trials are planned (``harness.run.sweep.INVOCATION``,
+#: named again here so that a job's decision does not import the launcher).
+INVOCATION = "sfh_invocation.json"
 
 
 def folder(storage: str, name: str) -> Path:
@@ -30,14 +27,17 @@ def folder(storage: str, name: str) -> Path:
 
 @dataclass
 class Chain:
-    """One submitted chain: ``reproduce`` holds ``sfh reproduce``'s arguments (absolute paths), ``created`` when
-    it was submitted (a run that FAILED since then stops it), ``jobs`` every Slurm job id it was given."""
+    """One submitted chain: ``reproduce`` holds ``sfh reproduce``'s arguments (absolute paths), ``runs`` the run
+    key and epochs of every (row, seed) they train, ``created`` when it was submitted (a run that FAILED since then
+    stops it), ``jobs`` every Slurm job id it was given."""
 
     folder: Path
     name: str
     experiment_file: str
     storage: str
+    tracking_uri: str
     reproduce: list[str]
+    runs: dict[str, int]
     created: float = field(default_factory=time.time)
     jobs: list[str] = field(default_factory=list)
 
@@ -65,7 +65,10 @@ class Chain:
         except FileNotFoundError:
             raise FileNotFoundError(f"{where} holds no {RECORD}: no chain was submitted there (check --storage "
                                     "and the experiment's name)") from None
-        return cls(folder=where, **record)
+        try:
+            return cls(folder=where, **record)
+        except TypeError as err:
+            raise ValueError(f"{where / RECORD} was written by another version of sfh ({err}): submit again") from None
 
     def make_token(self) -> None:
         """A fresh secret for the chain's Ray clusters, readable by its owner only."""
@@ -105,37 +108,29 @@ class Step:
 
 
 def progress(chain: Chain) -> list[RowProgress]:
-    """Every planned (row, seed) of the chain with its MLflow status and epochs logged."""
-    plan = planned(chain)
-    store = tracking.Tracking(plan.tracking_uri)
-    experiment_id = store.find_experiment(plan.name)
+    """Every (row, seed) of the chain with its MLflow status and epochs logged."""
+    from harness import tracking
+
+    store = tracking.Tracking(chain.tracking_uri)
+    experiment_id = store.find_experiment(chain.name)
     rows = []
-    for spec in plan.specs:
-        run = store.find_run(experiment_id, spec.run_key) if experiment_id is not None else None
+    for key, epochs in chain.runs.items():
+        run = store.find_run(experiment_id, key) if experiment_id is not None else None
         if run is None:
-            rows.append(RowProgress(spec.run_key, "NOT STARTED", 0, spec.total_epochs, None, "", ""))
+            rows.append(RowProgress(key, "NOT STARTED", 0, epochs, None, "", ""))
             continue
         tags = run.data.tags
         rows.append(RowProgress(
-            spec.run_key, run.info.status, len(store.logged_steps(run.info.run_id)), spec.total_epochs,
+            key, run.info.status, len(store.logged_steps(run.info.run_id)), epochs,
             run.info.end_time / 1000 if run.info.end_time else None,
             tags.get(tracking.FAILURE, ""), tags.get(tracking.FAILURE_KIND, ""),
         ))
     return rows
 
 
-def planned(chain: Chain) -> Reproduction:
-    """What the chain's ``sfh reproduce`` trains (imported here: the launcher imports Ray)."""
-    from harness.cli import build_parser
-    from harness.run.launch import plan_reproduction
-
-    return plan_reproduction(build_parser().parse_args(["reproduce", *chain.reproduce]))
-
-
 def next_step(chain: Chain) -> Step:
-    """The decision of a job: nothing to do, stop, or which driver to run."""
-    from harness.run import sweep
-
+    """The decision of a job: nothing to do, stop, or which driver to run. Light on purpose (MLflow's client and
+    Ray Tune's state check, not the experiment's models): every job asks it before Ray starts."""
     if chain.cancelled:
         return Step("stop", f"cancelled by `sfh slurm cancel` ({(chain.folder / CANCELLED).read_text().strip()})")
     rows = progress(chain)
@@ -147,8 +142,10 @@ def next_step(chain: Chain) -> Step:
         return Step("done", f"all {len(rows)} (row, seed) run(s) FINISHED")
     epochs = sum(r.epochs - r.epochs_done for r in left)
     what = f"{len(left)} of {len(rows)} (row, seed) run(s) left, {epochs} epoch(s)"
-    invocation = Path(chain.storage) / chain.name / sweep.INVOCATION
-    if invocation.exists() and invocation.stat().st_mtime >= chain.created and sweep.can_restore(chain.storage,
-                                                                                                chain.name):
-        return Step("resume", f"{what}; Tune state in {invocation.parent}")
+    from ray import tune
+
+    state = Path(chain.storage) / chain.name
+    invocation = state / INVOCATION
+    if invocation.exists() and invocation.stat().st_mtime >= chain.created and tune.Tuner.can_restore(str(state)):
+        return Step("resume", f"{what}; Tune state in {state}")
     return Step("reproduce", what)

@@ -7,11 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from harness import tracking
 from harness.slurm import scheduler
-from harness.slurm.allocation import Allocation, check_fits, cpus_needed, time_limit_s
 from harness.slurm.chain import CANCELLED, Chain, folder
-from harness.slurm.script import JobOptions, render
 
 
 def reproduce_arguments(args: argparse.Namespace, storage: str, tracking_uri: str) -> list[str]:
@@ -32,7 +29,10 @@ def reproduce_arguments(args: argparse.Namespace, storage: str, tracking_uri: st
 
 def submit(args: argparse.Namespace) -> int:
     """Plan the rows, refuse what the allocation cannot hold, write the chain's folder and script, queue it."""
+    from harness import tracking
     from harness.run.launch import plan_reproduction
+    from harness.slurm.allocation import Allocation, check_fits, cpus_needed, time_limit_s
+    from harness.slurm.script import JobOptions, render
 
     if "://" in args.storage:
         raise ValueError(f"--storage {args.storage}: a chain keeps its script, lock and state on a filesystem "
@@ -53,8 +53,8 @@ def submit(args: argparse.Namespace) -> int:
         cpus_per_node=args.cpus_per_node or cpus_needed(list(resources.values()), args.nodes, args.gpus_per_node),
     )
     check_fits(resources, allocation)
-    chain = Chain(folder(storage, plan.name), plan.name, str(args.experiment), storage,
-                  reproduce_arguments(args, storage, uri))
+    chain = Chain(folder(storage, plan.name), plan.name, str(args.experiment), storage, uri,
+                  reproduce_arguments(args, storage, uri), {s.run_key: s.total_epochs for s in plan.specs})
     if not args.dry_run:
         _refuse_running(chain.folder)
     options = JobOptions(

@@ -168,14 +168,20 @@ if [ -z "$stopping" ]; then
 fi
 stop_ray
 
-# 4. What follows: on SIGTERM Slurm decides (a preempted or requeued job runs again); otherwise requeue while runs
-# remain.
+# 4. What follows. On SIGTERM Slurm decides (a preempted or requeued job runs again). Otherwise the driver's status
+# says: 0, every run FINISHED; 130, it stopped at the signal with runs left; anything else is looked into.
 if [ "$stopping" = TERM ]; then exit "$code"; fi
-read -r action why < <("$SFH" slurm next "$CHAIN")
-case ${{action:-error}} in
-  done) log "done: $why"; exit 0 ;;
-  reproduce | resume) ;;
-  *) log "${{action:-error}}: ${{why:-sfh slurm next failed}}; not requeued"; exit 1 ;;
+if [ -e "$CHAIN/cancelled" ]; then log "not requeued: the chain was cancelled"; exit 0; fi
+case $code in
+  0) log "done: every run FINISHED"; exit 0 ;;
+  130) why="runs left after SIG${{stopping:-INT}}" ;;
+  *)
+    read -r action why < <("$SFH" slurm next "$CHAIN")
+    case ${{action:-error}} in
+      done) log "done: $why"; exit 0 ;;
+      reproduce | resume) ;;
+      *) log "${{action:-error}}: ${{why:-sfh slurm next failed}}; not requeued"; exit 1 ;;
+    esac ;;
 esac
 if [ "$RUN" -ge "$MAX_RESTARTS" ]; then
   log "not requeued: $MAX_RESTARTS restarts reached ($why)"

@@ -29,7 +29,8 @@ def install() -> None:
     if all(Path(d).exists() for d in DAEMONS):
         return
     if os.geteuid() != 0 and shutil.which("sudo") is None:
-        raise RuntimeError(f"Slurm is not installed and this user cannot install it: apt-get install {' '.join(PACKAGES)}")
+        raise RuntimeError(f"Slurm is not installed and this user cannot install it: apt-get install "
+                           f"{' '.join(PACKAGES)}")
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-qq"],
