@@ -1,9 +1,10 @@
 """A real one-node Slurm cluster for tests: Debian's slurm-wlm daemons (slurmctld, slurmd) and munge, installed
 when missing and configured in one folder of the test's own, on loopback, run as this user.
 
-Every daemon runs from ``folder`` (state, spool, logs, the munge socket and key) and is stopped by the pid in its
-pid file: nothing outside the folder is touched, and another Slurm on the machine is left alone. The cluster's
-commands (sbatch, scontrol, ...) find it through ``SLURM_CONF`` (:meth:`LocalSlurm.env`).
+Every daemon runs from ``folder`` (state, spool, logs; the munge socket and key in a folder of their own under
+/tmp, removed at the end) and is stopped by the pid in its pid file: nothing else is touched, and another Slurm
+on the machine is left alone. The cluster's commands (sbatch, scontrol, ...) find it through ``SLURM_CONF``
+(:meth:`LocalSlurm.env`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,11 +48,11 @@ class LocalSlurm:
     def __init__(self, folder: Path, *, cpus: int = 2, kill_wait_s: int = 30) -> None:
         self.folder = folder
         self.conf = folder / "etc" / "slurm.conf"
-        munge = folder / "munge"
         for sub in ("etc", "state", "spool", "log", "run"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        munge.mkdir(mode=0o711, exist_ok=True)
-        munge.chmod(0o711)  # 0700 makes munged refuse its own socket
+        # munged wants every folder above its socket searchable by all (pytest's are private): its own under /tmp.
+        self.munge = munge = Path(tempfile.mkdtemp(prefix="sfh-munge-"))
+        munge.chmod(0o711)
         key = munge / "munge.key"
         key.write_bytes(secrets.token_bytes(1024))
         key.chmod(0o400)
@@ -121,6 +123,7 @@ class LocalSlurm:
                 deadline = time.monotonic() + 10
                 while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
                     time.sleep(0.2)
+        shutil.rmtree(self.munge, ignore_errors=True)
 
 
 def _user() -> str:
