@@ -9,6 +9,7 @@ on the machine is left alone. The cluster's commands (sbatch, scontrol, ...) fin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -47,6 +48,7 @@ class LocalSlurm:
 
     def __init__(self, folder: Path, *, cpus: int = 2, kill_wait_s: int = 30) -> None:
         self.folder = folder
+        self.kill_wait_s = kill_wait_s
         self.conf = folder / "etc" / "slurm.conf"
         for sub in ("etc", "state", "spool", "log", "run"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -108,8 +110,11 @@ class LocalSlurm:
         return done.stdout.strip() == "idle"
 
     def stop(self) -> None:
-        """Every job cancelled, then each daemon by its pid (SIGTERM, SIGKILL after 10 s)."""
+        """Every job cancelled and waited for, then each daemon by its pid (SIGTERM, SIGKILL after 10 s), then any
+        job step daemon (slurmstepd) of this cluster still left."""
         subprocess.run(["scancel", "--user", _user()], env=self.env(), capture_output=True, timeout=60)
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: not self.run("squeue", "-h").strip(), self.kill_wait_s + 30, "the jobs to end", every=1)
         for pid_file in reversed(self.pid_files):
             try:
                 pid = int(pid_file.read_text().split()[0])
@@ -123,6 +128,10 @@ class LocalSlurm:
                 deadline = time.monotonic() + 10
                 while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
                     time.sleep(0.2)
+        for stepd in Path("/proc").glob("[0-9]*/cwd"):
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(stepd)).is_relative_to(self.folder):
+                    os.kill(int(stepd.parent.name), signal.SIGKILL)
         shutil.rmtree(self.munge, ignore_errors=True)
 
 
