@@ -26,7 +26,6 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
 from mlflow.utils.time import get_current_time_millis
 
-from harness.experiment.resolve import MACHINE_KEYS, config_identity
 from harness.failures import plain
 
 KIND, EXPERIMENT, ROW, SEED, RUN_KEY, PAPER_TABLE, CONFIG_HASH = (
@@ -70,6 +69,9 @@ def run_key(experiment: str, row: str, seed: int) -> str:
 def config_changes(params: Mapping[str, str], train: Mapping[str, Any]) -> list[str]:
     """``key: tracked -> now`` for each identity key where a run's params (flattened TrainConfig and
     ``resources.*``) differ from ``train``. An unset option is no param (older runs logged it as "None")."""
+    # Imported here: the experiment side imports the library (torch, timm), which reading runs does not need.
+    from harness.experiment.resolve import MACHINE_KEYS, config_identity
+
     now = {k: v for k, v in config_identity(train).items() if v != "None"}
     then = {k: v for k, v in params.items()
             if k not in MACHINE_KEYS and not k.startswith("resources.") and v != "None"}
