@@ -190,7 +190,8 @@ def test_search_prunes_what_asha_stops_grows_one_study_and_tracks_every_trial(
     data = copy.deepcopy(demo_mapping())
     data.update(name="t-search", num_samples=2, seed=10, startup_trials=5)
     data["base"]["experiment"] = str(EXPERIMENTS / "demo.yaml")
-    data["budget"] = {"data": {"train_size": 256, "eval_size": 60}, "schedule": {"epochs": 3, "warmup_epochs": 0}}
+    data["base"]["train"] = {"model": {"kwargs": {"T": 1}}}
+    data["budget"] = {"data": {"eval_size": 120}, "schedule": {"epochs": 3}}
     data["space"] = {"optim.lr": {"choice": [5.0e-3, 1.0e-9]}}
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -166,7 +166,11 @@ class Search(Section):
             for key in ("metric", "mode", "asha"):
                 if key in data:
                     raise ConfigError(f"{where}.{key}: not allowed with objectives ({ONE_OR_SEVERAL[key]})")
-            data = {**data, "asha": None}
+            objectives = data["objectives"]
+            if isinstance(objectives, list):  # each item's own error, not the union's
+                objectives = tuple(section_from_dict(Objective, o, f"{where}.objectives[{k}]")
+                                   for k, o in enumerate(objectives))
+            data = {**data, "objectives": objectives, "asha": None}
         search = section_from_dict(cls, data, where)
         search.source = where
         experiment = search.experiment()
@@ -220,6 +224,13 @@ class Search(Section):
         row_map = deep_merge(row_map, {"train": self.base.train})
         header = deep_merge(header, {"resources": self.base.resources})
         return header, row_map
+
+    def base_experiment(self) -> Experiment:
+        """The experiment file the base row comes from, every row of it (the paper's table); a search from a
+        recipe has none."""
+        if self.base.experiment is None:
+            raise ConfigError(f"{self.source}: the base is a recipe, not an experiment file")
+        return load_experiment(Path(self.source).parent / self.base.experiment)
 
     def experiment(self) -> Experiment:
         """The experiment the search trials run: the base row under the budget, tracked as the search's name."""

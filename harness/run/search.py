@@ -22,10 +22,11 @@ from ray.tune.schedulers import ASHAScheduler
 from harness import tracking
 from harness.experiment import tracked_name
 from harness.experiment.search_space import Search, load_search
+from harness.options import default_study_storage
 from harness.run import lock, pareto, sweep
 from harness.run.progress import Progress
 from harness.run.specs import TrialSpec, check_data_folders, sampled_run_key, trial_specs
-from harness.run.study import FAIL_REASON, StudySearcher, default_study_storage, epochs_run, open_study
+from harness.run.study import FAIL_REASON, StudySearcher, epochs_run, open_study
 
 OPTUNA_STUDY, OPTUNA_TRIAL, STOPPED_EARLY = "sfh.optuna.study", "sfh.optuna.trial", "sfh.search.stopped_early"
 

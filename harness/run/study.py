@@ -12,6 +12,7 @@ run id as the user attribute ``mlflow_run_id``.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,6 @@ MLFLOW_RUN_ID = "mlflow_run_id"
 FAIL_REASON = "fail_reason"
 
 
-def default_study_storage(runs_dir: str | Path = "runs") -> str:
-    return f"sqlite:///{Path(runs_dir).resolve() / 'optuna.db'}"
-
-
 def open_study(url: str, name: str, search: Search) -> optuna.Study:
     """The study (created on first use, a sqlite file's folder too) with the search's directions and metric
     names; a study of that name with other directions is refused (its trials rank another question)."""
@@ -50,7 +47,9 @@ def open_study(url: str, name: str, search: Search) -> optuna.Study:
                          f"asks {search.directions} ({search.objective_names}): rename the search or use another "
                          "--study-storage")
     if study.metric_names != search.objective_names:
-        study.set_metric_names(search.objective_names)
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard shows
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(search.objective_names)
     return study
 
 
