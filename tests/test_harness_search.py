@@ -12,6 +12,7 @@ import optuna
 import pytest
 import yaml
 from helpers.ray_nodes import RayNode
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
@@ -19,6 +20,7 @@ from harness import tracking
 from harness.cli import main
 from harness.experiment import Experiment, load_experiment
 from harness.experiment.search_space import Sampler, Search, load_search
+from harness.run import pareto
 from harness.run.search import OPTUNA_TRIAL, STOPPED_EARLY, scheduler
 from harness.run.study import MLFLOW_RUN_ID
 from spikingformer._validation import ConfigError
@@ -234,3 +236,52 @@ def test_search_prunes_what_asha_stops_grows_one_study_and_tracks_every_trial(
     config = best.train_config(row)
     assert config.optim.lr == study.best_trial.params["optim.lr"] == 5.0e-3
     assert (config.schedule.epochs, config.data.train_size) == (6, None)
+
+
+@pytest.mark.ray
+def test_pareto_search_keeps_two_objectives_and_writes_a_front_that_trains_and_draws(
+        ray_head: RayNode, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = yaml.safe_load(PARETO.read_text())
+    data.update(name="t-pareto", num_samples=2)
+    data["base"]["experiment"] = str(EXPERIMENTS / "demo.yaml")
+    data["budget"] = {"data": {"train_size": 256, "eval_size": 60}, "schedule": {"epochs": 1}}
+    data["space"] = {"model.kwargs.T": {"choice": [1, 2]}}
+    path = tmp_path / "pareto.yaml"
+    path.write_text(yaml.safe_dump(data))
+    uri, study_url = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    out = tmp_path / "front.yaml"
+    cluster = ["--address", ray_head.address, "--storage", str(tmp_path / "ray"), "--tracking-uri", uri]
+
+    assert main(["search", str(path), *cluster, "--study-storage", study_url, "--out", str(out)]) == 0
+    study = optuna.load_study(study_name="t-pareto", storage=study_url)
+    assert study.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+    assert study.metric_names == ["top1", "energy_mJ [common]"]
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    store = tracking.Tracking(uri)
+    runs = {r.info.run_id: r for r in store.trial_runs("t-pareto")}
+    for trial in study.trials:  # the study's values are the runs' final figures
+        metrics = runs[trial.user_attrs[MLFLOW_RUN_ID]].data.metrics
+        assert trial.values == [metrics["best_top1"], metrics["energy_mJ_common"]] and metrics["energy_mJ_common"] > 0
+    front = pareto.front(study)
+    printed = capsys.readouterr().out
+    assert f"Pareto front of study t-pareto (top1, energy_mJ [common]): {len(front)} point(s)" in printed
+    assert front
+    assert {rid for rid, r in runs.items() if r.data.tags[pareto.FRONT_TAG] == "true"} == {
+        t.user_attrs[MLFLOW_RUN_ID] for t in front}
+    [parent] = {r.data.tags[tracking.PARENT_RUN_ID] for r in runs.values()}
+    assert {a.path for a in store.client.list_artifacts(parent)} >= {pareto.FRONT_TABLE, pareto.FRONT_FIGURE}
+
+    written = load_experiment(out)  # one row per front point, the full recipe
+    assert [r.id for r in written.rows] == [f"trial-{t.number}" for t in front]
+    for row, trial in zip(written.rows, front, strict=True):
+        config = written.train_config(row)
+        assert config.model.kwargs["T"] == trial.params["model.kwargs.T"] and config.schedule.epochs == 6
+    first = written.rows[0].id
+    assert main(["reproduce", str(out), "--rows", first, "--epochs", "1", *cluster]) == 0
+    [trained] = store.trial_runs("t-pareto-front-e1")
+    assert trained.info.status == "FINISHED" and trained.data.metrics["energy_mJ"] > 0
+
+    assert main(["report", "--search", str(path), "--tracking-uri", uri, "--out", str(tmp_path / "reports")]) == 0
+    page = (tmp_path / "reports" / "t-pareto" / "index.html").read_text()
+    assert "figures/pareto.png" in page and page.count("trial ") >= 2
+    assert (tmp_path / "reports" / "t-pareto" / "figures" / "pareto.png").stat().st_size > 10_000
