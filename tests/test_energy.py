@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.spikes import lively
 from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCounter, SynOpCounter
 from test_data import write_cifar
 from torch import nn
@@ -34,19 +35,6 @@ from spikingformer.recipes import load_recipe
 from spikingformer.training.engine import fit
 
 TINY = dict(layout="cifar", img_size=16, embed_dim=32, depth=2, num_heads=2, T=2, num_classes=5)
-
-
-def lively(model: nn.Module, x: torch.Tensor, gain: float = 2.0) -> nn.Module:
-    """Random weights barely fire; set BN to the batch statistics of ``x`` with gain 2 (rates ~15 %)."""
-    for bn in model.modules():
-        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-            bn.reset_running_stats()
-            bn.momentum = None
-            nn.init.constant_(bn.weight, gain)
-    model.train()
-    with torch.no_grad():
-        model(x)
-    return model.eval()
 
 
 def meta_model(name: str, **overrides: object) -> nn.Module:

@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lif_reference
 import pytest
 import torch
+from helpers import lif_reference
 
 from spikingformer._validation import ConfigError
 from spikingformer.config import TrainConfig

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 import timm
 import torch
-from test_golden import load
+from helpers.golden import load
 
 from spikingformer import build_model, load_upstream_state_dict
 
