@@ -375,6 +375,7 @@ def test_cli_digits_top1_is_the_engines(tmp_path: Path, capsys: pytest.CaptureFi
     assert 100 * data["top1"] == pytest.approx(result.last_top1, rel=1e-12)
 
 
+@pytest.mark.train
 def test_cli_baseline_saving_under_both_conventions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     x = torch.randn(4, 3, 32, 32)
     ckpt = {}

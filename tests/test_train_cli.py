@@ -47,6 +47,7 @@ def test_config_file_forms(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
 
 
+@pytest.mark.train
 def test_single_process_run_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = write(tmp_path / "tiny.yaml", TINY)
     assert main(["--config", str(config), "--out", str(tmp_path / "out"), "--epochs", "1"]) == 0
