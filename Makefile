@@ -39,9 +39,10 @@ test: install test-deps
 	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 tests; code=$$?; \
 	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$code
 
-# The edit loop: everything but what needs Ray, trains for long or drives a browser (markers in pyproject.toml).
+# The edit loop: everything but what needs Ray, trains for long, compiles or drives a browser (markers in
+# pyproject.toml).
 test-fast: install
-	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 -m "not ray and not train and not browser" tests; \
+	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 -m "not ray and not train and not compile and not browser and not slurm" tests; \
 	  code=$$?; echo "make test-fast: $$(( $$(date +%s) - start )) s"; exit $$code
 
 lint: install
