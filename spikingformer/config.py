@@ -123,7 +123,7 @@ class ScheduleConfig(Section):
 
 @dataclass
 class AugmentConfig(Section):
-    """Train-time augmentation and the loss's label smoothing, per SPEC §6."""
+    """Train-time augmentation and the loss's label smoothing, as each upstream training script sets them."""
 
     auto_augment: str | None = None
     hflip: float = 0.5

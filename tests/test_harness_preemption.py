@@ -57,7 +57,11 @@ def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_the
         return sorted(m.step for m in store.client.get_metric_history(found.info.run_id, "epoch")) if found else []
 
     try:
-        wait_for(lambda: len(epochs_logged()) >= 1, 300, "the first epoch")
+        try:
+            wait_for(lambda: len(epochs_logged()) >= 1 or driver.poll() is not None, 400, "the first epoch")
+        except TimeoutError:
+            pytest.fail(f"no epoch logged; the driver said:\n{(tmp_path / 'driver.log').read_text()[-3000:]}")
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
         driver.send_signal(signal.SIGTERM)
         code = driver.wait(timeout=300)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
@@ -17,7 +18,7 @@ from harness.experiment import Experiment, load_experiment, tracked_name
 from harness.results import format_table
 from harness.run import claim, cluster, preemption, sweep
 from harness.run.progress import Progress
-from harness.run.specs import check_data_folders, check_tracked, trial_specs
+from harness.run.specs import TrialSpec, check_data_folders, check_tracked, trial_specs
 from harness.run.trial import first_line
 from spikingformer._validation import load_yaml, require_folder_name
 
@@ -41,8 +42,21 @@ def finish(code: int, results: tune.ResultGrid | None, experiment: Experiment, t
     return code
 
 
-def reproduce(args: argparse.Namespace) -> int:
-    """``sfh reproduce``: plan the trial specs, claim the experiment, train what is not FINISHED, print the table."""
+@dataclass(frozen=True)
+class Reproduction:
+    """What ``sfh reproduce`` with these options would train: the experiment, its tracked name, where its state
+    and runs go, and one validated spec per (row, seed)."""
+
+    experiment: Experiment
+    name: str
+    storage: str
+    tracking_uri: str
+    specs: list[TrialSpec]
+
+
+def plan_reproduction(args: argparse.Namespace) -> Reproduction:
+    """The trial specs of ``sfh reproduce``'s options (every row validated here, before Ray starts); also what a
+    Slurm chain checks its allocation and its progress against."""
     experiment = load_experiment(args.experiment, skip_invalid=args.skip_invalid)
     name = tracked_name(experiment, smoke=args.smoke, epochs=args.epochs)
     storage = sweep.storage_root(args.storage)
@@ -51,7 +65,14 @@ def reproduce(args: argparse.Namespace) -> int:
         experiment, name=name, rows=args.rows, seeds=args.seeds, tracking_uri=uri,
         train_storage=sweep.join(storage, name, "train"), smoke=args.smoke, epochs=args.epochs,
         data_root=args.data_root, energy_batches=args.energy_batches, max_failures=args.max_failures,
-    )  # every row is validated here, before Ray starts
+    )
+    return Reproduction(experiment, name, storage, uri, specs)
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    """``sfh reproduce``: plan the trial specs, claim the experiment, train what is not FINISHED, print the table."""
+    plan = plan_reproduction(args)
+    experiment, name, storage, uri, specs = plan.experiment, plan.name, plan.storage, plan.tracking_uri, plan.specs
     if not (args.smoke or args.skip_data_check):
         check_data_folders(specs)
     with claim.held(storage, name, f"experiment {name}", uri) as store:
@@ -67,9 +88,11 @@ def reproduce(args: argparse.Namespace) -> int:
             print(format_table(experiment, uri, name=name), end="")
             return 0
         announce(store, name, pending, args.max_device_hours)  # the plan's projection; refuses above the limit
+        store.describe(name, experiment.description)
         with sweep.Drive(store, name) as drive:
             tags = {"sfh.command": "reproduce", "sfh.experiment_file": str(args.experiment),
-                    tracking.PAPER_TABLE: experiment.paper.table, "sfh.storage": storage}
+                    tracking.PAPER_TABLE: experiment.paper.table, "sfh.storage": storage,
+                    **tracking.source_tags(str(args.experiment))}
             pending, drive.parent = sweep.start(pending, address=args.address, verbose=args.verbose, store=store,
                                                 name=name, tags=tags)
             preemption.clear(name)

@@ -38,6 +38,8 @@ from harness.cost.actuals import TrialMeter, log_actual
 from harness.experiment import Resources
 from harness.experiment.resolve import flatten
 from harness.failures import plain
+from harness.reference import guard
+from harness.reference.guard import ConvergenceGuard, GuardSpec
 from harness.run import preemption
 from harness.run.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, sampled_run_key
 from spikingformer import evaluate
@@ -67,6 +69,8 @@ class WorkerJob:
     scratch: str
     energy_batches: int
     use_gpu: bool
+    #: The convergence guard's spec (``GuardSpec.to_mapping``), None for a row without a reference curve.
+    guard: dict[str, Any] | None = None
     #: The tracked experiment (whose stop flag every rank polls) and where rank 0 keeps the run's newest
     #: in-epoch checkpoint in the Train storage (a path or URI), for a restarted worker group to find.
     experiment: str = ""
@@ -115,7 +119,7 @@ def run_trial(config: dict[str, Any]) -> None:
     scratch = f"{train_run}-{hashlib.sha256(spec.train_storage.encode()).hexdigest()[:8]}"
     store.log_text(run_id, yaml.safe_dump(json.loads(json.dumps(spec.train)), sort_keys=False), "config.yaml")
     res = Resources(**spec.resources)
-    job = WorkerJob(spec.config, spec.tracking_uri, run_id, scratch, spec.energy_batches, res.use_gpu,
+    job = WorkerJob(spec.config, spec.tracking_uri, run_id, scratch, spec.energy_batches, res.use_gpu, spec.guard,
                     experiment=spec.experiment, in_epoch=f"{spec.train_storage.rstrip('/')}/{train_run}/{IN_EPOCH}")
     attempts = spec.max_failures + 1
     for attempt in range(1, attempts + 1):
@@ -203,12 +207,17 @@ def _trainer(job: WorkerJob, res: Resources, train_run: str, storage: str) -> To
 
 class _ReportEpochs(Callback):
     """Every rank reports each epoch to Ray Train; rank 0 attaches the checkpoint and logs to MLflow, and tags
-    the run with what the engine resolved (the neurons' implementation) before the first epoch."""
+    the run with what the engine resolved (the neurons' implementation) before the first epoch. With a
+    convergence guard, each epoch's metrics carry its gap to the reference, rank 0 keeps the run's status in the
+    ``sfh.reference`` tag, and every rank stops when the guard says so."""
 
-    def __init__(self, work: Path, log: tracking.EpochLog | None, in_epoch: str) -> None:
+    def __init__(self, work: Path, log: tracking.EpochLog | None, in_epoch: str,
+                 guard: ConvergenceGuard | None = None) -> None:
         self.work = work
         self.log = log
         self.in_epoch = in_epoch
+        self.guard = guard
+        self.status = ""
 
     def on_checkpoint(self, epoch: int, batches: int, checkpoint_path: Path | None) -> None:
         """Rank 0 puts an in-epoch checkpoint in the Train storage (Ray Train's own are per epoch, via Tune)."""
@@ -216,10 +225,21 @@ class _ReportEpochs(Callback):
             upload_in_epoch(checkpoint_path, self.in_epoch)
 
     def on_fit_start(self, run: RunState) -> None:
+        if self.guard is not None:
+            self.guard.replay(run.history)
         if self.log is not None:
             self.log.tracking.set_tags(self.log.run_id, {"sfh.lif": run.lif})
+            self.log.tracking.log_datasets(self.log.run_id, {"train": run.train_loader.dataset.info,
+                                                             "eval": run.eval_loader.dataset.info})
 
     def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
+        if self.guard is not None:
+            judged = self.guard.judge(metrics)
+            metrics.update(judged)
+            status = self.guard.status(judged) if judged else self.status
+            if self.log is not None and status != self.status:
+                self.log.tracking.set_tags(self.log.run_id, {guard.TAG: status})
+            self.status = status
         if checkpoint_path is None:
             ray.train.report(metrics)
         else:
@@ -230,6 +250,9 @@ class _ReportEpochs(Callback):
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(stage))
         if self.log is not None:
             self.log.log(metrics)
+
+    def stop_reason(self) -> str | None:
+        return self.guard.stopped if self.guard is not None else None
 
 
 def train_worker(job: WorkerJob) -> None:
@@ -256,11 +279,15 @@ def train_worker(job: WorkerJob) -> None:
     meter = TrialMeter(store, job.run_id, job.tracking_uri, device or torch.device("cpu"),
                             local_rank=context.get_local_rank(),
                             node=f"node{context.get_node_rank()}" if several_nodes else None)
+    judge = None
+    if job.guard is not None:
+        judge = ConvergenceGuard(GuardSpec.from_mapping(job.guard), config.schedule.total_epochs,
+                                 config.schedule.warmup_epochs)
     stop = StopRequest(pollers=(preemption.FlagPoller(job.experiment),)) if job.experiment else None
     try:
         result = fit(
             config,
-            callbacks=[_ReportEpochs(work, log, job.in_epoch), meter.callback],
+            callbacks=[_ReportEpochs(work, log, job.in_epoch, judge), meter.callback],
             checkpoint_dir=work,
             resume_from=resume.path if resume is not None else None,
             device=device,
@@ -375,8 +402,11 @@ def _log_final(
     device: torch.device | None,
 ) -> None:
     """The library's final figures of the run (:func:`spikingformer.evaluate.evaluate_run`), logged."""
-    final = evaluate_run(config, result, energy_batches=batches, device=device)
+    final = evaluate_run(config, result, energy_batches=batches, device=device, memory_images=min(4, batches))
     store.log_metrics(run_id, final.metrics)
     store.set_tags(run_id, {f"{evaluate.SELECTION_TAG}{k}": v for k, v in final.selection.items()})
     store.log_text(run_id, final.report.to_json(), evaluate.ENERGY_ARTIFACT)
     store.log_text(run_id, final.report.to_table(), evaluate.ENERGY_TABLE_ARTIFACT)
+    if final.memory is not None:
+        store.log_text(run_id, json.dumps(final.memory.to_dict(), indent=1), evaluate.MEMORY_ARTIFACT)
+        store.log_text(run_id, final.memory.to_table(), evaluate.MEMORY_TABLE_ARTIFACT)

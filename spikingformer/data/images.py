@@ -1,6 +1,6 @@
 """Static image datasets: ImageNet class folders, CIFAR python batches and scikit-learn's digits.
 
-Each loader returns PIL images; the timm transform of SPEC §6.1/§6.2 (RandAugment, random erasing,
+Each loader returns PIL images; upstream's ImageNet / CIFAR timm transform (RandAugment, random erasing,
 fixed-scale RandomResizedCrop, normalisation) is applied by the caller for the model's image size.
 """
 

@@ -93,6 +93,8 @@ class FitResult:
     data_info: dict[str, dict[str, Any]]
     #: ``state_sha256`` of the final weights on this rank (all ranks agree in a healthy DDP run).
     weights_sha256: str
+    #: Why training ended before its last epoch (a callback's ``stop_reason``), None when it ran to the end.
+    stopped: str | None = None
     selection: dict[str, str] = field(default_factory=lambda: dict(SELECTION))
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +117,11 @@ class Callback:
 
     def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
         pass
+
+    def stop_reason(self) -> str | None:
+        """Asked after each epoch's ``on_epoch_end``: a reason ends training there. It must be the same on every
+        rank (decide from the reduced metrics only)."""
+        return None
 
     def on_checkpoint(self, epoch: int, batches: int, checkpoint_path: Path | None) -> None:
         """After an in-epoch checkpoint at ``batches`` of ``epoch`` (path on rank 0 when one was written)."""
@@ -405,6 +412,7 @@ def fit(
     if run.rank == 0:
         _log_start(run)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    stopped = None
     for callback in callbacks:
         callback.on_fit_start(run)
     checkpoints = InEpochCheckpoints(run, folder, stop, callbacks)
@@ -419,7 +427,12 @@ def fit(
             checkpoints.written()
         for callback in callbacks:
             callback.on_epoch_end(dict(metrics), written)
+        stopped = next((reason for callback in callbacks if (reason := callback.stop_reason())), None)
+        if stopped is not None:
+            log.info("epoch %d: stopping, %s", epoch, stopped)
+            break
     result = _result(run, folder)
+    result.stopped = stopped
     for callback in callbacks:
         callback.on_fit_end(result)
     return result
