@@ -28,7 +28,7 @@ recipe: digits
 train:
   data: {train_size: 256, eval_size: 60, batch_size: 16}
   schedule: {epochs: 3}
-  runtime: {device: cpu, amp: none, checkpoint_every_minutes: null}
+  runtime: {device: cpu, amp: none, checkpoint_every_minutes: null, lif_backend: spikingjelly}
 resources: {num_workers: 1, use_gpu: false, cpus_per_worker: 1}
 rows:
   - id: ok

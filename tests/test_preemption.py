@@ -22,7 +22,7 @@ from spikingformer.training.preemption import Preempted, StopRequest, stop_on_si
 
 #: 64 digits at batch 16: 4 updates per epoch, 2 epochs; no time-based checkpoints (the test decides when).
 BASE = deep_merge(AUGMENTED, {"data": {"train_size": 64, "eval_size": 32}, "schedule": {"epochs": 2},
-                              "runtime": {"checkpoint_every_minutes": None}})
+                              "runtime": {"checkpoint_every_minutes": None, "lif_backend": "spikingjelly"}})
 
 
 class AtUpdate:
