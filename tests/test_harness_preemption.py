@@ -58,7 +58,8 @@ def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_the
 
     try:
         try:
-            wait_for(lambda: len(epochs_logged()) >= 1 or driver.poll() is not None, 400, "the first epoch")
+            wait_for(lambda: "epoch 1/3" in (tmp_path / "driver.log").read_text() or driver.poll() is not None, 600,
+                     "the first epoch")
         except TimeoutError:
             pytest.fail(f"no epoch logged; the driver said:\n{(tmp_path / 'driver.log').read_text()[-3000:]}")
         assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
