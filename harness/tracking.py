@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
 from mlflow.utils.time import get_current_time_millis
 
-from harness.experiment.resolve import MACHINE_KEYS, config_identity
+from harness.failures import plain
 
 KIND, EXPERIMENT, ROW, SEED, RUN_KEY, PAPER_TABLE, CONFIG_HASH = (
     "sfh.kind", "sfh.experiment", "sfh.row", "sfh.seed", "sfh.run_key", "sfh.paper_table", "sfh.config_hash",
@@ -69,6 +69,9 @@ def run_key(experiment: str, row: str, seed: int) -> str:
 def config_changes(params: Mapping[str, str], train: Mapping[str, Any]) -> list[str]:
     """``key: tracked -> now`` for each identity key where a run's params (flattened TrainConfig and
     ``resources.*``) differ from ``train``. An unset option is no param (older runs logged it as "None")."""
+    # Imported here: the experiment side imports the library (torch, timm), which reading runs does not need.
+    from harness.experiment.resolve import MACHINE_KEYS, config_identity
+
     now = {k: v for k, v in config_identity(train).items() if v != "None"}
     then = {k: v for k, v in params.items()
             if k not in MACHINE_KEYS and not k.startswith("resources.") and v != "None"}
@@ -260,8 +263,8 @@ class Tracking:
     def record_failure(self, run_id: str, reason: str, details: str, *, kind: str, status: str = "FAILED") -> None:
         """End a run as ``status`` with why: the ``sfh.failure`` tag (one line, shown by the table and the
         report), ``sfh.failure.kind`` and the full text (worker tracebacks) as the ``failure.txt`` artifact."""
-        self.set_tags(run_id, {FAILURE: reason[:FAILURE_TAG_CHARS], FAILURE_KIND: kind})
-        self.log_text(run_id, details, FAILURE_ARTIFACT)
+        self.set_tags(run_id, {FAILURE: plain(reason)[:FAILURE_TAG_CHARS], FAILURE_KIND: kind})
+        self.log_text(run_id, plain(details), FAILURE_ARTIFACT)
         self.end(run_id, status)
 
 

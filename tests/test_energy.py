@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.golden import GOLDEN
+from helpers.spikes import lively
+from helpers.upstream_energy_log import EnergyLog, load_energy_log
 from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCounter, SynOpCounter
 from test_data import write_cifar
-from test_golden import GOLDEN
 from torch import nn
-from upstream_energy_log import EnergyLog, load_energy_log
 
 from harness.cli import main
 from spikingformer import build_model
@@ -35,19 +36,6 @@ from spikingformer.recipes import load_recipe
 from spikingformer.training.engine import fit
 
 TINY = dict(layout="cifar", img_size=16, embed_dim=32, depth=2, num_heads=2, T=2, num_classes=5)
-
-
-def lively(model: nn.Module, x: torch.Tensor, gain: float = 2.0) -> nn.Module:
-    """Random weights barely fire; set BN to the batch statistics of ``x`` with gain 2 (rates ~15 %)."""
-    for bn in model.modules():
-        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-            bn.reset_running_stats()
-            bn.momentum = None
-            nn.init.constant_(bn.weight, gain)
-    model.train()
-    with torch.no_grad():
-        model(x)
-    return model.eval()
 
 
 def meta_model(name: str, **overrides: object) -> nn.Module:
@@ -382,6 +370,7 @@ def test_cli_digits_top1_is_the_engines(tmp_path: Path, capsys: pytest.CaptureFi
     assert 100 * data["top1"] == pytest.approx(result.last_top1, rel=1e-12)
 
 
+@pytest.mark.train
 def test_cli_baseline_saving_under_both_conventions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     x = torch.randn(4, 3, 32, 32)
     ckpt = {}

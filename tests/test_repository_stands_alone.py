@@ -26,14 +26,6 @@ OUTSIDE = re.compile(
         r'/ "' + 'shared"', r"\b" + "shared_dir" + r"\b",
     ])
 )
-#: Files another change is turning into repository data; each must leave this list when it lands.
-PENDING = {
-    "dashboards/upstream_logs.py",  # the authors' training curves become repository data
-    "dashboards/report.py",
-    "tests/test_dashboards_upstream.py",
-    "tests/test_dashboards_report.py",
-    "tests/conftest.py",
-}
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".cfg", ".html", ".json", ".sh", ""}
 _CLIMB = re.compile(r"Path\(__file__\)(?:\.resolve\(\))?(?P<chain>(?:\.parent)+|\.parents\[(?P<n>\d+)\])")
 _MD_LINK = re.compile(r"\]\((?P<target>[^)\s#]+)(?:#[^)]*)?\)")
@@ -61,17 +53,11 @@ def test_no_file_names_an_outside_document() -> None:
     found = []
     for path in tracked_files():
         name = path.relative_to(REPO).as_posix()
-        if name in PENDING or name == "tests/test_repository_stands_alone.py":
+        if name == "tests/test_repository_stands_alone.py":
             continue
         found += [f"{name}:{i}: {line.strip()[:100]}" for i, line in enumerate(_text(path).splitlines(), 1)
                   if OUTSIDE.search(line)]
     assert not found, "outside files named:\n" + "\n".join(found)
-
-
-def test_pending_files_still_exist() -> None:
-    """A pending exception that no longer names anything outside must leave the list."""
-    still = {name for name in PENDING if OUTSIDE.search(_text(REPO / name))}
-    assert still == PENDING, f"no outside name left in {sorted(PENDING - still)}: remove them from PENDING"
 
 
 def test_no_path_climbs_out_of_the_repository() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 import timm
 import torch
-from test_golden import GOLDEN, load
+from helpers.golden import GOLDEN, load
 
 from spikingformer import build_model, load_upstream_state_dict
 

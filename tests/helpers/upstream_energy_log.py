@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "upstream_energy"
+REFERENCE = Path(__file__).resolve().parents[2] / "reference" / "upstream_energy"
 
 
 @dataclass(frozen=True)
