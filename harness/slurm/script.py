@@ -133,26 +133,35 @@ ray_steps=()
 stop_ray() {{
   if [ ${{#ray_steps[@]}} -gt 0 ]; then kill "${{ray_steps[@]}}" 2>/dev/null; wait "${{ray_steps[@]}}" 2>/dev/null; fi
 }}
+wait_nodes() {{  # until $1 nodes have joined; gives up at once when the head's step has ended
+  "$SFH" slurm wait-nodes "$ADDRESS" "$1" &
+  local waiter=$!
+  while kill -0 "$waiter" 2>/dev/null; do
+    if ! kill -0 "${{ray_steps[0]}}" 2>/dev/null; then kill "$waiter" 2>/dev/null; fi
+    sleep 2
+  done
+  wait "$waiter"
+}}
 # The head has one logical CPU more than its cores: the trials' drivers and Train controllers only wait.
-srun --nodes=1 --ntasks=1 --overlap -w "$HEAD_NODE" "$RAY" start --head --block --node-ip-address="$RAY_NODE_IP" \\
-  --port="$BASE" --ray-client-server-port=$((BASE + 7)) --dashboard-port=$((BASE + 8)) "${{NODE_PORTS[@]}}" \\
+srun --nodes=1 --ntasks=1 --overlap -w "$HEAD_NODE" "$RAY" start --head --block --node-ip-address="$RAY_NODE_IP" \
+  --port="$BASE" --ray-client-server-port=$((BASE + 7)) --dashboard-port=$((BASE + 8)) "${{NODE_PORTS[@]}}" \
   --num-cpus=$((CPUS + 1)) --num-gpus="$GPUS" --disable-usage-stats &
 ray_steps+=($!)
-if "$SFH" slurm wait-nodes "$ADDRESS" 1 && [ "$SLURM_JOB_NUM_NODES" -gt 1 ]; then
-  srun --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks-per-node=1 --overlap --exclude="$HEAD_NODE" \\
-    "$RAY" start --block --address="$ADDRESS" "${{NODE_PORTS[@]}}" --num-cpus="$CPUS" --num-gpus="$GPUS" \\
+if wait_nodes 1 && [ "$SLURM_JOB_NUM_NODES" -gt 1 ]; then
+  srun --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks-per-node=1 --overlap --exclude="$HEAD_NODE" \
+    "$RAY" start --block --address="$ADDRESS" "${{NODE_PORTS[@]}}" --num-cpus="$CPUS" --num-gpus="$GPUS" \
     --disable-usage-stats &
   ray_steps+=($!)
 fi
-if ! "$SFH" slurm wait-nodes "$ADDRESS" "$SLURM_JOB_NUM_NODES"; then
+ray_up=yes
+if ! wait_nodes "$SLURM_JOB_NUM_NODES"; then
   log "Ray did not start on all $SLURM_JOB_NUM_NODES node(s) (the output above says why)"
-  stop_ray
-  exit 1
+  ray_up=
 fi
 
 # 3. The driver, in this shell so that the signals above reach it.
-code=0
-if [ -z "$stopping" ]; then
+code=1
+if [ -z "$stopping" ] && [ -n "$ray_up" ]; then
   log "$action with Ray at $ADDRESS on ${{NODES[*]}}"
   set -m  # job control: the driver gets its own process group and, unlike a plain background job, takes SIGINT
   if [ "$action" = reproduce ]; then
@@ -169,7 +178,8 @@ fi
 stop_ray
 
 # 4. What follows. On SIGTERM Slurm decides (a preempted or requeued job runs again). Otherwise the driver's status
-# says: 0, every run FINISHED; 130, it stopped at the signal with runs left; anything else is looked into.
+# says: 0, every run FINISHED; 130, it stopped at the signal with runs left; anything else (a driver that failed,
+# or none because Ray did not start) is looked into.
 if [ "$stopping" = TERM ]; then exit "$code"; fi
 if [ -e "$CHAIN/cancelled" ]; then log "not requeued: the chain was cancelled"; exit 0; fi
 case $code in
