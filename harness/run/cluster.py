@@ -1,7 +1,7 @@
 """Joining Ray: a given cluster, or a private local one that only listens on loopback.
 
 Ray rewrites ``127.0.0.1``/``localhost`` to the machine's outward address, but keeps other loopback
-addresses; a local run therefore lives on 127.0.0.2 (STACK.md, "Keeping Ray on loopback").
+addresses; a local run therefore lives on 127.0.0.2, which Ray leaves as it is.
 """
 
 from __future__ import annotations
