@@ -68,7 +68,7 @@ def test_submit_refuses_a_signal_lead_past_the_time_limit(tmp_path: Path, capsys
 
 
 def test_the_imagenet_script_on_two_nodes_of_four_gpus(tmp_path: Path, capsys) -> None:
-    storage = tmp_path / "shared" / "ray"
+    storage = tmp_path / "cluster-fs" / "ray"
     code = main(["slurm", "submit", str(IMAGENET), "--nodes", "2", "--gpus-per-node", "4", "--time", "24:00:00",
                  "--partition", "gpu", "--account", "snn", "--sbatch-option=--qos=long", "--storage", str(storage),
                  "--tracking-uri", "http://mlflow.example:5000", "--data-root", "/shared/data", "--dry-run"])
