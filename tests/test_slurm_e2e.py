@@ -127,7 +127,7 @@ def test_a_chain_goes_through_its_time_limit_and_a_requeue_and_trains_every_epoc
     except TimeoutError:
         print((chain / f"job-{job}.out").read_text()[-6000:])
         raise
-    assert int(slurm.job(job)["RestartCnt"]) >= 2
+    assert int(slurm.job(job)["Restarts"]) >= 2
     assert slurm.job(job)["JobState"] == "COMPLETED"
     assert first_requeue > submitted
 
@@ -149,7 +149,7 @@ def test_a_chain_goes_through_its_time_limit_and_a_requeue_and_trains_every_epoc
     assert again.returncode == 0, again.stderr
     second = re.search(r"submitted job (\d+)", again.stdout).group(1)
     wait_for(lambda: slurm.job(second)["JobState"] == "COMPLETED", 300, "the second chain's job to end", every=2)
-    assert slurm.job(second)["RestartCnt"] == "0"
+    assert slurm.job(second)["Restarts"] == "0"
     assert said(f"job {second} run 0: done: all 1 (row, seed) run(s) FINISHED")
     assert not said(f"job {second} run 0: reproduce") and not said(f"job {second} run 0: resume")
     cancelled = subprocess.run([str(SFH), "slurm", "cancel", NAME, "--storage", str(storage)], env=env,
