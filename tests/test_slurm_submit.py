@@ -83,7 +83,8 @@ def test_the_imagenet_script_on_two_nodes_of_four_gpus(tmp_path: Path, capsys) -
     assert f"REPRODUCE=({IMAGENET} --storage {storage} --tracking-uri http://mlflow.example:5000 --data-root " \
            "/shared/data" in script
     assert 'RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$CHAIN/ray-token"' in script
-    assert '"$RAY" start --head --block' in script and '--exclude="$HEAD_NODE"' in script
+    assert '"$RAY" start --head --block --node-ip-address="$RAY_NODE_IP" \\\n  --port="$BASE"' in script
+    assert '--exclude="$HEAD_NODE" \\\n    "$RAY" start --block --address="$ADDRESS"' in script
     assert "scontrol requeue" in script and "ray stop" not in script.replace("`ray stop`", "")
     assert subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True).returncode == 0
     assert not (storage / "slurm" / "imagenet" / "chain.json").exists()  # a dry run starts no chain

@@ -146,13 +146,13 @@ wait_nodes() {{  # until $1 nodes have joined; gives up at once when the head's 
   wait "$waiter"
 }}
 # The head has one logical CPU more than its cores: the trials' drivers and Train controllers only wait.
-srun --nodes=1 --ntasks=1 --overlap -w "$HEAD_NODE" "$RAY" start --head --block --node-ip-address="$RAY_NODE_IP" \
-  --port="$BASE" --ray-client-server-port=$((BASE + 7)) --dashboard-port=$((BASE + 8)) "${{NODE_PORTS[@]}}" \
+srun --nodes=1 --ntasks=1 --overlap -w "$HEAD_NODE" "$RAY" start --head --block --node-ip-address="$RAY_NODE_IP" \\
+  --port="$BASE" --ray-client-server-port=$((BASE + 7)) --dashboard-port=$((BASE + 8)) "${{NODE_PORTS[@]}}" \\
   --num-cpus=$((CPUS + 1)) --num-gpus="$GPUS" --disable-usage-stats &
 ray_steps+=($!)
 if wait_nodes 1 && [ "$SLURM_JOB_NUM_NODES" -gt 1 ]; then
-  srun --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks-per-node=1 --overlap --exclude="$HEAD_NODE" \
-    "$RAY" start --block --address="$ADDRESS" "${{NODE_PORTS[@]}}" --num-cpus="$CPUS" --num-gpus="$GPUS" \
+  srun --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks-per-node=1 --overlap --exclude="$HEAD_NODE" \\
+    "$RAY" start --block --address="$ADDRESS" "${{NODE_PORTS[@]}}" --num-cpus="$CPUS" --num-gpus="$GPUS" \\
     --disable-usage-stats &
   ray_steps+=($!)
 fi
