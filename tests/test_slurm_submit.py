@@ -102,7 +102,7 @@ def _chain(tmp_path: Path) -> tuple[Chain, Reproduction]:
     return chain, plan
 
 
-def test_a_job_reproduces_then_ends_when_all_is_finished_and_stops_on_a_failure_since_the_chain_began(
+def test_a_job_reproduces_then_ends_when_all_is_finished_and_stops_on_a_deterministic_failure_of_the_chain(
         tmp_path: Path) -> None:
     chain, plan = _chain(tmp_path)
     step = next_step(chain)
@@ -126,6 +126,10 @@ def test_a_job_reproduces_then_ends_when_all_is_finished_and_stops_on_a_failure_
     step = next_step(later)
     assert step.action == "stop"
     assert step.why == "demo-e2/spikingformer/seed0 FAILED (deterministic): rank 0: FloatingPointError: loss is nan"
+    store.record_failure(run_id, "node lost", "", kind="retries exhausted")  # a passing cause: trained again
+    step = next_step(later)
+    assert (step.action, step.why) == ("reproduce", "2 of 2 (row, seed) run(s) left, 4 epoch(s); trained again: "
+                                                    "demo-e2/spikingformer/seed0 (retries exhausted)")
     (later.folder / CANCELLED).write_text("at now\n")
     assert next_step(later).why == "cancelled by `sfh slurm cancel` (at now)"
 
