@@ -39,9 +39,10 @@ test: install test-deps
 	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 tests; code=$$?; \
 	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$code
 
-# The edit loop: everything but what needs Ray, trains for long or drives a browser (markers in pyproject.toml).
+# The edit loop: everything but what needs Ray, trains for long, compiles or drives a browser (markers in
+# pyproject.toml).
 test-fast: install
-	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 -m "not ray and not train and not browser" tests; \
+	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 -m "not ray and not train and not compile and not browser and not slurm" tests; \
 	  code=$$?; echo "make test-fast: $$(( $$(date +%s) - start )) s"; exit $$code
 
 lint: install
@@ -98,8 +99,13 @@ CHROMIUM := /usr/bin/chromium
 report: install
 	$(SFH) report $(EXP) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
 
+# The MLflow UI on 127.0.0.1:PORT (default 5000), printing each experiment's results link; JOBS=1 also starts
+# MLflow's job runner (GenAI jobs), off by default.
+PORT ?= 5000
+JOBS ?=
 mlflow-ui: install
-	$(BIN)/python -m dashboards.mlflow_ui $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
+	$(BIN)/python -m dashboards.mlflow_ui --port $(PORT) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI)) \
+	  $(if $(JOBS),--jobs)
 
 # Headless Chromium (Debian package) for the report's browser test; installed only when missing.
 test-deps:
@@ -116,6 +122,23 @@ TRIALS ?=
 search: install
 	$(SFH) search $(SEARCH) $(CLUSTER_FLAGS) $(TRACKING_FLAGS) $(if $(DATA),--data-root $(DATA)) \
 	  $(if $(TRIALS),--trials $(TRIALS))
+
+# The accuracy-energy trade-off on this CPU in minutes (experiments/search/pareto.yaml: T x depth x width on digits,
+# top-1 against energy under the common ruler): the Pareto front printed, written as runs/search/demo-pareto-front.yaml
+# (one row per point, for sfh reproduce) and drawn with every trial in runs/reports/demo-pareto/index.html.
+PARETO ?= experiments/search/pareto.yaml
+.PHONY: search-pareto optuna-dashboard
+
+search-pareto: install
+	$(SFH) search $(PARETO) $(CLUSTER_FLAGS) $(TRACKING_FLAGS) $(if $(DATA),--data-root $(DATA)) \
+	  $(if $(TRIALS),--trials $(TRIALS))
+	$(SFH) report --search $(PARETO) $(TRACKING_FLAGS)
+
+# The searches' Optuna studies (runs/optuna.db, or STUDY_STORAGE=<Optuna URL>) in optuna-dashboard on 127.0.0.1:PORT.
+PORT ?= 8080
+STUDY_STORAGE ?=
+optuna-dashboard: install
+	$(BIN)/python -m dashboards.optuna_ui --port $(PORT) $(if $(STUDY_STORAGE),--study-storage $(STUDY_STORAGE))
 
 # What a table costs, measured here before it trains: make plan EXP=experiments/imagenet.yaml [STEPS=2] [WATTS=300]
 # (each row's step timed on this device, projected to wall-clock, device-hours and kWh; logged to MLflow).

@@ -10,9 +10,19 @@ import argparse
 import difflib
 import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 #: Where runs are tracked when neither ``--tracking-uri`` nor ``$MLFLOW_TRACKING_URI`` says.
 TRACKING_HELP = "MLflow URI (default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)"
+
+
+def default_study_storage(runs_dir: str | Path = "runs") -> str:
+    """Where searches keep their Optuna studies unless ``--study-storage`` says: ``runs/optuna.db`` (absolute)."""
+    return f"sqlite:///{Path(runs_dir).resolve() / 'optuna.db'}"
+
+
+def add_study_storage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study-storage", help="Optuna storage URL (default: sqlite:///runs/optuna.db)")
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

@@ -5,7 +5,7 @@
 figures aggregate its FINISHED seeds (mean and sample sd); the verdict compares the mean best top-1 (the
 paper's protocol: best test epoch) with the paper within the experiment's tolerance.
 
-This module is also the one facade ``dashboards`` reads through (DESIGN.md, Boundaries): experiment files
+This module is also the one facade ``dashboards`` reads through (the harness never imports it): experiment files
 and what each row trains (``load_experiment``, ``discover``, ``row_setups``), and the tracking store
 (``RunReader``: rows, tracked variants, per-epoch histories, artifacts).
 """

@@ -28,11 +28,11 @@ BEST_TOP1 = "best_top1"
 BEST_EPOCH = "best_epoch"
 LAST_TOP1 = "last_top1"
 PARAMS = "params"
-#: Energy figures, per image, under the family's paper convention (the label "paper" has no suffix).
+#: Energy figures, per image, under the family's paper convention (the label "paper" has no suffix). SOPs are the
+#: ACs (the papers' "SOPs" column), logged once under that name.
 ENERGY_MJ = "energy_mJ"
 SOPS_G = "sops_G"
 MACS_G = "macs_G"
-ACS_G = "acs_G"
 DENSE_FLOPS_G = "dense_flops_G"
 FIRING_RATE_MEAN = "firing_rate_mean"
 #: Images the energy pass saw, and its own top-1 on them (a check on the reloaded weights).
@@ -55,7 +55,7 @@ FIRING_RATE_SPIKES = "firing_rate_spikes"
 #: Tag prefix of the protocol that selected each top-1 figure.
 SELECTION_TAG = "sfh.selection."
 PAPER = "paper"
-#: The convention every family is also costed under (Spikingformer's rules, SPEC §5): the one ruler.
+#: The convention every family is also costed under (Spikingformer's rules): the one ruler.
 COMMON = "common"
 
 
@@ -84,7 +84,6 @@ def energy_figures(reports: dict[str, EnergyReport]) -> dict[str, float]:
     paper = reports[PAPER]
     metrics = {
         ENERGY_MJ: paper.energy_mj,
-        ACS_G: paper.acs / GIGA,
         SOPS_G: paper.acs / GIGA,
         MACS_G: paper.macs / GIGA,
         DENSE_FLOPS_G: paper.dense_flops / GIGA,

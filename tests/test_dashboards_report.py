@@ -22,6 +22,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 import yaml
+from helpers.ray_nodes import RayNode
+from helpers.upstream_energy_log import load_energy_log
 
 from dashboards.report import write_report
 from harness import results, tracking
@@ -48,11 +50,11 @@ EXPERIMENT = {
 
 
 def _energy_json() -> str:
-    """Our 8-512 costed at the per-layer rates of the authors' energy log (layers align in forward order)."""
-    log = results.reference_energy(results.ReferenceCurve.from_json(
-        (REPO / "experiments" / "reference" / "spikingformer-imagenet-8-512.json").read_text(), "8-512"))
+    """Our 8-512 costed at the upstream log's per-layer rates (layers align in forward order)."""
+    log = load_energy_log("spikingformer_8_512")
     profile = profile_ops(build_model("spikingformer_8_512"))
-    rates = {s.name: (None if u.rate == 1.0 else u.rate) for s, u in zip(profile.layers, log.layers, strict=True)}
+    rates = {s.name: (None if u.rate_percent == 100.0 else u.rate_percent / 100)
+             for s, u in zip(profile.layers, log.layers, strict=True)}
     qkv = {a.name: (0.10, 0.04, 0.07) for a in profile.attention}
     return energy_from_rates(profile, rates, qkv).to_json()
 
@@ -205,18 +207,21 @@ DEMO = REPO / "experiments" / "demo.yaml"
 
 
 @pytest.fixture(scope="module")
-def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real demo run through the harness (Ray + MLflow, first row only, one epoch), then ``sfh report`` of it."""
+def demo_report(ray_head: RayNode, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real demo run through the harness (the session's Ray head + MLflow, first row only, one epoch), then
+    ``sfh report`` of it."""
     root = tmp_path_factory.mktemp("demo")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     demo = load_experiment(DEMO)
     first = demo.rows[0].id
     for args in (
-        ["reproduce", DEMO, "--epochs", "1", "--rows", first, "--energy-batches", "1", "--storage", root / "ray"],
+        ["reproduce", DEMO, "--epochs", "1", "--rows", first, "--energy-batches", "1", "--storage", root / "ray",
+         "--address", ray_head.address],
         ["report", DEMO, "--out", root / "reports"],
     ):
         command = [sys.executable, "-m", "harness.cli", *map(str, args), "--tracking-uri", uri]
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(command, cwd=REPO, env=ray_head.driver_env(), capture_output=True, text=True,
+                              timeout=900)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return root / "reports" / tracked_name(demo, epochs=1) / "index.html"
 

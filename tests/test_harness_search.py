@@ -11,18 +11,24 @@ from typing import Any
 import optuna
 import pytest
 import yaml
+from helpers.ray_nodes import RayNode
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
 from harness import tracking
 from harness.cli import main
 from harness.experiment import Experiment, load_experiment
 from harness.experiment.search_space import Sampler, Search, load_search
-from harness.run.search import OPTUNA_TRIAL, scheduler
+from harness.run import pareto
+from harness.run.search import OPTUNA_TRIAL, STOPPED_EARLY, scheduler
+from harness.run.study import MLFLOW_RUN_ID
 from spikingformer._validation import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 SEARCHES = sorted((EXPERIMENTS / "search").glob("*.yaml"))
 DEMO = EXPERIMENTS / "search" / "demo.yaml"
+PARETO = EXPERIMENTS / "search" / "pareto.yaml"
 
 
 def demo_mapping() -> dict[str, Any]:
@@ -35,12 +41,12 @@ def test_every_search_file_validates_and_yields_a_valid_best_row(path: Path) -> 
     [row] = search.experiment().rows
     assert search.experiment().name == search.name
     values = {k: d.candidates()[-1] for k, d in search.space.items()}
-    best = Experiment.from_dict(search.best_experiment(values, "trial-0", "note"), where="best")
+    best = Experiment.from_dict(search.tuned_experiment({"trial-0": values}, "best", "note"), where="best")
     assert best.name == f"{search.name}-best" and best.rows[0].model.name == row.model.name
 
 
 def test_shipped_searches_live_outside_the_experiment_discovery() -> None:
-    assert SEARCHES == [EXPERIMENTS / "search" / "cifar10.yaml", DEMO]
+    assert SEARCHES == [EXPERIMENTS / "search" / "cifar10.yaml", DEMO, PARETO]
     assert not list(EXPERIMENTS.glob("search*.yaml"))
 
 
@@ -87,6 +93,44 @@ def test_bad_search_names_the_file_and_the_key(mutate: Any, message: str) -> Non
         Search.from_dict(data, where=str(DEMO.parent / "x.yaml"))
 
 
+BAD_OBJECTIVES = [
+    (lambda d: d["objectives"][1].update(name="energy"),
+     r"x\.yaml\.objectives\[1\]\.name: 'energy' is not one of \['top1', 'energy_mJ', 'sops_G', 'macs_G', 'params', "),
+    (lambda d: d["objectives"][0].update(mode="maximize"),
+     r"x\.yaml\.objectives\[0\]\.mode: 'maximize' is not one of \['max', 'min'\]"),
+    (lambda d: d["objectives"][1].update(convention="memory"),
+     r"x\.yaml\.objectives\[1\]\.convention: 'memory' is not reported by spikingformer_cifar_2_384 \(its "
+     r"conventions: \['paper', 'common'"),
+    (lambda d: d["objectives"][1].pop("convention"),
+     r"x\.yaml\.objectives\[1\]\.convention: None is not allowed \(energy_mJ is counted under a convention"),
+    (lambda d: d["objectives"][0].update(convention="common"),
+     r"x\.yaml\.objectives\[0\]\.convention: 'common' is not allowed \(only \['energy_mJ', 'sops_G', 'macs_G'\]"),
+    (lambda d: d.update(asha={"grace_period": 1}), r"x\.yaml\.asha: not allowed with objectives \(Optuna cannot prune"),
+    (lambda d: d.update(metric="top1"), r"x\.yaml\.metric: not allowed with objectives"),
+    (lambda d: d.update(mode="max"), r"x\.yaml\.mode: not allowed with objectives"),
+    (lambda d: d["objectives"].pop(), r"x\.yaml\.objectives: 1 is not allowed \(two or more objectives"),
+    (lambda d: d["objectives"].append({"name": "top1", "mode": "min"}),
+     r"x\.yaml\.objectives: \['top1', 'energy_mJ \[common\]', 'top1'\] is not allowed \(each objective once\)"),
+    (lambda d: d.update(sampler="random"), r"x\.yaml\.sampler: 'random' is not one of \['tpe', 'nsgaii'\]"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "message"), BAD_OBJECTIVES)
+def test_bad_objectives_are_refused_naming_the_file_key_and_allowed_values(mutate: Any, message: str) -> None:
+    data = yaml.safe_load(PARETO.read_text())
+    mutate(data)
+    with pytest.raises(ConfigError, match=message):
+        Search.from_dict(data, where=str(PARETO.parent / "x.yaml"))
+
+
+def test_objectives_read_final_figures_under_their_convention() -> None:
+    search = load_search(PARETO)
+    assert search.asha is None and search.directions == ["maximize", "minimize"]
+    assert [o.figure for o in search.objectives] == ["best_top1", "energy_mJ_common"]
+    assert search.objective_names == ["top1", "energy_mJ [common]"]
+    assert load_search(DEMO).objective_names == ["top1"] and load_search(DEMO).directions == ["maximize"]
+
+
 def test_a_yaml_syntax_error_names_the_search_file_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("name: s\nspace:\n  optim.lr: {uniform: [0.1, 0.2}\n")
@@ -103,7 +147,7 @@ def test_a_recipe_base_needs_no_experiment_file() -> None:
 
 def test_best_row_is_the_base_row_plus_the_values_without_the_budget() -> None:
     search = load_search(DEMO)
-    mapping = search.best_experiment({"optim.lr": 1e-3, "model.kwargs.depth": 2}, "trial-7", "note")
+    mapping = search.tuned_experiment({"trial-7": {"optim.lr": 1e-3, "model.kwargs.depth": 2}}, "best", "note")
     experiment = Experiment.from_dict(mapping, where="best")
     config = experiment.train_config(experiment.row("trial-7"))
     assert (config.optim.lr, config.model.kwargs["depth"], config.model.kwargs["embed_dim"]) == (1e-3, 2, 64)
@@ -141,27 +185,45 @@ def test_asha_stops_laggards_but_never_a_trial_at_its_last_epoch() -> None:
 
 
 @pytest.mark.ray
-def test_search_grows_one_study_and_tracks_every_trial(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_search_prunes_what_asha_stops_grows_one_study_and_tracks_every_trial(
+        ray_head: RayNode, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Seed 10 draws a learning rate that learns, then one that cannot (1e-9): ASHA stops the second after its
+    first epoch (rung 1 of 3 epochs), and the study records it PRUNED with that epoch's value."""
     data = copy.deepcopy(demo_mapping())
-    data.update(name="t-search", num_samples=2)
+    data.update(name="t-search", num_samples=2, seed=10, startup_trials=5)
     data["base"]["experiment"] = str(EXPERIMENTS / "demo.yaml")
-    data["budget"] = {"data": {"train_size": 128, "eval_size": 60}, "schedule": {"epochs": 2, "warmup_epochs": 1}}
-    data["space"] = {"optim.lr": {"loguniform": [1.0e-3, 5.0e-3]}, "model.kwargs.T": {"choice": [1, 2]}}
+    data["base"]["train"] = {"model": {"kwargs": {"T": 1}}}
+    data["budget"] = {"data": {"eval_size": 120}, "schedule": {"epochs": 3}}
+    data["space"] = {"optim.lr": {"choice": [5.0e-3, 1.0e-9]}}
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(data))
     uri, study_url = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
     out = tmp_path / "best.yaml"
-    common = ["--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--study-storage", study_url,
-              "--out", str(out)]
+    common = ["--address", ray_head.address, "--storage", str(tmp_path / "ray"), "--tracking-uri", uri,
+              "--study-storage", study_url, "--out", str(out)]
 
     assert main(["search", str(path), *common]) == 0
     study = optuna.load_study(study_name="t-search", storage=study_url)
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert study.metric_names == ["top1"]
+    good, stopped = study.trials
+    assert (good.params["optim.lr"], stopped.params["optim.lr"]) == (5.0e-3, 1.0e-9)  # what seed 10 draws
+    assert (good.state, stopped.state) == (TrialState.COMPLETE, TrialState.PRUNED)
+    assert sorted(good.intermediate_values) == [0, 1, 2]  # one value per epoch, keyed by the engine's epoch
+    assert good.value == good.intermediate_values[2]
+    assert list(stopped.intermediate_values) == [0] and stopped.value == stopped.intermediate_values[0]
+    assert "pruned by ASHA" in capsys.readouterr().out
+
+    runs = {r.data.tags[OPTUNA_TRIAL]: r for r in tracking.Tracking(uri).trial_runs("t-search")}
+    assert {t.user_attrs[MLFLOW_RUN_ID] for t in study.trials} == {r.info.run_id for r in runs.values()}
+    assert runs[str(stopped.number)].data.tags[STOPPED_EARLY] == "true"
+    assert STOPPED_EARLY not in runs[str(good.number)].data.tags
+    history = tracking.Tracking(uri).client.get_metric_history(runs[str(good.number)].info.run_id, "top1")
+    assert {m.step: m.value for m in history} == good.intermediate_values  # the study holds what MLflow shows
+
     assert main(["search", str(path), "--trials", "1", *common]) == 0
     study = optuna.load_study(study_name="t-search", storage=study_url)
-    assert [(t.number, t.state) for t in study.trials] == [(n, optuna.trial.TrialState.COMPLETE) for n in range(3)]
+    assert [t.number for t in study.trials] == [0, 1, 2]
     assert "study t-search: 3 trials (2 before this run)" in capsys.readouterr().out
-
     runs = tracking.Tracking(uri).trial_runs("t-search")
     assert sorted(r.data.tags[OPTUNA_TRIAL] for r in runs) == ["0", "1", "2"]
     assert {r.info.status for r in runs} == {"FINISHED"}
@@ -172,6 +234,54 @@ def test_search_grows_one_study_and_tracks_every_trial(tmp_path: Path, capsys: p
     [row] = best.rows
     assert row.id == f"trial-{study.best_trial.number}"
     config = best.train_config(row)
-    assert config.optim.lr == study.best_trial.params["optim.lr"]
-    assert config.model.kwargs["T"] == study.best_trial.params["model.kwargs.T"]
+    assert config.optim.lr == study.best_trial.params["optim.lr"] == 5.0e-3
     assert (config.schedule.epochs, config.data.train_size) == (6, None)
+
+
+@pytest.mark.ray
+def test_pareto_search_keeps_two_objectives_and_writes_a_front_that_trains_and_draws(
+        ray_head: RayNode, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = yaml.safe_load(PARETO.read_text())
+    data.update(name="t-pareto", num_samples=2)
+    data["base"]["experiment"] = str(EXPERIMENTS / "demo.yaml")
+    data["budget"] = {"data": {"train_size": 256, "eval_size": 60}, "schedule": {"epochs": 1}}
+    data["space"] = {"model.kwargs.T": {"choice": [1, 2]}}
+    path = tmp_path / "pareto.yaml"
+    path.write_text(yaml.safe_dump(data))
+    uri, study_url = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    out = tmp_path / "front.yaml"
+    cluster = ["--address", ray_head.address, "--storage", str(tmp_path / "ray"), "--tracking-uri", uri]
+
+    assert main(["search", str(path), *cluster, "--study-storage", study_url, "--out", str(out)]) == 0
+    study = optuna.load_study(study_name="t-pareto", storage=study_url)
+    assert study.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+    assert study.metric_names == ["top1", "energy_mJ [common]"]
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    store = tracking.Tracking(uri)
+    runs = {r.info.run_id: r for r in store.trial_runs("t-pareto")}
+    for trial in study.trials:  # the study's values are the runs' final figures
+        metrics = runs[trial.user_attrs[MLFLOW_RUN_ID]].data.metrics
+        assert trial.values == [metrics["best_top1"], metrics["energy_mJ_common"]] and metrics["energy_mJ_common"] > 0
+    front = pareto.front(study)
+    printed = capsys.readouterr().out
+    assert f"Pareto front of study t-pareto (top1, energy_mJ [common]): {len(front)} point(s)" in printed
+    assert front
+    assert {rid for rid, r in runs.items() if r.data.tags[pareto.FRONT_TAG] == "true"} == {
+        t.user_attrs[MLFLOW_RUN_ID] for t in front}
+    [parent] = {r.data.tags[tracking.PARENT_RUN_ID] for r in runs.values()}
+    assert {a.path for a in store.client.list_artifacts(parent)} >= {pareto.FRONT_TABLE, pareto.FRONT_FIGURE}
+
+    written = load_experiment(out)  # one row per front point, the full recipe
+    assert [r.id for r in written.rows] == [f"trial-{t.number}" for t in front]
+    for row, trial in zip(written.rows, front, strict=True):
+        config = written.train_config(row)
+        assert config.model.kwargs["T"] == trial.params["model.kwargs.T"] and config.schedule.epochs == 6
+    first = written.rows[0].id
+    assert main(["reproduce", str(out), "--rows", first, "--epochs", "1", *cluster]) == 0
+    [trained] = store.trial_runs("t-pareto-front-e1")
+    assert trained.info.status == "FINISHED" and trained.data.metrics["energy_mJ"] > 0
+
+    assert main(["report", "--search", str(path), "--tracking-uri", uri, "--out", str(tmp_path / "reports")]) == 0
+    page = (tmp_path / "reports" / "t-pareto" / "index.html").read_text()
+    assert "figures/pareto.png" in page and page.count("trial ") >= 2
+    assert (tmp_path / "reports" / "t-pareto" / "figures" / "pareto.png").stat().st_size > 10_000

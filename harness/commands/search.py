@@ -15,6 +15,7 @@ from harness.options import (
     add_cluster_options,
     add_data_check_option,
     add_failure_option,
+    add_study_storage_option,
     add_tracking_option,
     at_least,
 )
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-root", help="folder with one subfolder per dataset (DIR/cifar10, ...)")
     add_data_check_option(parser)
     add_tracking_option(parser)
-    parser.add_argument("--study-storage", help="Optuna storage URL (default: sqlite:///runs/optuna.db)")
+    add_study_storage_option(parser)
     parser.add_argument("--out", type=Path, help="best-row experiment file (default: runs/search/<name>-best.yaml)")
     parser.add_argument("--energy-batches", type=at_least(1), default=1,
                         help="evaluation batches of each trial's energy pass")

@@ -17,7 +17,14 @@ from typing import Any, Literal
 from harness.experiment.grid import expand
 from harness.experiment.resolve import check_model, check_recipe, read_yaml, train_mapping
 from harness.reference.curves import ReferenceCurve, load_curve
-from spikingformer._validation import ConfigError, Section, deep_merge, require, section_from_dict
+from spikingformer._validation import (
+    ConfigError,
+    Section,
+    deep_merge,
+    require,
+    require_folder_name,
+    section_from_dict,
+)
 from spikingformer.config import ModelConfig, TrainConfig
 
 
@@ -123,8 +130,8 @@ class Row(Section):
 
     def validate(self, where: str) -> None:
         # '/' and '=' are allowed (grid points: 4-384/T=2); ',' separates ids in --rows.
-        require(bool(self.id) and "," not in self.id and self.id == self.id.strip(), where, "id", self.id,
-                 "a non-empty name without ',' or surrounding spaces")
+        require("," not in self.id, where, "id", self.id, "a name without ','")
+        require_folder_name(self.id, where, "id", segments=True)
         check_recipe(self.recipe, where)
 
 
@@ -179,7 +186,7 @@ class Experiment(Section):
         return experiment
 
     def validate(self, where: str) -> None:
-        require(bool(self.name) and "/" not in self.name, where, "name", self.name, "a non-empty name without '/'")
+        require_folder_name(self.name, where, "name")
         check_recipe(self.recipe, where)
         require(len(self.rows) >= 1, where, "rows", self.rows, "at least one row")
         require(self.seeds >= 1, where, "seeds", self.seeds, ">= 1")

@@ -5,12 +5,15 @@ A search names a ``base`` (an experiment file and one of its rows, or a recipe a
 TrainConfig keys (``optim.lr``, ``augment.mixup_alpha``, ``model.kwargs.depth``, ...), each with one
 distribution. Both ends of every range and every choice are checked against the base row's TrainConfig (and
 model keys against the model's constructor, built on the meta device), so an unknown key or an impossible
-value fails here naming the file and the key. The best sampled values come back as an experiment file of
-one row: the base row plus those values, without the budget, which ``sfh reproduce`` trains like a paper row.
+value fails here naming the file and the key. A search ranks trials by one ``metric`` or keeps the Pareto front
+of several ``objectives``; the best sampled values (or each front point's) come back as an experiment file, one
+row per point: the base row plus those values, without the budget, which ``sfh reproduce`` trains like a paper
+row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,11 +21,26 @@ from typing import Any, Literal
 import optuna
 
 from harness.experiment import Experiment, load_experiment
+from harness.experiment.objectives import Objective, check_reported
 from harness.experiment.resolve import check_model, check_recipe, nest, read_yaml
-from spikingformer._validation import ConfigError, Section, deep_merge, require, section_from_dict
+from spikingformer._validation import (
+    ConfigError,
+    Section,
+    deep_merge,
+    require,
+    require_folder_name,
+    section_from_dict,
+)
 from spikingformer.config import ModelConfig
 
 KINDS = ("uniform", "loguniform", "integer", "choice")
+#: Why a key of a single-objective search is refused beside ``objectives``.
+ONE_OR_SEVERAL = {
+    "metric": "a search has either metric + mode or objectives",
+    "mode": "a search has either metric + mode or objectives; each objective has its own mode",
+    "asha": "Optuna cannot prune a multi-objective study, so every trial runs its whole budget: drop asha, "
+            "or search one metric",
+}
 
 
 @dataclass
@@ -121,9 +139,17 @@ class Search(Section):
     description: str = ""
     #: TrainConfig overrides of the search trials only (not of the best row): shorter schedule, data subset.
     budget: dict[str, Any] = field(default_factory=dict)
+    #: One objective: the last reported epoch's ``metric``, in ``mode`` (default top1, max); ASHA may stop trials.
     #: ``gap_to_reference``: top-1 minus the base row's reference curve at the same fraction of the schedule.
     metric: Literal["top1", "top5", "eval_loss", "gap_to_reference"] = "top1"
     mode: Literal["max", "min"] = "max"
+    #: Several objectives instead (final figures of each trial, see :mod:`harness.experiment.objectives`): the
+    #: study keeps their Pareto front. Optuna cannot prune such a study, so every trial runs its whole budget.
+    objectives: tuple[Objective, ...] | None = None
+    #: Optuna's sampler, seeded by ``seed``: TPE (one or several objectives) or NSGA-II.
+    sampler: Literal["tpe", "nsgaii"] = "tpe"
+    #: NSGA-II's generation size (TPE ignores it).
+    population_size: int = 50
     #: Trials per invocation (``--trials`` overrides); the study keeps the trials of every invocation.
     num_samples: int = 8
     #: Trials at once (null: as many as the cluster fits).
@@ -132,7 +158,8 @@ class Search(Section):
     startup_trials: int = 5
     #: TPE seed (offset by the study's trial count, so a second invocation does not replay the first).
     seed: int | None = None
-    asha: Asha = field(default_factory=Asha)
+    #: ASHA's rungs; refused with ``objectives`` (None then).
+    asha: Asha | None = field(default_factory=Asha)
 
     # Where the search was read from (error messages, the base's relative path); never a YAML key.
     source = ""
@@ -143,23 +170,52 @@ class Search(Section):
         if isinstance(data, dict) and isinstance(data.get("space"), dict):
             space = {k: section_from_dict(Dimension, v, f"{where}: space.{k}") for k, v in data["space"].items()}
             data = {**data, "space": space}
+        if isinstance(data, dict) and data.get("objectives") is not None:
+            for key in ("metric", "mode", "asha"):
+                if key in data:
+                    raise ConfigError(f"{where}.{key}: not allowed with objectives ({ONE_OR_SEVERAL[key]})")
+            objectives = data["objectives"]
+            if isinstance(objectives, list):  # each item's own error, not the union's
+                objectives = tuple(section_from_dict(Objective, o, f"{where}.objectives[{k}]")
+                                   for k, o in enumerate(objectives))
+            data = {**data, "objectives": objectives, "asha": None}
         search = section_from_dict(cls, data, where)
         search.source = where
         experiment = search.experiment()
         require(search.metric != "gap_to_reference" or experiment.rows[0].reference_curve is not None, where,
                 "metric", search.metric, "a base row with a reference_curve")
+        if search.objectives:
+            check_reported(search.objectives, experiment.rows[0].model, where)
         for key, dim in search.space.items():
             for value in dim.candidates():
                 _check_value(experiment, key, value, f"{where}: space.{key}")
         return search
 
     def validate(self, where: str) -> None:
-        require(bool(self.name) and "/" not in self.name, where, "name", self.name, "a non-empty name without '/'")
+        require_folder_name(self.name, where, "name")
         require(len(self.space) >= 1, where, "space", self.space, "at least one key")
         require(self.num_samples >= 1, where, "num_samples", self.num_samples, ">= 1")
         require(self.max_concurrent is None or self.max_concurrent >= 1, where, "max_concurrent",
                  self.max_concurrent, "null or >= 1")
         require(self.startup_trials >= 0, where, "startup_trials", self.startup_trials, ">= 0")
+        require(self.population_size >= 2, where, "population_size", self.population_size, ">= 2")
+        require(self.asha is not None or self.objectives is not None, where, "asha", None, "a mapping")
+        if self.objectives is not None:
+            require(len(self.objectives) >= 2, where, "objectives", len(self.objectives),
+                    "two or more objectives; for one, use metric and mode")
+            labels = [o.label for o in self.objectives]
+            require(len(set(labels)) == len(labels), where, "objectives", labels, "each objective once")
+
+    @property
+    def directions(self) -> list[str]:
+        """The study's directions, one per objective (one for a single metric)."""
+        modes = [o.mode for o in self.objectives] if self.objectives else [self.mode]
+        return ["maximize" if m == "max" else "minimize" for m in modes]
+
+    @property
+    def objective_names(self) -> list[str]:
+        """The study's metric names: the objectives' labels, or the single metric."""
+        return [o.label for o in self.objectives] if self.objectives else [self.metric]
 
     def _base(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The base as (experiment file without rows, row), both plain mappings, with ``base.train``/``resources``."""
@@ -179,25 +235,36 @@ class Search(Section):
         header = deep_merge(header, {"resources": self.base.resources})
         return header, row_map
 
+    def base_experiment(self) -> Experiment:
+        """The experiment file the base row comes from, every row of it (the paper's table); a search from a
+        recipe has none."""
+        if self.base.experiment is None:
+            raise ConfigError(f"{self.source}: the base is a recipe, not an experiment file")
+        return load_experiment(Path(self.source).parent / self.base.experiment)
+
     def experiment(self) -> Experiment:
         """The experiment the search trials run: the base row under the budget, tracked as the search's name."""
         header, row = self._base()
         row = deep_merge(row, {"train": self.budget})
         return Experiment.from_dict({**header, "name": self.name, "rows": [row]}, where=f"{self.source}: base + budget")
 
-    def best_experiment(self, values: dict[str, Any], row_id: str, note: str) -> dict[str, Any]:
-        """An experiment file (mapping) of one row: the base row plus the sampled ``values``, without the budget.
+    def tuned_experiment(self, rows: Mapping[str, Mapping[str, Any]], suffix: str, note: str) -> dict[str, Any]:
+        """An experiment file (mapping) named ``<name>-<suffix>``, one row per entry of ``rows`` (row id -> sampled
+        values): the base row plus those values, without the budget.
 
         Validated here, so what is written is what ``sfh reproduce`` accepts.
         """
-        header, row = self._base()
-        chosen = nest(values)
-        paper = row.get("paper", {})
-        row = deep_merge(row, {"id": row_id, "model": chosen.pop("model", {}), "train": chosen})
+        header, base = self._base()
+        paper = base.get("paper", {})
         source = f"the paper's figure of the search's base ({self.source}); the hyperparameters come from the search"
-        row["paper"] = {"top1": paper.get("top1"), "source": source}
-        mapping = {**header, "name": f"{self.name}-best", "description": note, "rows": [row]}
-        Experiment.from_dict(mapping, where=f"best row of {self.source}")
+        tuned = []
+        for row_id, values in rows.items():
+            chosen = nest(dict(values))
+            row = deep_merge(base, {"id": row_id, "model": chosen.pop("model", {}), "train": chosen})
+            row["paper"] = {"top1": paper.get("top1"), "source": source}
+            tuned.append(row)
+        mapping = {**header, "name": f"{self.name}-{suffix}", "description": note, "rows": tuned}
+        Experiment.from_dict(mapping, where=f"{suffix} rows of {self.source}")
         return mapping
 
 

@@ -6,53 +6,36 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from harness import tracking
 from harness.experiment import tracked_name
-from harness.experiment.search_space import Sampler, Search, load_search
-from harness.run import lock, sweep
+from harness.experiment.search_space import Search, load_search
+from harness.options import default_study_storage
+from harness.run import claim, pareto, sweep
 from harness.run.progress import Progress
 from harness.run.specs import TrialSpec, check_data_folders, sampled_run_key, trial_specs
+from harness.run.study import FAIL_REASON, StudySearcher, epochs_run, open_study
 
 OPTUNA_STUDY, OPTUNA_TRIAL, STOPPED_EARLY = "sfh.optuna.study", "sfh.optuna.trial", "sfh.search.stopped_early"
 
 
-def default_study_storage(runs_dir: str | Path = "runs") -> str:
-    return f"sqlite:///{Path(runs_dir).resolve() / 'optuna.db'}"
-
-
-def open_study(url: str, name: str, search: Search) -> tuple[optuna.storages.RDBStorage, optuna.Study]:
-    """The study's storage and the study, created on first use (a sqlite file's folder too)."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(url)
-    direction = "maximize" if search.mode == "max" else "minimize"
-    return storage, optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
-
-
-def searcher(search: Search, storage: optuna.storages.RDBStorage, study: optuna.Study) -> OptunaSearch:
-    """TPE over the search's space, writing to ``study``; its seed moves on with the study's size."""
-    seed = None if search.seed is None else search.seed + len(study.trials)
-    sampler = optuna.samplers.TPESampler(n_startup_trials=search.startup_trials, seed=seed)
-    return OptunaSearch(Sampler(search.space), metric=search.metric, mode=search.mode, sampler=sampler,
-                        study_name=study.study_name, storage=storage)
-
-
 def scheduler(search: Search, epochs: int) -> ASHAScheduler | None:
     """ASHA with every rung before the last epoch, so a trial that reaches the end is never cut short
-    (its energy pass and final figures come after the last report); none when no rung fits."""
-    if epochs - 1 < search.asha.grace_period:
+    (its energy pass and final figures come after the last report); none when no rung fits or the search
+    has several objectives (Optuna cannot prune those)."""
+    if search.asha is None or epochs - 1 < search.asha.grace_period:
         return None
     return ASHAScheduler(max_t=epochs - 1, grace_period=search.asha.grace_period,
                          reduction_factor=search.asha.reduction_factor, stop_last_trials=False)
@@ -110,16 +93,22 @@ def _values(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
 
 
-def summarize(results: tune.ResultGrid, study: optuna.Study, metric: str, epochs: int) -> str:
-    """This invocation's trials: last metric, epochs run, how each ended, and the sampled values."""
+#: How an Optuna trial of this invocation ended, in the summary's words.
+ENDED = {TrialState.COMPLETE: "done", TrialState.PRUNED: "pruned by ASHA", TrialState.FAIL: "failed",
+         TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
+
+
+def summarize(results: tune.ResultGrid, study: optuna.Study, epochs: int) -> str:
+    """This invocation's trials as the study holds them: objective values, epochs run, how each ended (a failed
+    one with its reason), and the sampled values."""
     lines = []
     for result in sorted(results, key=lambda r: r.config["optuna_trial"]):
-        number = result.config["optuna_trial"]
-        metrics = result.metrics or {}
-        done = metrics.get("training_iteration", 0)
-        ended = "error" if result.error else "done" if done >= epochs else "stopped by ASHA"
-        lines.append(f"  trial {number:>3}: {metric} {_fmt(metrics.get(metric, math.nan)):>7} after {done}/{epochs} "
-                     f"epochs ({ended}): {_values(study.trials[number].params)}")
+        trial = study.trials[result.config["optuna_trial"]]
+        values = trial.values or [math.nan] * len(study.metric_names)
+        figures = ", ".join(f"{n} {_fmt(v)}" for n, v in zip(study.metric_names, values, strict=True))
+        ended = ENDED[trial.state] + (f": {trial.user_attrs[FAIL_REASON]}" if FAIL_REASON in trial.user_attrs else "")
+        lines.append(f"  trial {trial.number:>3}: {figures} after {epochs_run(result.metrics)}/{epochs} epochs "
+                     f"({ended}): {_values(trial.params)}")
     return "\n".join(lines)
 
 
@@ -128,7 +117,7 @@ def write_best(search: Search, study: optuna.Study, out: Path, storage_url: str)
     best = study.best_trial
     note = (f"Best of search {search.name}: Optuna study {study.study_name} ({storage_url}) trial {best.number}, "
             f"{search.metric} {best.value:.4g} under the search budget")
-    mapping = search.best_experiment(best.params, row_id=f"trial-{best.number}", note=note)
+    mapping = search.tuned_experiment({f"trial-{best.number}": best.params}, "best", note)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# {note}.\n# Train it with the base row's full recipe: sfh reproduce {out}\n"
                    + yaml.safe_dump(mapping, sort_keys=False))
@@ -151,20 +140,20 @@ def search(args: argparse.Namespace) -> int:
     )
     if not (args.smoke or args.skip_data_check):
         check_data_folders([spec])
-    with lock.hold(storage, name, f"search {name}"):
-        return _search(args, search, spec, name, storage, invocation, uri, study_url)
+    with claim.held(storage, name, f"search {name}", uri) as store:
+        return _search(args, search, spec, name, storage, invocation, store, study_url)
 
 
 def _search(args: argparse.Namespace, search: Search, spec: TrialSpec, name: str, storage: str, invocation: str,
-            uri: str, study_url: str) -> int:
-    """One search invocation under the experiment's lock: trials, the study's summary, the best row."""
-    study_storage, study = open_study(study_url, name, search)
+            store: tracking.Tracking, study_url: str) -> int:
+    """One search invocation under the experiment's lock and claim: trials, the study's summary, the best row."""
+    study = open_study(study_url, name, search)
     before = len(study.trials)
     epochs = spec.total_epochs
-    store = tracking.Tracking(uri)
+    uri = store.uri
     with sweep.Drive(store, name) as drive:
         tags = {"sfh.command": "search", "sfh.search_file": str(args.search), OPTUNA_STUDY: f"{name} in {study_url}",
-                "sfh.storage": storage}
+                "sfh.storage": storage, **tracking.source_tags(str(args.search))}
         [spec], drive.parent = sweep.start([spec], address=args.address, verbose=args.verbose, store=store,
                                            name=name, tags=tags)
         trials = args.trials or search.num_samples
@@ -172,7 +161,7 @@ def _search(args: argparse.Namespace, search: Search, spec: TrialSpec, name: str
               f"{study_url}; Tune state in {sweep.join(storage, invocation)}; MLflow {uri}", flush=True)
         drive.results = sweep.run(
             name=invocation, storage=storage, param_space={"trial": spec.to_mapping()},
-            searcher=searcher(search, study_storage, study), scheduler=scheduler(search, epochs),
+            searcher=StudySearcher(search, study_url, name, spec), scheduler=scheduler(search, epochs),
             metric=search.metric, mode=search.mode, num_samples=trials, max_concurrent=search.max_concurrent,
             callbacks=[SearchProgress(), TrialRuns(uri, name)],
         )
@@ -182,14 +171,34 @@ def _search(args: argparse.Namespace, search: Search, spec: TrialSpec, name: str
         print(f"{name}: interrupted; its unfinished trials are KILLED in MLflow. The study keeps every finished "
               f"trial: run `sfh search {args.search}` again to go on.", file=sys.stderr)
         return code
-    print(f"\n{name}: this run's trials\n{summarize(results, study, search.metric, epochs)}")
+    print(f"\n{name}: this run's trials\n{summarize(results, study, epochs)}")
     print(f"study {name}: {len(study.trials)} trials ({before} before this run)")
-    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+    if not any(t.state == TrialState.COMPLETE for t in study.trials):
         print("no trial completed: no best row to write")
         return 1
+    if search.objectives:
+        return _conclude_front(args, search, study, study_url, store, parent) or code
     out = args.out or Path("runs/search") / f"{name}-best.yaml"
     best = write_best(search, study, out, study_url)
     store.set_tags(parent, {"sfh.search.best_trial": str(best.number), "sfh.search.best_row": str(out)})
     print(f"best: trial {best.number}, {search.metric} {best.value:.4g}: {_values(best.params)}")
     print(f"best row written to {out}; train it with: sfh reproduce {out}")
     return code
+
+
+def _conclude_front(args: argparse.Namespace, search: Search, study: optuna.Study, study_url: str,
+                    store: tracking.Tracking, parent: str) -> int:
+    """A multi-objective search's end: the front printed, written as an experiment file, logged to MLflow."""
+    out = args.out or Path("runs/search") / f"{study.study_name}-front.yaml"
+    points = pareto.write_front(search, study, out, study_url)
+    folder = Path(tempfile.mkdtemp(prefix="sfh-front-"))
+    try:
+        pareto.log_front(store, parent, search, study, out, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"Pareto front of study {study.study_name} ({', '.join(search.objective_names)}): {len(points)} point(s)")
+    print(pareto.front_table(search, points))
+    print(f"front written to {out}, one row per point; train one with: sfh reproduce {out} "
+          f"--rows trial-{points[0].number} (all: sfh reproduce {out}). Table and figure: MLflow run {parent} "
+          f"({pareto.FRONT_TABLE}, {pareto.FRONT_FIGURE}).")
+    return 0

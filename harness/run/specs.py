@@ -111,7 +111,8 @@ def trial_specs(
     one run key would race for one MLflow run and one Train folder: refused.
     """
     specs = []
-    tags = {tracking.PAPER_TABLE: experiment.paper.table, **tracking.provenance_tags()}
+    tags = {tracking.PAPER_TABLE: experiment.paper.table, **tracking.provenance_tags(),
+            **tracking.source_tags(experiment.source)}
     for row in [experiment.row(r) for r in rows] if rows else experiment.rows:
         overrides = run_overrides(experiment.config(row), smoke=smoke, epochs=epochs, data_root=data_root)
         config = experiment.train_config(row, overrides) if overrides else experiment.config(row)

@@ -1,0 +1,93 @@
+"""A multi-objective search's page: every finished trial on the two plotted objectives, the Pareto front
+highlighted, and the base experiment's published rows on the same axes where they are counted the same way.
+
+Read from MLflow only: the trial runs of the search's experiment, their final figures (the objectives' values)
+and the ``sfh.search.front`` tag the search puts on the front's runs. Published rows are the papers' own
+figures, so they join only axes counted under the family's paper convention (or none: top-1, params);
+under any other convention (the common ruler, ...) the published models would need their trained weights to be
+counted again, and the page says so.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from pathlib import Path
+
+from mlflow.entities import Run
+
+from dashboards import markup
+from harness import tracking
+from harness.experiment.objectives import Objective
+from harness.experiment.search_space import Search
+from harness.run.pareto import FRONT_TAG, Point, axes, draw_front
+from harness.run.search import OPTUNA_TRIAL
+from spikingformer.evaluate import PAPER
+
+#: Objective -> the published figure of a paper row that is counted the same way (its scale to ours).
+PUBLISHED = {"top1": ("top1", 1.0), "params": ("params_M", 1e6), "energy_mJ": ("energy_mJ", 1.0),
+             "sops_G": ("sops_G", 1.0)}
+
+
+def published_points(search: Search, x: Objective, y: Objective) -> tuple[list[Point], str]:
+    """The base experiment's rows with published figures on both axes, or none and why."""
+    if search.base.experiment is None:
+        return [], "The search starts from a recipe: no published rows."
+    if any(o.name not in PUBLISHED or (o.convention or PAPER) != PAPER for o in (x, y)):
+        return [], (f"Published rows are not drawn: the papers count {x.label} and {y.label} under their own "
+                    "conventions, and counting a published model under another one needs its trained weights.")
+    experiment = search.base_experiment()
+    points = []
+    for row in experiment.rows:
+        values = [getattr(row.paper, PUBLISHED[o.name][0]) for o in (x, y)]
+        if None not in values:
+            scale = [PUBLISHED[o.name][1] for o in (x, y)]
+            points.append(Point(f"{row.id} (paper)", values[0] * scale[0], values[1] * scale[1]))
+    note = "" if points else f"No row of {experiment.name} publishes both {x.label} and {y.label}."
+    return points, note
+
+
+def _values(run: Run, objectives: tuple[Objective, ...]) -> list[float] | None:
+    values = [run.data.metrics.get(o.figure) for o in objectives]
+    return values if all(v is not None and math.isfinite(v) for v in values) else None
+
+
+def write_search_report(search: Search, uri: str, out: Path, name: str | None = None) -> Path:
+    """``out/<name>/index.html`` for the search tracked as ``name`` (default: the search's name)."""
+    if not search.objectives:
+        raise ValueError(f"{search.source}: a search page draws a Pareto front; this search has one metric "
+                         f"({search.metric}): its trials are in the MLflow experiment {search.name}")
+    name = name or search.name
+    runs = tracking.Tracking(uri).trial_runs(name)
+    ix, iy = axes(search.objectives)
+    x, y = search.objectives[ix], search.objectives[iy]
+    trials, front, rows = [], [], []
+    for run in sorted(runs, key=lambda r: int(r.data.tags.get(OPTUNA_TRIAL, "-1"))):
+        values = _values(run, search.objectives)
+        if run.info.status != "FINISHED" or values is None:
+            continue
+        label = f"trial {run.data.tags.get(OPTUNA_TRIAL, '?')}"
+        on_front = run.data.tags.get(FRONT_TAG) == "true"
+        trials.append(Point(label, values[ix], values[iy]))
+        if on_front:
+            front.append(Point(label, values[ix], values[iy]))
+        sampled = ", ".join(f"{k}={run.data.params.get(k, '?')}" for k in search.space)
+        rows.append([markup.text_cell(label), *(f"{v:.4g}" for v in values), "yes" if on_front else "",
+                     markup.text_cell(sampled), markup.text_cell(run.info.run_id[:8], run.info.run_id)])
+    folder = out / name
+    (folder / "figures").mkdir(parents=True, exist_ok=True)
+    published, why = published_points(search, x, y)
+    figure = draw_front(folder / "figures" / "pareto.png", trials, front, x.label, y.label,
+                        f"{name}: {len(trials)} trials, Pareto front ({len(front)} points)", published)
+    caption = (f"Every finished trial of {name} (grey), the Pareto front (red stars) of "
+               f"{' and '.join(search.objective_names)}" + (", published rows (black diamonds)" if published else ""))
+    body = markup.figure(figure.relative_to(folder).as_posix(), caption)
+    body += markup.note(why) if why else ""
+    header = ["trial", *search.objective_names, "front", "sampled values", "MLflow run"]
+    body += markup.table(header, rows) if rows else markup.note(f"no finished trial of {name} in {uri}")
+    body += (f"<p class='small'>Train a front point with the base row's full recipe: "
+             f"<code>sfh reproduce runs/search/{escape(name)}-front.yaml --rows trial-&lt;n&gt;</code></p>")
+    index = folder / "index.html"
+    sections = [markup.Section("front", "Pareto front", body)]
+    index.write_text(markup.page(f"Search {name}: Pareto front", f"{search.source}. Tracking: {uri}.", sections))
+    return index
