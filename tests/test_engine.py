@@ -327,6 +327,7 @@ class StopAfter(Callback):
         return "enough" if self.done >= self.epochs else None
 
 
+@pytest.mark.train
 def test_a_callback_stops_training_and_the_result_says_why(tmp_path: Path) -> None:
     config = TrainConfig.from_dict(deep_merge(AUGMENTED, {"schedule": {"epochs": 3}}))
     recorder = Recorder()
