@@ -4,6 +4,7 @@ break-even firing rate follows from the spiking model measured firing and silent
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -98,3 +99,14 @@ def test_the_memory_inclusive_figures_are_named_as_a_convention_a_search_can_min
     assert objective.figure == "energy_mJ_memory"
     with pytest.raises(ConfigError, match="'memory' is not reported by spikingformer_cifar_2_384 for sops_G"):
         check_reported((Objective(name="sops_G", mode="min", convention="memory"),), model, "search.yaml")
+
+
+def test_sfh_energy_prints_the_memory_inclusive_estimate(capsys: pytest.CaptureFixture[str]) -> None:
+    from spikingformer.energy.cli import main
+
+    args = ["--model", "spikingformer_cifar_2_384", "--num-classes", "10", "--T", "1", "--data", "synthetic:2",
+            "--memory", "1", "--device", "cpu", "--format", "json"]
+    assert main(args) == 0
+    found = json.loads(capsys.readouterr().out)["memory_inclusive"]
+    assert found["images"] == 1 and found["ann_bits"] == 1 and found["snn_mJ"] > 0 and found["ann_mJ"] > 0
+    assert "Lemaire et al. 2022" in found["costs"]["source"]
