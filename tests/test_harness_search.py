@@ -16,6 +16,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
+from dashboards.search_report import published_points
 from harness import tracking
 from harness.cli import main
 from harness.experiment import Experiment, load_experiment
@@ -285,3 +286,24 @@ def test_pareto_search_keeps_two_objectives_and_writes_a_front_that_trains_and_d
     page = (tmp_path / "reports" / "t-pareto" / "index.html").read_text()
     assert "figures/pareto.png" in page and page.count("trial ") >= 2
     assert (tmp_path / "reports" / "t-pareto" / "figures" / "pareto.png").stat().st_size > 10_000
+
+
+def _pareto_search(experiment: str, row: str, energy_convention: str) -> Search:
+    data = yaml.safe_load(PARETO.read_text())
+    data["base"] = {"experiment": str(EXPERIMENTS / experiment), "row": row}
+    data["budget"] = {}
+    data["space"] = {"optim.lr": {"loguniform": [1.0e-4, 1.0e-3]}}
+    data["objectives"][1]["convention"] = energy_convention
+    return Search.from_dict(data, where=str(PARETO))
+
+
+def test_published_rows_join_the_front_only_where_counted_the_same_way() -> None:
+    paper = _pareto_search("imagenet.yaml", "8-384", "paper")
+    x, y = paper.objectives[1], paper.objectives[0]
+    points, why = published_points(paper, x, y)
+    assert why == "" and ("8-384 (paper)", 4.69, 72.45) in [(p.label, p.x, p.y) for p in points]
+    assert len(points) == len([r for r in load_experiment(EXPERIMENTS / "imagenet.yaml").rows
+                               if r.paper.energy_mJ is not None and r.paper.top1 is not None])
+    common = _pareto_search("imagenet.yaml", "8-384", "common")
+    points, why = published_points(common, common.objectives[1], common.objectives[0])
+    assert points == [] and "needs its trained weights" in why
