@@ -39,9 +39,10 @@ test: install test-deps
 	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 tests; code=$$?; \
 	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$code
 
-# The edit loop: everything but what needs Ray, trains for long or drives a browser (markers in pyproject.toml).
+# The edit loop: everything but what needs Ray, trains for long, compiles or drives a browser (markers in
+# pyproject.toml).
 test-fast: install
-	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 -m "not ray and not train and not browser" tests; \
+	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 -m "not ray and not train and not compile and not browser and not slurm" tests; \
 	  code=$$?; echo "make test-fast: $$(( $$(date +%s) - start )) s"; exit $$code
 
 lint: install
@@ -98,8 +99,13 @@ CHROMIUM := /usr/bin/chromium
 report: install
 	$(SFH) report $(EXP) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
 
+# The MLflow UI on 127.0.0.1:PORT (default 5000), printing each experiment's results link; JOBS=1 also starts
+# MLflow's job runner (GenAI jobs), off by default.
+PORT ?= 5000
+JOBS ?=
 mlflow-ui: install
-	$(BIN)/python -m dashboards.mlflow_ui $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
+	$(BIN)/python -m dashboards.mlflow_ui --port $(PORT) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI)) \
+	  $(if $(JOBS),--jobs)
 
 # Headless Chromium (Debian package) for the report's browser test; installed only when missing.
 test-deps:

@@ -33,7 +33,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -67,6 +67,11 @@ class Scale:
     #: Batches per epoch of the killed run: long enough an epoch that the kill lands between epoch 0 and 1.
     resume_batches: int = 150
     bench: bool = True
+    #: A running Ray cluster the Ray checks join (``--address``); None starts a private local Ray, as users do.
+    address: str | None = None
+
+    def cluster_args(self) -> list[str]:
+        return ["--address", self.address] if self.address else []
 
 
 GPU = Scale("cuda", (16, 384, 196))
@@ -159,7 +164,7 @@ def kill_resume(scale: Scale, work: Path) -> dict:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     log = (work / "driver.log").open("w")
     driver = subprocess.Popen([str(SFH), "reproduce", str(experiment), "--storage", str(storage),
-                               "--tracking-uri", uri, "--skip-data-check"], cwd=REPO, env=env,
+                               "--tracking-uri", uri, "--skip-data-check", *scale.cluster_args()], cwd=REPO, env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 600
     while _epochs_logged(uri, "gpucheck") < 1 and driver.poll() is None and time.monotonic() < deadline:
@@ -173,8 +178,8 @@ def kill_resume(scale: Scale, work: Path) -> dict:
     if finished_early or logged_before != 1:
         return {"ok": False, "error": f"driver not killed between epochs (logged {logged_before}, exited "
                 f"{finished_early})", "log": (work / "driver.log").read_text()[-3000:]}
-    resumed = subprocess.run([str(SFH), "resume", "gpucheck", "--storage", str(storage)], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([str(SFH), "resume", "gpucheck", "--storage", str(storage), *scale.cluster_args()],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     results = sorted(storage.glob("gpucheck/*/result.json"))
     reported = [json.loads(line) for p in results for line in p.read_text().splitlines()]
     last_pid = reported[-1]["pid"] if reported else None
@@ -220,7 +225,7 @@ def plan(scale: Scale, work: Path) -> dict:
     out = work / "plan.json"
     done = subprocess.run([str(SFH), "plan", str(experiment), "--steps", "2", "--format", "json", "--out", str(out),
                            "--storage", str(work / "plan-ray"), "--tracking-uri", f"sqlite:///{work / 'plan.db'}",
-                           *extra], cwd=REPO, capture_output=True, text=True, timeout=900)
+                           *extra, *scale.cluster_args()], cwd=REPO, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         return {"ok": False, "error": done.stderr[-3000:]}
     projection = json.loads(out.read_text())
@@ -243,11 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", action="store_true", help="the same checks on CPU at tiny sizes")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "gpu-check", help="report folder")
     parser.add_argument("--only", nargs="*", choices=[c.__name__ for c in CHECKS], help="run only these checks")
+    parser.add_argument("--address", help="join this running Ray cluster (host:port) instead of a private local Ray")
     args = parser.parse_args(argv)
     if not args.cpu and not torch.cuda.is_available():
         print("gpu-check: no CUDA device here; it needs one GPU (`--cpu` runs the tiny CPU form)", file=sys.stderr)
         return 2
-    scale = CPU if args.cpu else GPU
+    scale = replace(CPU if args.cpu else GPU, address=args.address)
     report = {"device": torch.cuda.get_device_name(0) if scale.device == "cuda" else "cpu", "checks": {}}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         for check in CHECKS:

@@ -231,6 +231,25 @@ def training_curves(
     return _save(fig, path)
 
 
+def gap_curve(path: Path, title: str, gaps: Sequence[Line], band: tuple[Sequence[float], Sequence[float]]) -> Path:
+    """Each seed's test top-1 minus the reference curve at the same fraction of the schedule, over the band
+    within which a trial is on track (``band``: epochs and the band's half-width there)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=DPI)
+    epochs, width = band
+    ax.fill_between(epochs, [-w for w in width], width, color=_REFERENCE, alpha=0.25, label="on track (band)")
+    ax.axhline(0.0, color="#222222", linewidth=0.8)
+    for line in gaps:
+        ax.plot(line.epochs, line.values, "-", color=f"C{line.group}", linewidth=1.6,
+                marker="" if len(line.epochs) > 30 else ".", label=line.label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("top-1 minus reference (points)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
 def energy_breakdown(path: Path, title: str, layers: Sequence[LayerBar], reference_label: str | None = None) -> Path:
     """Per-layer input firing rate and energy as horizontal bars; upstream values as black ticks."""
     height = max(2.5, 0.16 * len(layers) + 1.2)

@@ -1,8 +1,9 @@
 """The report of one experiment: ``<out>/<name>/index.html`` plus its PNG figures, built from MLflow.
 
 Sections, in reading order: the paper-vs-reproduced table (``harness.results``), accuracy against energy
-and parameters among the paper's and the peers' points, training curves over the upstream logs, and the
-per-layer firing-rate and energy breakdown of each run. Rows that are running or never ran, and runs
+and parameters among the paper's and the peers' points, training curves against the authors' own (their
+published logs, as data) with each seed's gap to them, and the per-layer firing-rate and energy breakdown of
+each run. Rows that are running or never ran, and runs
 without epochs or artifacts yet, render as such: nothing here assumes a finished experiment.
 """
 
@@ -10,21 +11,18 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from pathlib import Path
-from typing import TypeVar
 
 from dashboards import figures, markup
 from dashboards.peers import EVIDENCE, Peer, load_peers, peers_for
-from dashboards.upstream_logs import DEFAULT_ROOT, E_AC_PJ, EnergyLog, UpstreamRun, find_upstream
 from harness import results
-from harness.results import RowResult, RowSetup, RunReader, SeedRun
+from harness.results import E_AC_PJ, EnergyLog, ReferenceCurve, RowResult, RowSetup, RunReader, SeedRun
 
 FIGURES = "figures"
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -36,26 +34,8 @@ class Context:
     setups: dict[str, RowSetup]
     runs: RunReader
     folder: Path
-    upstream_root: Path
-
-    def upstream(
-        self, row_id: str, read: Callable[[UpstreamRun, Path], _T]
-    ) -> tuple[UpstreamRun | None, _T | None, str]:
-        """The upstream run a row reproduces and ``read(run, root)`` of its log, or a note saying why not.
-
-        No upstream run ships for most rows: ``(None, None, "")``. A missing folder or log, or one that does
-        not parse, gives ``(run, None, note)``: the report draws without the overlay and says so.
-        """
-        setup = self.setups[row_id]
-        run = find_upstream(setup.model, setup.dataset, setup.time_steps)
-        if run is None:
-            return None, None, ""
-        if not self.upstream_root.is_dir():
-            return run, None, f"no overlay of {run.label}: the upstream logs folder {self.upstream_root} is missing"
-        try:
-            return run, read(run, self.upstream_root), ""
-        except (OSError, ValueError) as err:
-            return run, None, f"no overlay of {run.label}: {err}"
+    #: Each row's reference curve (the authors' log, as this repository's data), None where none was published.
+    curves: dict[str, ReferenceCurve | None]
 
     def figure(self, stem: str) -> Path:
         return self.folder / FIGURES / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}.png"
@@ -71,17 +51,13 @@ def write_report(
     out: Path,
     *,
     name: str | None = None,
-    upstream_root: Path | None = None,
 ) -> Path:
-    """Write ``out/<name>/index.html`` (figures beside it, old ones removed) and return its path.
-
-    ``upstream_root``: the folder of the upstream logs (default: ``../shared/reference/upstream_logs``).
-    """
+    """Write ``out/<name>/index.html`` (figures beside it, old ones removed) and return its path."""
     name = name or experiment.name
     folder = out / name
     shutil.rmtree(folder / FIGURES, ignore_errors=True)
     (folder / FIGURES).mkdir(parents=True)
-    ctx = Context(experiment, rows, results.row_setups(experiment), runs, folder, upstream_root or DEFAULT_ROOT)
+    ctx = Context(experiment, rows, results.row_setups(experiment), runs, folder, results.reference_curves(experiment))
     sections = [_table(ctx), *_grid(ctx), _tradeoffs(ctx), _curves(ctx), _energy(ctx), _cost(ctx, name)]
     paper = experiment.paper
     subtitle = (
@@ -116,7 +92,8 @@ def write_index(out: Path, across: Sequence[results.FamilyLine] = ()) -> Path:
 def _families(lines: Sequence[results.FamilyLine]) -> markup.Section:
     """Every row of every family rendered, on one ruler: the family's own paper's counting and the common one."""
     header = ["table", "row", "model", "dataset", "T", "params M", "SOPs G (paper conv. / common)",
-              "energy mJ (paper conv. / common / paper)", "top-1 (paper / ours)", "seeds", "verdict"]
+              "energy mJ (paper conv. / common / paper)", "energy mJ memory-incl. (SNN / bit-matched ANN)",
+              "firing rate (measured / break-even)", "top-1 (paper / ours)", "seeds", "verdict"]
     rows = [
         [
             markup.text_cell(line.table), markup.text_cell(line.row), markup.text_cell(line.model),
@@ -124,14 +101,20 @@ def _families(lines: Sequence[results.FamilyLine]) -> markup.Section:
             f"{results.format_number(line.result.sops_G)} / {results.format_number(line.sops_common)}",
             f"{results.format_number(line.result.energy_mJ)} / {results.format_number(line.energy_common)} / "
             f"{results.format_number(line.result.paper.energy_mJ)}",
+            f"{results.format_number(line.energy_memory)} / {results.format_number(line.energy_qann)}",
+            f"{results.format_number(line.firing_rate)} / {results.format_number(line.break_even_rate)}",
             results.format_pair(line.result.paper.top1, line.result.best_top1_mean),
             f"{len(line.result.finished)}/{len(line.result.runs)}", markup.verdict(line.result.verdict),
         ]
         for line in lines
     ]
-    legend = ("<p class='small'>Energy per image under each row's own paper's convention (paper conv.), under the "
-              "common ruler (Spikingformer's rules, SPEC §5, applied to every family) and as the paper printed it; "
-              "best top-1, mean over finished seeds. The same table as <code>sfh compare</code>.</p>")
+    legend = ("<p class='small'>Energy per image under each row's own paper's convention (paper conv.: compute "
+              "only, 4.6 pJ per MAC and 0.9 pJ per AC), under the common ruler (Spikingformer's rules applied to every "
+              "family) and as the paper printed it; then memory-inclusive (Lemaire et al. 2022: 45 nm integer "
+              "arithmetic plus SRAM traffic for weights, membrane potentials and spikes) for the spiking model and "
+              "for the same network as a quantized ANN with ceil(log2(T+1))-bit activations, and the firing rate "
+              "below which the spiking model costs less than that ANN (docs/energy.md). Best top-1, mean over "
+              "finished seeds. The same table as <code>sfh compare</code>.</p>")
     return markup.Section("families", "Across families", markup.table(header, rows) + legend)
 
 
@@ -304,8 +287,9 @@ def _curves(ctx: Context) -> markup.Section:
     for r in ctx.rows:
         setup = ctx.setups[r.row_id]
         heading = f"<h3>{escape(r.row_id)}: {escape(setup.label)} on {escape(setup.dataset)}, T={setup.time_steps}</h3>"
-        _, curve, problem = ctx.upstream(r.row_id, UpstreamRun.curve)
-        notes = markup.note(problem) if problem else ""
+        curve = ctx.curves[r.row_id]
+        notes = "" if curve is not None else markup.note("no reference curve: the authors published no training log "
+                                                         "of this row")
         if not r.runs:
             target = "; the authors' run alone, as the target" if curve is not None else ""
             notes = markup.note(f"{r.verdict}: no run of this row yet{target}") + notes
@@ -314,21 +298,59 @@ def _curves(ctx: Context) -> markup.Section:
                 continue
         top1, loss = _run_lines(ctx.runs, r.runs)
         if curve is not None:
-            epochs = [e.epoch for e in curve.epochs]
-            top1.append(figures.Line(curve.label, epochs, [e.top1 for e in curve.epochs], reference=True))
-            train, test = [e.train_loss for e in curve.epochs], [e.eval_loss for e in curve.epochs]
-            loss.append(figures.Line(f"{curve.label} train", epochs, train, reference=True))
-            loss.append(figures.Line(f"{curve.label} eval", epochs, test, reference=True, dashed=True))
+            reference = _reference_lines(curve, setup.total_epochs)
+            top1.append(reference[0])
+            loss.extend(reference[1:])
+            notes += markup.note(_provenance(curve, setup.total_epochs))
         seeds = ", ".join(f"seed {run.seed} {run.status}" for run in r.runs) or r.verdict
         title = f"{r.row_id} ({seeds})"
         path = figures.training_curves(ctx.figure(f"curves-{r.row_id}"), title, top1, loss, r.paper.top1)
         parts.append(heading + notes + ctx.embed(path, f"{r.row_id}: test top-1 and loss per epoch"))
+        if curve is not None and r.runs:
+            parts.append(_gap(ctx, r, curve, setup.total_epochs))
     intro = (
         "<p class='small'>Solid: test top-1 and training loss per epoch of each seed; dashed: evaluation loss "
-        "(and EMA top-1 when used). Grey: the authors' run, parsed from the upstream log, where one ships "
-        "(ImageNet 8-512 and 8-768, CIFAR10-DVS T=16). Dotted line: the paper's top-1.</p>"
+        "(and EMA top-1 when used). Grey: the authors' run, from the training log they published (extracted into "
+        "experiments/reference/, source and sha256 below each figure), laid on this row's schedule by fraction of "
+        "the schedule. Dotted line: the paper's top-1. Under it, where a reference exists: each seed's gap to the "
+        "reference per evaluated epoch and the band within which it is on track (docs/convergence.md).</p>"
     )
     return markup.Section("curves", "Training curves", intro + "".join(parts))
+
+
+def _reference_lines(curve: ReferenceCurve, total_epochs: int) -> list[figures.Line]:
+    """The reference's top-1, training and test loss on the row's epochs (epoch e of N at (e+1)/N x total - 1)."""
+    epochs = [(e + 1) / curve.total_epochs * total_epochs - 1 for e in curve.epochs]
+    lines = [figures.Line(curve.label, epochs, list(curve.top1), reference=True)]
+    for values, name, dashed in ((curve.train_loss, "train", False), (curve.eval_loss, "eval", True)):
+        if all(v is not None for v in values):
+            lines.append(figures.Line(f"{curve.label} {name}", epochs, list(values), reference=True, dashed=dashed))
+    return lines
+
+
+def _provenance(curve: ReferenceCurve, total_epochs: int) -> str:
+    source = curve.source
+    where = f"{source.repository}@{source.commit}:{source.path} (sha256 {source.sha256[:12]}...)" if source else ""
+    scale = "" if curve.total_epochs == total_epochs else f", drawn on this row's {total_epochs} epochs"
+    return (f"reference: {curve.label}, {curve.total_epochs} epochs{scale}, best {curve.best[1]:.2f} at epoch "
+            f"{curve.best[0]}; from {where}; band {curve.band_pp} points ({curve.dataset})")
+
+
+def _gap(ctx: Context, r: RowResult, curve: ReferenceCurve, total_epochs: int) -> str:
+    gaps = []
+    for i, run in enumerate(r.runs):
+        history = ctx.runs.epoch_history(run.run_id, results.GAP_TO_REFERENCE)
+        if history:
+            epochs, values = zip(*history, strict=True)
+            gaps.append(figures.Line(f"seed {run.seed}", epochs, values, group=i))
+    if not gaps:
+        return markup.note(f"{r.row_id}: no {results.GAP_TO_REFERENCE} logged (runs tracked before the guard)")
+    epochs = list(range(total_epochs))
+    band = [curve.band_at((e + 1) / total_epochs) for e in epochs]
+    status = "; ".join(f"seed {run.seed}: {run.convergence}" for run in r.runs if run.convergence)
+    path = figures.gap_curve(ctx.figure(f"gap-{r.row_id}"), f"{r.row_id}: gap to the reference", gaps,
+                             (epochs, band))
+    return (markup.note(status) if status else "") + ctx.embed(path, f"{r.row_id}: test top-1 minus the reference")
 
 
 # metric, legend name, panel, dashed
@@ -362,7 +384,8 @@ def _energy(ctx: Context) -> markup.Section:
         if not r.runs:
             continue
         setup = ctx.setups[r.row_id]
-        upstream, reference, problem = ctx.upstream(r.row_id, UpstreamRun.energy)
+        curve = ctx.curves[r.row_id]
+        reference = results.reference_energy(curve)
         shown = []
         for run in r.runs:
             caption = f"{r.row_id} seed {run.seed}"
@@ -378,21 +401,53 @@ def _energy(ctx: Context) -> markup.Section:
                 continue
             if matched:
                 title += f" (upstream log {reference.energy_mJ:.4g} mJ)"
-            label = upstream.label.replace("(log)", "(energy log)") if matched else None
+            label = curve.label.replace("(authors' log)", "(authors' energy log)") if matched else None
             path = figures.energy_breakdown(ctx.figure(f"energy-{r.row_id}-seed{run.seed}"), title, bars, label)
-            shown.append(ctx.embed(path, f"{caption}: input firing rate and energy per layer"))
+            shown.append(ctx.embed(path, f"{caption}: input firing rate and energy per layer")
+                         + _memory_inclusive(ctx.runs.json_artifact(run.run_id, results.MEMORY_ARTIFACT), caption))
         more = f"<details><summary>{len(shown) - 1} more seed(s)</summary>{''.join(shown[1:])}</details>"
-        notes = markup.note(problem) if problem else ""
-        parts.append(f"<h3>{escape(r.row_id)}</h3>" + notes + shown[0] + (more if len(shown) > 1 else ""))
+        parts.append(f"<h3>{escape(r.row_id)}</h3>" + shown[0] + (more if len(shown) > 1 else ""))
     if not parts:
         parts.append(markup.note("no run has been tracked yet"))
     intro = (
-        "<p class='small'>Per counted layer (SPEC §5 rules): the input firing rate (100% marks a non-spike input, "
-        "costed as MACs) and the energy per image; the last bar sums the attention matmuls of all blocks (ACs at "
-        "the q/k/v rates). Black ticks: the upstream energy log of the same model (released checkpoint, full "
-        "ImageNet val), matched layer by layer in forward order.</p>"
+        "<p class='small'>Per counted layer (the family's paper convention): the input firing rate (100% marks a "
+        "non-spike input, costed as MACs) and the energy per image; the last bar sums the attention matmuls of all "
+        "blocks (ACs at the q/k/v rates). Black ticks: the authors' energy log of the same model (released "
+        "checkpoint, full ImageNet val; extracted into experiments/reference/), matched layer by layer in forward "
+        "order.</p>"
+    )
+    intro += (
+        "<p class='small'>Under each figure, the memory-inclusive estimate of the same run: compute plus the SRAM "
+        "traffic of weights, membrane potentials and spikes (Lemaire et al. 2022), against the same network as a "
+        "quantized ANN with as many activation bits as T spikes carry, and the firing rate at which the two cost "
+        "the same (docs/energy.md).</p>"
     )
     return markup.Section("energy", "Firing rates and energy per layer", intro + "".join(parts))
+
+
+def _memory_inclusive(memory: dict | None, caption: str) -> str:
+    """The run's memory-inclusive estimate beside its bit-matched quantized ANN, part by part (mJ per image)."""
+    if memory is None:
+        return markup.note(f"{caption}: no memory-inclusive estimate logged (a run from before it existed)")
+    ann = memory["ann_parts"] or {}
+    rows = [[markup.text_cell(part), results.format_number(mj), results.format_number(ann.get(part))]
+            for part, mj in memory["snn_parts"].items()]
+    rows.append([markup.text_cell("total"), results.format_number(memory["snn_mJ"]),
+                 results.format_number(memory["ann_mJ"])])
+    rate, even = memory["firing_rate"], memory["break_even_rate"]
+    if memory["ann_mJ"] is None:
+        verdict = "no bit-matched ANN for event inputs"
+    elif even == 0.0:
+        verdict = "the spiking model costs more than the ANN even with every neuron silent"
+    else:
+        saves = "saves" if rate < even else "does not save"
+        verdict = (f"break-even firing rate {even:.4g}; measured {rate:.4g}: the spiking model {saves} energy "
+                   f"({100 * memory['saving']:+.1f} % of the ANN's)")
+    header = ["part", f"SNN T={memory['time_steps']} (mJ)", f"ANN {memory['ann_bits'] or '-'}-bit (mJ)"]
+    return (f"<p>Memory-inclusive, {memory['images']} image(s) one at a time: {escape(verdict)}.</p>"
+            + markup.table(header, rows)
+            + f"<p class='small'>{escape(memory['costs']['source'])}; left out on both sides: "
+              f"{escape(', '.join(memory['left_out']) or '-')}.</p>")
 
 
 # --- what it cost -------------------------------------------------------------------------------------------

@@ -92,6 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sfh {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # anything unforeseen: one line, the next step, the traceback in a log file
+        from harness.failures import one_line
+
+        print(one_line(err, args.command, _again(args, argv)), file=sys.stderr)
+        return 1
+
+
+def _again(args: argparse.Namespace, argv: list[str]) -> str:
+    """The command that continues after a failure."""
+    if args.command == "resume":
+        return f"`sfh resume {args.name}`"
+    skipped = " (finished rows are skipped)" if args.command == "reproduce" else ""
+    return f"run `sfh {' '.join(argv)}` again{skipped}"
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 figures aggregate its FINISHED seeds (mean and sample sd); the verdict compares the mean best top-1 (the
 paper's protocol: best test epoch) with the paper within the experiment's tolerance.
 
-This module is also the one facade ``dashboards`` reads through (DESIGN.md, Boundaries): experiment files
+This module is also the one facade ``dashboards`` reads through (the harness never imports it): experiment files
 and what each row trains (``load_experiment``, ``discover``, ``row_setups``), and the tracking store
 (``RunReader``: rows, tracked variants, per-epoch histories, artifacts).
 """
@@ -41,6 +41,9 @@ from harness.formatting import (
     format_spread,
     format_value,
 )
+from harness.reference import guard
+from harness.reference.curves import ReferenceCurve
+from harness.reference.logs import E_AC_PJ, EnergyLog, load_energy_log
 from harness.tracking import default_tracking_uri
 from spikingformer import evaluate
 from spikingformer.models import MODEL_CONFIGS, batch_coupling, model_label
@@ -52,12 +55,20 @@ __all__ = [
     "format_table", "load_experiment", "render_costs", "render_csv", "render_markdown", "row_costs", "row_setups",
     "summarize",
     "NO_REFERENCE", "axes", "format_value", "grid_cells",
+    "MEMORY_ARTIFACT", "E_AC_PJ", "EnergyLog", "GAP_TO_REFERENCE", "ReferenceCurve", "STOPPED", "reference_curves",
+    "reference_energy",
 ]  # fmt: skip
 
+#: The verdict of a row whose convergence guard stopped a seed below the authors' curve.
+STOPPED = guard.STOPPED
+#: The per-epoch gap of a trial to its row's reference curve (the report's gap figure).
+GAP_TO_REFERENCE = guard.GAP_TO_REFERENCE
 #: The verdict of a row whose model couples a sample to its batch, run at other per-rank batches than upstream's.
 NOT_COMPARABLE = "NOT COMPARABLE"
 #: The per-layer firing-rate and energy report a finished trial logs (``EnergyReport.to_json``).
 ENERGY_ARTIFACT = evaluate.ENERGY_ARTIFACT
+#: The memory-inclusive estimate against the bit-matched quantized ANN (``MemoryInclusiveReport.to_dict``).
+MEMORY_ARTIFACT = evaluate.MEMORY_ARTIFACT
 
 
 @dataclass
@@ -73,6 +84,8 @@ class SeedRun:
     #: Its per-rank training and evaluation batches (None where the run did not record them).
     train_batch: int | None = None
     eval_batch: int | None = None
+    #: Its convergence guard's last word (``sfh.reference`` tag): "on track", "behind by ...", "stopped: ...".
+    convergence: str | None = None
 
 
 @dataclass
@@ -98,6 +111,15 @@ class RowResult:
     #: A grid point's axis values and the paper row it equals (``harness.experiment.grid``); empty / None otherwise.
     point: dict[str, Any] = field(default_factory=dict)
     reference: str | None = None
+    #: The authors' curve the row is compared with while it trains (``reference_curve``), None without a log.
+    curve: str | None = None
+
+    @property
+    def convergence(self) -> str:
+        """Each run's guard status, "no published log" for a row without a reference curve."""
+        if self.curve is None:
+            return "no published log"
+        return "; ".join(f"seed {r.seed}: {r.convergence}" for r in self.runs if r.convergence) or NA
 
     @property
     def finished(self) -> list[SeedRun]:
@@ -158,12 +180,15 @@ def collect(experiment: Experiment, tracking_uri: str, *, name: str | None = Non
             continue  # a search trial of this row, not the row itself
         by_key.setdefault(tags[tracking.ROW], []).append(
             SeedRun(run.info.run_id, seed, run.info.status, dict(run.data.metrics), tags.get(tracking.FAILURE),
-                    _integer(run.data.params.get("data.batch_size")), _integer(tags.get(tracking.EVAL_BATCH)))
+                    _integer(run.data.params.get("data.batch_size")), _integer(tags.get(tracking.EVAL_BATCH)),
+                    tags.get(guard.TAG))
         )
     out = []
     for row in experiment.rows:
         result = summarize(name, row.id, row.paper, experiment.tolerance, by_key.get(row.id, []))
-        result.point, result.reference = row.point, row.reference
+        result.point, result.reference, result.curve = row.point, row.reference, row.reference_curve
+        if any((r.convergence or "").startswith(guard.STOPPED) for r in result.finished):
+            result.verdict = STOPPED  # the guard cut it short: its top-1 is not a reproduction's
         if row.point and row.reference is None and result.verdict == NA:
             result.verdict = NO_REFERENCE  # a grid point no paper row equals
         model = experiment.train_config(row).model
@@ -201,12 +226,19 @@ class FamilyLine:
     result: RowResult
     sops_common: float | None
     energy_common: float | None
+    #: The memory-inclusive estimate (``spikingformer.energy.memory``): the spiking model, its bit-matched
+    #: quantized ANN, the firing rate measured (spikes / neuron outputs) and the rate at which the two cost the same.
+    energy_memory: float | None = None
+    energy_qann: float | None = None
+    firing_rate: float | None = None
+    break_even_rate: float | None = None
 
     def values(self) -> list[object]:
         r = self.result
         return [
             self.table, self.row, self.model, self.dataset, self.time_steps, r.params_M, r.sops_G, self.sops_common,
-            r.energy_mJ, self.energy_common, r.paper.energy_mJ, r.paper.top1, r.best_top1_mean,
+            r.energy_mJ, self.energy_common, r.paper.energy_mJ, self.energy_memory, self.energy_qann,
+            self.firing_rate, self.break_even_rate, r.paper.top1, r.best_top1_mean,
             f"{len(r.finished)}/{len(r.runs)}", r.verdict,
         ]
 
@@ -226,13 +258,16 @@ def family_lines(experiment: Experiment, tracking_uri: str, *, name: str | None 
             config.model.kwargs.get("T") or 0, result,
             _mean(result, evaluate.figure(evaluate.SOPS_G, evaluate.COMMON)),
             _mean(result, evaluate.figure(evaluate.ENERGY_MJ, evaluate.COMMON)),
+            _mean(result, evaluate.ENERGY_MJ_MEMORY), _mean(result, evaluate.ENERGY_MJ_QANN),
+            _mean(result, evaluate.FIRING_RATE_SPIKES), _mean(result, evaluate.BREAK_EVEN_RATE),
         ))
     return out
 
 
 FAMILY_COLUMNS = (
     "table", "row", "model", "dataset", "T", "params_M", "sops_G_paper_conv", "sops_G_common",
-    "energy_mJ_paper_conv", "energy_mJ_common", "paper_energy_mJ", "paper_top1", "top1", "seeds", "verdict",
+    "energy_mJ_paper_conv", "energy_mJ_common", "paper_energy_mJ", "energy_mJ_memory", "energy_mJ_qann",
+    "firing_rate", "break_even_rate", "paper_top1", "top1", "seeds", "verdict",
 )
 
 
@@ -246,16 +281,17 @@ def render_families_markdown(table: list[FamilyLine]) -> str:
     """The cross-family table (``sfh compare``, the report's index) in markdown."""
     header = (
         "| table | row | model | dataset | T | params M | SOPs G (paper conv. / common) "
-        "| energy mJ (paper conv. / common / paper's figure) | top-1 (paper / ours) | seeds | verdict |"
+        "| energy mJ (paper conv. / common / paper's figure) | energy mJ memory-incl. (SNN / bit-matched ANN) "
+        "| firing rate (measured / break-even) | top-1 (paper / ours) | seeds | verdict |"
     )
-    lines_out = [header, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines_out = [header, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for line in table:
-        t, row, model, dataset, steps, params, sops, sops_c, energy, energy_c, paper_e, paper_top1, top1, seeds, v = (
-            _family_cell(x) for x in line.values()
-        )
+        (t, row, model, dataset, steps, params, sops, sops_c, energy, energy_c, paper_e, memory, qann, rate, even,
+         paper_top1, top1, seeds, v) = (_family_cell(x) for x in line.values())
         lines_out.append(
             f"| {t} | {row} | {model} | {dataset} | {steps} | {params} | {sops} / {sops_c} "
-            f"| {energy} / {energy_c} / {paper_e} | {paper_top1} / {top1} | {seeds} | {v} |"
+            f"| {energy} / {energy_c} / {paper_e} | {memory} / {qann} | {rate} / {even} | {paper_top1} / {top1} "
+            f"| {seeds} | {v} |"
         )
     return "\n".join(lines_out) + "\n"
 
@@ -280,6 +316,8 @@ class RowSetup:
     time_steps: int
     #: What the model is (``spikingformer.models.model_label``): the registered name, or its real depth-width.
     label: str = ""
+    #: Its schedule's epochs, cooldown included.
+    total_epochs: int = 0
 
 
 def row_setups(experiment: Experiment) -> dict[str, RowSetup]:
@@ -289,8 +327,19 @@ def row_setups(experiment: Experiment) -> dict[str, RowSetup]:
         config = experiment.config(row)
         kwargs = {**MODEL_CONFIGS[config.model.name][1], **config.model.kwargs}  # every registered config sets T
         label = model_label(config.model.name, **config.model.kwargs)
-        setups[row.id] = RowSetup(config.model.name, config.data.dataset, int(kwargs["T"]), label)
+        setups[row.id] = RowSetup(config.model.name, config.data.dataset, int(kwargs["T"]), label,
+                                  config.schedule.total_epochs)
     return setups
+
+
+def reference_curves(experiment: Experiment) -> dict[str, ReferenceCurve | None]:
+    """Each row's reference curve by row id (None where the authors published no log of it)."""
+    return {row.id: experiment.reference_for(row) for row in experiment.rows}
+
+
+def reference_energy(curve: ReferenceCurve | None) -> EnergyLog | None:
+    """The authors' per-layer energy log extracted beside ``curve``, where they published one."""
+    return load_energy_log(curve.name) if curve is not None else None
 
 
 # --- reading a tracking store -----------------------------------------------------------------------------
@@ -428,8 +477,9 @@ def render_markdown(rows: Sequence[RowResult]) -> str:
     extra, cells = grid_cells(rows)
     lines = [
         "| row | " + "".join(f"{name} | " for name in extra) + "paper top-1 | best top-1 | last top-1 | Δ best (pp) "
-        "| params M (ours / paper) | SOPs G (ours / paper) | energy mJ (ours / paper) | seeds | verdict |",
-        "|---|" + "---:|" * (len(extra) - 1) + "---|" * bool(extra) + "---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| params M (ours / paper) | SOPs G (ours / paper) | energy mJ (ours / paper) | seeds | verdict "
+        "| vs the authors' curve |",
+        "|---|" + "---:|" * (len(extra) - 1) + "---|" * bool(extra) + "---:|" * 8 + "---|---|",
     ]
     for r, grid in zip(rows, cells, strict=True):
         lines.append(
@@ -437,7 +487,8 @@ def render_markdown(rows: Sequence[RowResult]) -> str:
             + f"{format_number(r.paper.top1)} | {format_spread(r.best_top1_mean, r.best_top1_sd)} "
             f"| {format_spread(r.last_top1_mean, r.last_top1_sd)} | {format_delta(r.delta)} "
             f"| {format_pair(r.params_M, r.paper.params_M)} | {format_pair(r.sops_G, r.paper.sops_G)} "
-            f"| {format_pair(r.energy_mJ, r.paper.energy_mJ)} | {len(r.finished)}/{len(r.runs)} | {r.verdict} |"
+            f"| {format_pair(r.energy_mJ, r.paper.energy_mJ)} | {len(r.finished)}/{len(r.runs)} | {r.verdict} "
+            f"| {r.convergence} |"
         )
     ended = [f"- {r.row_id} seed {s.seed}: {s.status}: {s.failure or 'no reason recorded'}"
              for r in rows for s in r.runs if s.status in ("FAILED", "KILLED")]
@@ -452,7 +503,7 @@ def render_markdown(rows: Sequence[RowResult]) -> str:
 CSV_COLUMNS = (
     "experiment", "row", "paper_top1", "best_top1_mean", "best_top1_sd", "last_top1_mean", "last_top1_sd", "delta",
     "params", "paper_params_M", "sops_G", "paper_sops_G", "energy_mJ", "paper_energy_mJ", "seeds_finished",
-    "seeds", "verdict", "paper_source", "point", "reference",
+    "seeds", "verdict", "paper_source", "point", "reference", "reference_curve", "convergence",
 )
 
 
@@ -466,7 +517,8 @@ def render_csv(rows: Sequence[RowResult]) -> str:
             r.experiment, r.row_id, r.paper.top1, r.best_top1_mean, r.best_top1_sd, r.last_top1_mean, r.last_top1_sd,
             r.delta, r.params, r.paper.params_M, r.sops_G, r.paper.sops_G, r.energy_mJ, r.paper.energy_mJ,
             len(r.finished), len(r.runs), r.verdict, r.paper.source,
-            ";".join(f"{k}={format_value(v)}" for k, v in r.point.items()), r.reference or "",
+            ";".join(f"{k}={format_value(v)}" for k, v in r.point.items()), r.reference or "", r.curve or "",
+            r.convergence,
         ])
     return out.getvalue()
 

@@ -126,6 +126,33 @@ def require(cond: bool, where: str, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{where + '.' if where else ''}{key}: {value!r} is not allowed ({allowed})")
 
 
+#: Characters no name that becomes a file or folder name may hold: path separators, NUL, control characters.
+_UNSAFE_IN_NAMES = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def folder_name_problem(name: str, *, segments: bool = False) -> str | None:
+    """What keeps ``name`` from being one folder name inside its parent (None when nothing does): empty, ``.``
+    or ``..``, a path separator or control character, surrounding spaces. With ``segments``, ``/`` separates
+    names that are each checked (grid point ids such as ``4-384/T=2``)."""
+    if name != name.strip():
+        return "it has surrounding spaces"
+    for part in name.split("/") if segments else [name]:
+        if part in ("", ".", ".."):
+            if part:
+                return f"{'a segment' if segments else 'it'} is {part!r}"
+            return "it has an empty segment" if segments else "it is empty"
+        if _UNSAFE_IN_NAMES.search(part):
+            return "it holds a path separator or control character"
+    return None
+
+
+def require_folder_name(name: str, where: str, key: str, *, segments: bool = False) -> None:
+    """A ``ConfigError`` unless ``name`` stays one folder inside its parent (:func:`folder_name_problem`)."""
+    problem = folder_name_problem(name, segments=segments)
+    kind = "'/'-separated folder names" if segments else "a folder name"
+    require(problem is None, where, key, name, f"{kind} that stay(s) inside the parent folder; {problem}")
+
+
 class Section:
     """Base of every validated configuration dataclass (here and in the harness's schemas)."""
 

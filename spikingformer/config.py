@@ -123,7 +123,7 @@ class ScheduleConfig(Section):
 
 @dataclass
 class AugmentConfig(Section):
-    """Train-time augmentation and the loss's label smoothing, per SPEC §6."""
+    """Train-time augmentation and the loss's label smoothing, as each upstream training script sets them."""
 
     auto_augment: str | None = None
     hflip: float = 0.5
@@ -190,6 +190,12 @@ class RuntimeConfig(Section):
     eval_every: int = 1
     #: Write last.pt every N epochs (the final epoch and every new best are always written).
     checkpoint_every: int = 1
+    #: In-epoch checkpoints (``last.pt`` at an optimizer-update boundary, with the sampler's position, so a resumed
+    #: run continues inside the epoch and equals the uninterrupted one): every N updates (null: not by count) ...
+    checkpoint_every_updates: int | None = None
+    #: ... and once this many minutes of training passed since the last checkpoint (null: not by time), so a kill
+    #: loses at most about this much. A stop request (SIGTERM) checkpoints at the next update either way.
+    checkpoint_every_minutes: float | None = 10.0
     #: LIF implementation (same spikes): spikingjelly's LIFNode, the fused operator (spikingformer.neurons.op), or
     #: 'auto' = fused where its exactness check passes on the run's device.
     lif_backend: Literal["auto", "spikingjelly", "fused"] = "auto"
@@ -202,6 +208,10 @@ class RuntimeConfig(Section):
         require(ema_ok, where, "ema_decay", self.ema_decay, "null or in (0, 1)")
         require(self.eval_every >= 1, where, "eval_every", self.eval_every, ">= 1")
         require(self.checkpoint_every >= 1, where, "checkpoint_every", self.checkpoint_every, ">= 1")
+        updates = self.checkpoint_every_updates
+        require(updates is None or updates >= 1, where, "checkpoint_every_updates", updates, "null or >= 1")
+        minutes = self.checkpoint_every_minutes
+        require(minutes is None or minutes > 0, where, "checkpoint_every_minutes", minutes, "null or > 0")
 
 
 @dataclass

@@ -1,9 +1,9 @@
-"""The paper's training recipes (SPEC §6) as TrainConfig mappings: every value upstream trained with.
+"""The paper's training recipes (upstream's configs) as TrainConfig mappings: every value upstream trained with.
 
 A paper row is ``deep_merge(load_recipe(name), row_overrides)`` validated by ``TrainConfig.from_dict``.
 Named variants are the recipe plus the override that distinguishes a published row (``cifar10-400e``:
 the "400E" rows; ``imagenet-8-768``: the 8-768 log's 24 x 8 batch; ``*-t10``: the T = 10 DVS rows).
-``drop_path_rate`` is 0 everywhere: upstream passes 0.2 / 0.1 but never applies its DropPath (SPEC §2.1).
+``drop_path_rate`` is 0 everywhere: upstream passes 0.2 / 0.1 but never applies its DropPath (no block calls it).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ BASE: dict[str, Any] = {
     "runtime": {"seed": 42, "amp": "fp16", "amp_eval": True, "ema_decay": None, "channels_last": False},
 }
 
-#: SPEC §6.1: timm train.py + imagenet.yml, 8 GPUs x 36 (the 8-512 log: 4448 iter/epoch).
+#: Spikingformer imagenet/: timm train.py + imagenet.yml, 8 GPUs x 36 (the 8-512 log: 4448 iter/epoch).
 IMAGENET = deep_merge(BASE, {
     "model": {"name": "spikingformer_8_512", "kwargs": {"num_classes": 1000, "num_heads": 8}},
     "data": {"dataset": "imagenet", "batch_size": 36, "eval_batch_size": 36, "recipe_global_batch": 288},
@@ -41,7 +41,7 @@ IMAGENET = deep_merge(BASE, {
                 "std": IMAGENET_STD, "mixup_alpha": 0.8, "cutmix_alpha": 1.0, "mixup_off_epoch": None},
 })
 
-#: SPEC §6.2: cifar10.yml, one GPU x 64. 300 epochs: the main-table 4-384 rows (issue #3); the yml says 400.
+#: Spikingformer cifar10/cifar10.yml, one GPU x 64. 300 epochs: the main-table 4-384 rows (issue #3); the yml says 400.
 CIFAR10 = deep_merge(BASE, {
     "model": {"name": "spikingformer_cifar_4_384", "kwargs": {"num_classes": 10, "num_heads": 12}},
     "data": {"dataset": "cifar10", "batch_size": 64, "eval_batch_size": 64, "recipe_global_batch": 64},
@@ -51,11 +51,11 @@ CIFAR10 = deep_merge(BASE, {
                 "std": CIFAR_STD, "mixup_alpha": 0.5, "cutmix_alpha": 0.0, "mixup_off_epoch": 200},
 })
 
-#: SPEC §6.2: cifar100.yml differs from CIFAR-10's only in the classes and 8 heads.
+#: Spikingformer cifar100/: cifar100.yml differs from CIFAR-10's only in the classes and 8 heads.
 CIFAR100 = deep_merge(CIFAR10, {"model": {"kwargs": {"num_classes": 100, "num_heads": 8}},
                                 "data": {"dataset": "cifar100"}})
 
-#: SPEC §6.3: the SEW-style DVS script, one GPU x 16, T = 16 frames, model from the factory defaults; no
+#: Spikingformer cifar10-dvs/train.py (SEW-style), one GPU x 16, T = 16 frames, model from the factory defaults; no
 #: RandAugment or erasing (its own DVS augmentation instead), mixup on half the batches.
 CIFAR10_DVS = deep_merge(BASE, {
     "model": {"name": "spikingformer_dvs_2_256", "kwargs": {"num_classes": 10, "num_heads": 16, "T": 16,
@@ -69,7 +69,7 @@ CIFAR10_DVS = deep_merge(BASE, {
     "runtime": {"seed": 2021, "amp_eval": False},
 })
 
-#: SPEC §6.3: as CIFAR10-DVS with 11 classes and 192 cosine epochs.
+#: Spikingformer dvs128-gesture/: as CIFAR10-DVS with 11 classes and 192 cosine epochs.
 DVS128_GESTURE = deep_merge(CIFAR10_DVS, {"model": {"kwargs": {"num_classes": 11}},
                                           "data": {"dataset": "dvs128-gesture"}, "schedule": {"epochs": 192}})
 
@@ -84,7 +84,7 @@ DIGITS: dict[str, Any] = {
     "runtime": {"seed": 0, "device": "auto"},
 }
 
-# ---- Peers, each as its own upstream trained it (PEERS.md; the repositories' confs)
+# ---- Peers, each as its own upstream trained it (the repositories' confs)
 
 #: SDT ImageNet (``conf/imagenet/8_384_300E_t4.yml``; timm 0.6.12 train.py): LAMB, mixup 0.2 / cutmix 1.0 switching,
 #: crop_pct 0.95, no erasing. ``batch_size`` is per process; upstream states no GPU count (README: one process),

@@ -8,7 +8,9 @@ tqdm bar when interactive), then measures the final figures a Ray trial logs (be
 energy under the family's conventions: :func:`spikingformer.evaluate.evaluate_run`) and writes them to
 OUT/result.json (``final``) with the per-layer report in OUT/energy_layers.json and OUT/energy.md; every rank
 writes OUT/rank<r>.json (final metrics and weight checksum) so a distributed run can be checked for agreement.
-Checkpoints go to OUT/last.pt and OUT/best.pt.
+Checkpoints go to OUT/last.pt and OUT/best.pt, inside an epoch too (``runtime.checkpoint_every_minutes``,
+``checkpoint_every_updates``). SIGTERM (what torchrun forwards, and Slurm or Kubernetes send before a kill) makes
+every rank checkpoint at the next optimizer update and exit with status 143; ``--resume OUT`` continues there.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from spikingformer.config import TrainConfig
 from spikingformer.recipes import load_recipe
 from spikingformer.training.distributed import rank_and_world
 from spikingformer.training.engine import Callback, fit
+from spikingformer.training.preemption import Preempted, StopRequest, stop_on_signals
+
+#: Exit status after a stop request was honoured (a checkpoint written): 128 + SIGTERM, as a shell reports it.
+EXIT_STOPPED = 143
 
 
 def load_config(path: str | Path, row: str | None = None, epochs: int | None = None) -> TrainConfig:
@@ -121,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or Path("runs/train") / "-".join(filter(None, [Path(args.config).stem, args.row])))
         out.mkdir(parents=True, exist_ok=True)
         callbacks = [PrintEpochs(config.schedule.total_epochs)] if rank == 0 else []
-        result = fit(
-            config, callbacks=callbacks, checkpoint_dir=out, resume_from=args.resume, device=device, progress=True
-        )
+        with stop_on_signals(StopRequest()) as stop:
+            result = fit(config, callbacks=callbacks, checkpoint_dir=out, resume_from=args.resume, device=device,
+                         progress=True, stop=stop)
         final = result.history[-1] if result.history else {}
         record = {"rank": rank, "world_size": world, "weights_sha256": result.weights_sha256, "final": final}
         (out / f"rank{rank}.json").write_text(json.dumps(record, indent=2))
@@ -139,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{final.metrics[evaluate.SOPS_G]:.4g} G, MACs {final.metrics[evaluate.MACS_G]:.4g} G "
                   f"({final.report.images} images)")
             print(f"results and checkpoints in {out}")
+    except Preempted as stopped:
+        if rank == 0:
+            print(f"spikingformer.train: {stopped}; continue with the same command and --resume {out}", flush=True)
+        return EXIT_STOPPED
     except (ValueError, FileNotFoundError) as err:
         print(f"spikingformer.train: error: {err}", file=sys.stderr)
         return 2

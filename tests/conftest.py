@@ -25,19 +25,11 @@ from helpers.ray_nodes import SESSION_HEAD_CPUS, SESSION_HEAD_IP, RayNode, free_
 from harness.cli import TELEMETRY_OFF
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"the shared reference folder {SHARED} is missing (it sits beside the checkout)")
-    return SHARED
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -83,6 +83,7 @@ class _CrashAfterEpoch1(Callback):
             raise KeyboardInterrupt  # the run dies once epoch 1's checkpoint is on disk
 
 
+@pytest.mark.train
 def test_fit_resumes_from_the_intact_best_when_last_is_truncated(tmp_path: Path, caplog) -> None:
     config = TrainConfig.from_dict({
         "model": {"name": "spikingformer_cifar_2_384", "kwargs": {"embed_dim": 16, "depth": 1, "num_heads": 2,

@@ -46,7 +46,7 @@ def test_bad_entries_name_the_entry(tmp_path: Path) -> None:
 
 def test_plotted_values_are_like_for_like() -> None:
     """ImageNet points at 224x224; CIFAR-100 params with the 100-class head, counted as the README counts
-    (without the unused LayerNorms: SPEC section 4)."""
+    (without the unused LayerNorms)."""
     peers = load_peers()
     sdt = next(p for p in peers_for(peers, "imagenet") if (p.model, p.variant) == ("Spike-driven Transformer", "8-768"))
     assert sdt.top1 == 76.32 and "288" in sdt.note  # 77.07 is the 288x288 test

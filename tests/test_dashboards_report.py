@@ -1,9 +1,10 @@
 """The report, as a reader sees it: rendered by ``sfh report`` and opened in headless Chromium.
 
 Two sources. A partial experiment laid out in MLflow as the harness writes it (fast, deterministic): one row
-finished (two seeds, per-epoch metrics, final figures, ``energy_layers.json`` costed at the upstream 8-512
-log's firing rates), one still running (two epochs, nothing final), one never run. And a real demo run
-through ``sfh reproduce`` (slow). In the browser every figure must load and no script may fail.
+finished (two seeds, per-epoch metrics and gaps to the authors' curve, final figures, ``energy_layers.json``
+costed at the firing rates of the authors' 8-512 energy log), one still running (two epochs, nothing final), one
+never run. And a real demo run through ``sfh reproduce`` (slow). In the browser every figure must load and no
+script may fail.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 import yaml
+from helpers.ray_nodes import RayNode
+from helpers.upstream_energy_log import load_energy_log
 
 from dashboards.report import write_report
-from dashboards.upstream_logs import UPSTREAM_RUNS, find_upstream
 from harness import results, tracking
 from harness.cli import main as sfh
 from harness.experiment import load_experiment, tracked_name
@@ -38,19 +40,21 @@ EXPERIMENT = {
     "paper": {"arxiv": "2304.11954v5", "table": "ImageNet-1K (test copy)", "source": "test"},
     "train": {"data": {"dataset": "imagenet"}},
     "rows": [
-        {"id": "8-512", "model": {"name": "spikingformer_8_512"},
+        {"id": "8-512", "model": {"name": "spikingformer_8_512"}, "reference_curve": "spikingformer-imagenet-8-512",
          "paper": {"top1": 74.79, "params_M": 29.68, "sops_G": 6.52, "energy_mJ": 7.46, "source": "README [R]"}},
-        {"id": "8-768", "model": {"name": "spikingformer_8_768"}, "paper": {"top1": 75.85, "energy_mJ": 13.68}},
+        {"id": "8-768", "model": {"name": "spikingformer_8_768"}, "reference_curve": "spikingformer-imagenet-8-768",
+         "paper": {"top1": 75.85, "energy_mJ": 13.68}},
         {"id": "8-384", "model": {"name": "spikingformer_8_384"}, "paper": {"top1": 72.45, "params_M": 16.81}},
     ],
 }  # fmt: skip
 
 
-def _energy_json(shared_dir: Path) -> str:
+def _energy_json() -> str:
     """Our 8-512 costed at the upstream log's per-layer rates (layers align in forward order)."""
-    log = find_upstream("spikingformer_8_512", "imagenet", 4).energy(shared_dir / "reference" / "upstream_logs")
+    log = load_energy_log("spikingformer_8_512")
     profile = profile_ops(build_model("spikingformer_8_512"))
-    rates = {s.name: (None if u.rate == 1.0 else u.rate) for s, u in zip(profile.layers, log.layers, strict=True)}
+    rates = {s.name: (None if u.rate_percent == 100.0 else u.rate_percent / 100)
+             for s, u in zip(profile.layers, log.layers, strict=True)}
     qkv = {a.name: (0.10, 0.04, 0.07) for a in profile.attention}
     return energy_from_rates(profile, rates, qkv).to_json()
 
@@ -63,6 +67,7 @@ def _log_run(
     final: dict | None = None,
     energy: str | None = None,
     name: str = EXPERIMENT["name"],
+    status: str | None = None,
 ) -> None:
     key = tracking.run_key(name, row, seed)
     tags = {tracking.EXPERIMENT: name, tracking.ROW: row, tracking.SEED: str(seed)}
@@ -70,9 +75,12 @@ def _log_run(
     store.log_text(run_id, yaml.safe_dump({"model": {"name": f"spikingformer_{row}"}}), "config.yaml")
     for epoch in range(epochs):
         top1 = 60 + 10 * epoch + seed
-        store.log_metrics(
-            run_id, {"epoch": epoch, "top1": top1, "train_loss": 6 - epoch, "eval_loss": 5 - epoch}, step=epoch
-        )
+        metrics = {"epoch": epoch, "top1": top1, "train_loss": 6 - epoch, "eval_loss": 5 - epoch}
+        if status is not None:
+            metrics[results.GAP_TO_REFERENCE] = top1 - 65.0
+        store.log_metrics(run_id, metrics, step=epoch)
+    if status is not None:
+        store.set_tags(run_id, {"sfh.reference": status})
     if final is not None:
         store.log_metrics(run_id, final)
         store.log_text(run_id, energy, "energy_layers.json")
@@ -80,7 +88,7 @@ def _log_run(
 
 
 @pytest.fixture(scope="module")
-def partial(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> tuple[Path, str]:
+def partial(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """An experiment file and a sqlite store holding its runs: 8-512 done, 8-768 running, 8-384 never run
     (but running in the ``--smoke`` variant)."""
     root = tmp_path_factory.mktemp("dash")
@@ -88,11 +96,11 @@ def partial(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> tuple
     path.write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
     uri = f"sqlite:///{root / 'mlflow.db'}"
     store = tracking.Tracking(uri)
-    energy = _energy_json(shared_dir)
+    energy = _energy_json()
     totals = json.loads(energy)["totals"]
     for seed in (0, 1):
         final = {"best_top1": 74.2 + seed * 0.4, "last_top1": 74.0 + seed * 0.3, **totals, "sops_G": totals["acs_G"]}
-        _log_run(store, "8-512", seed, 4, final, energy)
+        _log_run(store, "8-512", seed, 4, final, energy, status="on track")
     _log_run(store, "8-768", 0, 2)
     _log_run(store, "8-768", 1, 1, final={}, energy='{"layers": [{}]}')  # an artifact in a format of old
     _log_run(store, "8-384", 0, 1, name="dash-partial-smoke")  # tracked apart by `sfh reproduce --smoke`
@@ -120,6 +128,7 @@ def test_partial_experiment_renders(partial: tuple[Path, str], rendered: Path) -
         "tradeoff-imagenet-energy.png",
         "tradeoff-imagenet-params.png",
         "curves-8-512.png",
+        "gap-8-512.png",
         "curves-8-768.png",
         "energy-8-512-seed0.png",
         "energy-8-512-seed1.png",
@@ -144,10 +153,11 @@ def _cells(markdown_line: str) -> list[str]:
     return [cell.strip() for cell in markdown_line.strip().strip("|").split("|")]
 
 
-def test_html_table_agrees_with_markdown_and_upstream_gaps_are_noted(
-    partial: tuple[Path, str], tmp_path: Path, shared_dir: Path
+def test_html_table_agrees_with_markdown_and_reference_curves_are_sourced(
+    partial: tuple[Path, str], tmp_path: Path
 ) -> None:
-    """A demo-sized value prints as in ``sfh table``; a missing upstream folder or log is said, not fatal."""
+    """A demo-sized value prints as in ``sfh table``; each authors' curve is named with its source and hash, a row
+    without one says so, and the gap figure shows each seed's status."""
     path, uri = partial
     experiment = load_experiment(path)
     rows = results.collect(experiment, uri)
@@ -155,25 +165,20 @@ def test_html_table_agrees_with_markdown_and_upstream_gaps_are_noted(
     rows[2] = dataclasses.replace(rows[2], paper=dataclasses.replace(rows[2].paper, sops_G=0.00252))
     reader = results.RunReader(uri)
 
-    page = write_report(experiment, rows, reader, tmp_path / "none", upstream_root=tmp_path / "missing").read_text()
+    page = unescape(write_report(experiment, rows, reader, tmp_path / "out").read_text())
     markdown = results.render_markdown(rows).splitlines()[2:]
     for row, line in zip(rows, markdown, strict=True):
         for cell in _cells(line)[1:8]:  # paper top-1 .. energy: the numbers both tables print
-            assert f"<td>{escape(cell)}</td>" in page, (row.row_id, cell)
+            assert f"<td>{cell}</td>" in page, (row.row_id, cell)
     assert "<td>0.00252 / 6.52</td>" in page and "<td>n/a / 0.00252</td>" in page
-    missing = f"the upstream logs folder {tmp_path / 'missing'} is missing"
-    assert unescape(page).count(missing) == 4  # curves and energy of 8-512 and 8-768
-    assert 'src="figures/curves-8-512.png"' in page and 'src="figures/energy-8-512-seed0.png"' in page
-
-    logs = tmp_path / "some-logs"  # the 8-512 training log only: no energy log, no 8-768 log
-    logs.mkdir()
-    only = find_upstream("spikingformer_8_512", "imagenet", 4)
-    (logs / only.train_log).symlink_to(shared_dir / "reference" / "upstream_logs" / only.train_log)
-    page = unescape(write_report(experiment, rows, reader, tmp_path / "some", upstream_root=logs).read_text())
-    assert f"no overlay of {only.label}: " in page and only.energy_log in page  # the energy log is missing
-    other = next(r for r in UPSTREAM_RUNS if r.model == "spikingformer_8_768")
-    assert f"no overlay of {other.label}: " in page and other.train_log in page
-    assert only.train_log not in page  # the one log there is read
+    sha = json.loads((REPO / "experiments/reference/spikingformer-imagenet-8-512.json").read_text())["source"]["sha256"]
+    assert ("zhouchenlin2096/Spikingformer@4378623b:origin_logs/imagenet/Spikingformer-on-Imagenet-512.text "
+            f"(sha256 {sha[:12]}...)") in page
+    assert "Spikingformer-8-512 (authors' log), 310 epochs, best 74.79 at epoch 297" in page
+    assert page.count("no reference curve: the authors published no training log of this row") == 1  # 8-384
+    assert "seed 0: on track; seed 1: on track" in page
+    assert "8-768: no gap_to_reference logged" in page
+    assert [r.convergence for r in rows] == ["seed 0: on track; seed 1: on track", "n/a", "no published log"]
 
 
 def test_report_without_arguments_discovers_experiments(
@@ -202,18 +207,21 @@ DEMO = REPO / "experiments" / "demo.yaml"
 
 
 @pytest.fixture(scope="module")
-def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real demo run through the harness (Ray + MLflow, first row only, one epoch), then ``sfh report`` of it."""
+def demo_report(ray_head: RayNode, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real demo run through the harness (the session's Ray head + MLflow, first row only, one epoch), then
+    ``sfh report`` of it."""
     root = tmp_path_factory.mktemp("demo")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     demo = load_experiment(DEMO)
     first = demo.rows[0].id
     for args in (
-        ["reproduce", DEMO, "--epochs", "1", "--rows", first, "--energy-batches", "1", "--storage", root / "ray"],
+        ["reproduce", DEMO, "--epochs", "1", "--rows", first, "--energy-batches", "1", "--storage", root / "ray",
+         "--address", ray_head.address],
         ["report", DEMO, "--out", root / "reports"],
     ):
         command = [sys.executable, "-m", "harness.cli", *map(str, args), "--tracking-uri", uri]
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(command, cwd=REPO, env=ray_head.driver_env(), capture_output=True, text=True,
+                              timeout=900)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return root / "reports" / tracked_name(demo, epochs=1) / "index.html"
 

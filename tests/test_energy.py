@@ -1,4 +1,4 @@
-"""Energy accounting (spikingformer.energy, ``sfh energy``) against SPEC §4/§5 and the upstream logs."""
+"""Energy accounting (spikingformer.energy, ``sfh energy``) against upstream's counts and its energy logs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.golden import GOLDEN
+from helpers.spikes import lively
+from helpers.upstream_energy_log import EnergyLog, load_energy_log
 from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCounter, SynOpCounter
 from test_data import write_cifar
 from torch import nn
-from upstream_energy_log import EnergyLog, parse_energy_log
 
 from harness.cli import main
 from spikingformer import build_model
@@ -36,27 +38,14 @@ from spikingformer.training.engine import fit
 TINY = dict(layout="cifar", img_size=16, embed_dim=32, depth=2, num_heads=2, T=2, num_classes=5)
 
 
-def lively(model: nn.Module, x: torch.Tensor, gain: float = 2.0) -> nn.Module:
-    """Random weights barely fire; set BN to the batch statistics of ``x`` with gain 2 (rates ~15 %)."""
-    for bn in model.modules():
-        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-            bn.reset_running_stats()
-            bn.momentum = None
-            nn.init.constant_(bn.weight, gain)
-    model.train()
-    with torch.no_grad():
-        model(x)
-    return model.eval()
-
-
 def meta_model(name: str, **overrides: object) -> nn.Module:
     with torch.device("meta"):
         return build_model(name, **overrides)
 
 
-# --- SPEC §4: dense conv + linear MACs per image, T included --------------------------------------
+# --- Dense conv + linear MACs per image, T included, as upstream's counter gives them-------------------------------
 
-# SPEC rounds 74.074996 G (the exact sum of the 8-768 log's per-layer counts) to 74.08 via 74.075,
+# The table rounds 74.074996 G (the exact sum of the 8-768 log's per-layer counts) to 74.08 via 74.075,
 # hence the tolerance of half a unit in the last place plus 1e-5.
 DENSE_G = [
     ("spikingformer_8_384", {}, 18.66, 0.260),
@@ -78,13 +67,7 @@ def test_dense_ops_match_spec_table(name: str, overrides: dict, dense_g: float, 
         assert profile.layers[0].dense_ops / GIGA == pytest.approx(first_conv_g, abs=0.0005)
 
 
-# --- SPEC §5: replay the upstream energy logs through our op counts --------------------------------
-
-
-def upstream_log(shared_dir: Path, config: str) -> EnergyLog:
-    return parse_energy_log(
-        shared_dir / f"reference/upstream_logs/energy_consumption_of_Spikingformer-{config}_log.txt"
-    )
+# --- Replay the upstream energy logs (reference/upstream_energy) through our op counts-----------------------------
 
 
 def replay(log: EnergyLog, name: str, num_heads: int) -> EnergyReport:
@@ -101,8 +84,8 @@ def replay(log: EnergyLog, name: str, num_heads: int) -> EnergyReport:
     return energy_from_rates(profile, rates, qkv)
 
 
-def test_reproduces_upstream_8_512(shared_dir: Path) -> None:
-    log = upstream_log(shared_dir, "8-512")
+def test_reproduces_upstream_8_512() -> None:
+    log = load_energy_log("spikingformer_8_512")
     assert log.ssa_info["Nheads"] == 8 and log.energy_mj == pytest.approx(7.4635, abs=1e-4)
     report = replay(log, "spikingformer_8_512", num_heads=8)
     print(f"\n8-512: {report.energy_mj:.6f} mJ, ACs {report.acs / GIGA:.6f} G, MACs {report.macs / GIGA:.6f} G")
@@ -119,8 +102,8 @@ def test_reproduces_upstream_8_512(shared_dir: Path) -> None:
         assert ours.mac_ops == pytest.approx(theirs.mac_ops, rel=1e-8)
 
 
-def test_reproduces_upstream_8_768_with_12_and_8_heads(shared_dir: Path) -> None:
-    log = upstream_log(shared_dir, "8-768")
+def test_reproduces_upstream_8_768_with_12_and_8_heads() -> None:
+    log = load_energy_log("spikingformer_8_768")
     assert log.ssa_info["Nheads"] == 12
     logged = replay(log, "spikingformer_8_768", num_heads=12)
     # The log's last batch holds 8 of 12 images: upstream's per-batch-averaged rates then differ from
@@ -346,7 +329,7 @@ def test_cli_synthetic_json(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr()
     data = json.loads(out.out)
     assert data["model"] == "spikingformer_cifar_4_256" and data["images"] == 2
-    assert data["totals"]["dense_flops_G"] == pytest.approx(1.6409 / 4, abs=1e-4)  # SPEC's figure is at T=4
+    assert data["totals"]["dense_flops_G"] == pytest.approx(1.6409 / 4, abs=1e-4)  # upstream's figure is at T=4
     assert "1/1" in out.err  # the progress bar
 
 
@@ -387,6 +370,7 @@ def test_cli_digits_top1_is_the_engines(tmp_path: Path, capsys: pytest.CaptureFi
     assert 100 * data["top1"] == pytest.approx(result.last_top1, rel=1e-12)
 
 
+@pytest.mark.train
 def test_cli_baseline_saving_under_both_conventions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     x = torch.randn(4, 3, 32, 32)
     ckpt = {}
@@ -472,10 +456,10 @@ def test_cli_num_classes_gives_an_imagenet_checkpoint_a_new_head(tmp_path: Path,
         load_weights(build_model("spikingformer_8_384", T=1, num_classes=10), read_checkpoint(path))
 
 
-def test_upstream_timm_checkpoint_loads(shared_dir: Path, tmp_path: Path) -> None:
+def test_upstream_timm_checkpoint_loads(tmp_path: Path) -> None:
     """A timm-style upstream checkpoint (weights under ``state_dict``, plus the run's Namespace)."""
-    keys = json.loads((shared_dir / "reference/upstream_state_dict_keys.json").read_text())
-    state = {key: torch.randn(shape) for key, shape in keys["spikingformer_cifar10_4_384"].items()}
+    layouts = json.loads((GOLDEN / "upstream_layouts.json").read_text())
+    state = {key: torch.randn(shape) for key, shape in layouts["spikingformer_cifar_4_384"]["state_dict"].items()}
     path = tmp_path / "checkpoint-284.pth.tar"
     torch.save({"epoch": 284, "state_dict": state, "args": argparse.Namespace(model="spikformer")}, path)
     model = build_model("spikingformer_cifar_4_384")

@@ -1,4 +1,4 @@
-"""The engine: timm schedule semantics, recipes against SPEC §6, metrics, checkpoints and exact resume."""
+"""The engine: timm schedule semantics, recipes against upstream's configs, metrics, checkpoints and exact resume."""
 
 from __future__ import annotations
 
@@ -263,6 +263,7 @@ class CrashAfter(Callback):
             raise Crash
 
 
+@pytest.mark.train
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_equals_the_uninterrupted_run(tmp_path: Path, workers: int) -> None:
     config = TrainConfig.from_dict(deep_merge(AUGMENTED, {"data": {"num_workers": workers}}))
@@ -283,6 +284,7 @@ def test_resume_equals_the_uninterrupted_run(tmp_path: Path, workers: int) -> No
     assert resumed.best_top1 == straight.best_top1 and resumed.ema_top1 == straight.ema_top1
 
 
+@pytest.mark.train
 def test_fit_reports_metrics_checkpoints_and_labels(tmp_path: Path) -> None:
     config = TrainConfig.from_dict(deep_merge(AUGMENTED, {
         "schedule": {"epochs": 3}, "optim": {"grad_accum_steps": 2},
@@ -312,6 +314,7 @@ def test_fit_reports_metrics_checkpoints_and_labels(tmp_path: Path) -> None:
     assert torch.equal(torch.get_rng_state(), ckpt["rng"][0]["torch"])  # the generators were put back
 
 
+@pytest.mark.train
 def test_mixup_switches_off_at_its_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     mixed: list[list[bool]] = [[]]
     targets: list[torch.Tensor] = []
@@ -359,6 +362,7 @@ def test_tiny_model_learns_digits() -> None:
     assert result.last_top1 >= 90.0
 
 
+@pytest.mark.train
 def test_finetune_starts_from_a_digits_checkpoint(tmp_path: Path) -> None:
     """``model.finetune``: a digits run's checkpoint folder is where a second digits run starts (every weight,
     the head too: same classes). A checkpoint of another class count loads all but its classifier, which is

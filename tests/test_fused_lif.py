@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lif_reference
 import pytest
 import torch
+from helpers import lif_reference
 
 from spikingformer._validation import ConfigError
 from spikingformer.config import TrainConfig
@@ -197,6 +197,7 @@ def test_runtime_config_keys() -> None:
         TrainConfig.from_dict({"runtime": {"compile": "yes"}})
 
 
+@pytest.mark.train
 def test_engine_trains_the_same_under_both_backends(tmp_path) -> None:
     """One epoch (two SGD updates) through ``fit``: the fused backend ends on the same weights, to rounding (its C
     backward agrees with spikingjelly's to a few 1e-7). SGD, because AdamW turns the rounding noise of a conv bias
@@ -220,6 +221,7 @@ def test_engine_trains_the_same_under_both_backends(tmp_path) -> None:
         torch.testing.assert_close(fused[name], weight, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.compile
 def test_model_compiles_without_graph_breaks_and_trains_as_eager() -> None:
     """``torch.compile(fullgraph=True)`` (AOT autograd: the op's fake implementation and registered backward) over
     a whole model: one graph for two training steps (the neurons' reset and state are traced, not broken on),
@@ -254,6 +256,7 @@ def test_model_compiles_without_graph_breaks_and_trains_as_eager() -> None:
     assert counter.frame_count == 1
 
 
+@pytest.mark.compile
 def test_inductor_compiles_the_neuron() -> None:
     """Inductor around the op (a small graph: a whole model takes minutes to compile here): the same spikes and
     input gradients as eager, bit for bit (elementwise work only, which Inductor does not reorder)."""
@@ -289,6 +292,7 @@ except KernelBuildError as err:
 """
 
 
+@pytest.mark.compile
 def test_without_a_compiler_fused_stops_with_the_fix_and_auto_falls_back(tmp_path: Path) -> None:
     """A fresh interpreter whose PATH has ninja but no compiler, and an empty extension cache."""
     tools = tmp_path / "bin"

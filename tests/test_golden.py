@@ -11,62 +11,21 @@ alpha, ``detach_reset``, a threshold, QKFormer's per-sample neuron) must fail th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers.golden import CASES, MANIFEST, Golden, load
 from torch import nn
 
-from spikingformer import build_model, load_upstream_state_dict
 from spikingformer.checkpoints.upstream import convert_upstream_state_dict
-from spikingformer.config import AugmentConfig
 from spikingformer.neurons import MultiStepLIF, set_lif_backend
-from spikingformer.training.epoch import build_criterion
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
-MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())
-CASES = MANIFEST["cases"]
 #: Fewest spikes any LIF call of a fixture fires (the generator calibrates every case to it).
 MIN_SPIKES = 100
 LOGITS_ATOL = 1e-5
 GRAD_RTOL = 1e-4
-
-
-@dataclass
-class Golden:
-    """One case: its manifest entry and its tensors."""
-
-    name: str
-    entry: dict[str, Any]
-    tensors: dict[str, torch.Tensor]
-
-    def under(self, prefix: str) -> dict[str, torch.Tensor]:
-        """The tensors stored under ``prefix/`` (``state``, ``grad``), by upstream key."""
-        return {k.removeprefix(f"{prefix}/"): v for k, v in self.tensors.items() if k.startswith(f"{prefix}/")}
-
-    @property
-    def input(self) -> torch.Tensor:
-        return self.tensors["input"].float()  # event counts are stored as uint8
-
-    def model(self, **overrides: Any) -> nn.Module:
-        """The registered model of the case, loaded from the upstream state dict by the upstream import."""
-        model = build_model(self.entry["model"], **{**self.entry["kwargs"], **overrides})
-        load_upstream_state_dict(model, self.under("state"))
-        return model
-
-    def criterion(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The case's loss as the project computes it (the TET loss through the training criterion)."""
-        loss = self.entry["loss"]
-        if loss["kind"] == "cross_entropy":
-            return F.cross_entropy
-        augment = AugmentConfig(smoothing=loss["smoothing"], tet_lamb=loss["lamb"], tet_means=loss["means"])
-        return build_criterion(augment, num_classes=int(self.tensors["logits_eval"].shape[-1]))[0]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -76,12 +35,6 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def load(name: str) -> Golden:
-    with np.load(GOLDEN / f"{name}.npz", allow_pickle=False) as arrays:
-        tensors = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
-    return Golden(name, CASES[name], tensors)
 
 
 class SpikeCalls:

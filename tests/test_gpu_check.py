@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.ray_nodes import RayNode
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
 
 
 
 @pytest.mark.ray
-def test_cpu_form_passes_every_check(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--out", str(tmp_path)], capture_output=True,
-                          text=True, timeout=900)
+def test_cpu_form_passes_every_check(ray_head: RayNode, tmp_path: Path) -> None:
+    """Its Ray checks join the session's head (a private local Ray is the end-to-end demo test's)."""
+    done = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--out", str(tmp_path), "--address", ray_head.address],
+                          env=ray_head.driver_env(), capture_output=True, text=True, timeout=900)
     report = json.loads((tmp_path / "report.json").read_text())
     failed = {name: check for name, check in report["checks"].items() if not check["ok"]}
     assert done.returncode == 0, json.dumps(failed, indent=1)[-6000:] + done.stdout + done.stderr[-3000:]

@@ -24,7 +24,8 @@ def test_compare_lines_up_families_under_both_conventions(tmp_path: Path, capsys
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = tracking.Tracking(uri)
     sdt = {"best_top1": 95.1, "last_top1": 95.0, "params": 10_233_418, "sops_G": 0.5, "energy_mJ": 0.9,
-           "sops_G_common": 0.5, "energy_mJ_common": 0.9}
+           "sops_G_common": 0.5, "energy_mJ_common": 0.9, "energy_mJ_memory": 2.5, "energy_mJ_qann": 3.0,
+           "firing_rate_spikes": 0.1, "break_even_rate": 0.15}
     log_finished(store, "sdt-cifar10", "2-512", 42, sdt)
     log_finished(store, "sdt-cifar10", "2-512", 43, {**sdt, "best_top1": 95.3})
     spikformer = {"best_top1": 70.0, "last_top1": 69.8, "params": 16_816_024, "sops_G": 6.8, "energy_mJ": 12.4,
@@ -36,7 +37,7 @@ def test_compare_lines_up_families_under_both_conventions(tmp_path: Path, capsys
     out = capsys.readouterr().out
     assert "paper conv. / common" in out and "common ruler" in out
     assert ("| sdt-cifar10 | 2-512 | sdt_cifar_2_512 | cifar10 | 4 | 10.23 | 0.5 / 0.5 | 0.9 / 0.9 / n/a "
-            "| 95.60 / 95.20 | 2/2 | PASS |") in out
+            "| 2.50 / 3.00 | 0.1 / 0.15 | 95.60 / 95.20 | 2/2 | PASS |") in out
     assert ("| spikformer-imagenet | 8-384 | spikformer_8_384 | imagenet | 4 | 16.82 | 6.80 / 6.80 "
             "| 12.40 / 12.40 / 7.73 |") in out
     assert "| spikformer-imagenet | 8-512 |" in out and "0/0 | NOT RUN |" in out  # rows without runs stay listed
@@ -44,7 +45,8 @@ def test_compare_lines_up_families_under_both_conventions(tmp_path: Path, capsys
     assert main(["compare", *files, "--tracking-uri", uri, "--format", "csv"]) == 0
     header, first, *_ = capsys.readouterr().out.splitlines()
     assert header.startswith("table,row,model,dataset,T,params_M,sops_G_paper_conv,sops_G_common,energy_mJ_paper_conv")
-    assert first.startswith("sdt-cifar10,2-512,sdt_cifar_2_512,cifar10,4,10.233418,0.5,0.5,0.9,0.9,,95.6,95.19")
+    assert first.startswith("sdt-cifar10,2-512,sdt_cifar_2_512,cifar10,4,10.233418,0.5,0.5,0.9,0.9,,2.5,3.0,0.1,0.15,"
+                            "95.6,95.19")
 
 
 def test_the_report_index_lines_up_the_families(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

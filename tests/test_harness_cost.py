@@ -1,17 +1,17 @@
-"""What a reproduction costs: ``sfh plan`` (real steps in trials on a private local Ray, synthetic data on a
+"""What a reproduction costs: ``sfh plan`` (real steps in trials on the session's Ray head, synthetic data on a
 paper table), the projection's arithmetic, the launch limit of ``sfh reproduce``, and the energy readers on a
 machine without counters."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.ray_nodes import RayNode
 
 from harness import tracking
 from harness.cli import main
@@ -32,11 +32,11 @@ def sfh(*args: object) -> int:
     return main([str(a) for a in args])
 
 
-def sfh_plan(*args: object) -> str:
-    """``sfh plan`` in a process of its own, as a user runs it; returns its stdout."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done = subprocess.run([str(Path(sys.executable).parent / "sfh"), "plan", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+def sfh_plan(head: RayNode, *args: object) -> str:
+    """``sfh plan`` in a process of its own joining the session's Ray head, as a cluster user runs it; returns its
+    stdout. (The plan on a private local Ray is the end-to-end demo test's.)"""
+    command = [str(Path(sys.executable).parent / "sfh"), "plan", *map(str, args), "--address", head.address]
+    done = subprocess.run(command, cwd=REPO, env=head.driver_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     return done.stdout
 
@@ -63,10 +63,11 @@ def check_consistent(projection: Plan) -> None:
 
 
 @pytest.mark.ray
-def test_plan_the_demo_then_the_launch_limit(store: tracking.Tracking, tmp_path: Path, capsys) -> None:
+def test_plan_the_demo_then_the_launch_limit(ray_head: RayNode, store: tracking.Tracking, tmp_path: Path,
+                                             capsys) -> None:
     out = tmp_path / "plan.json"
-    printed = sfh_plan(EXPERIMENTS / "demo.yaml", "--rows", "spikingformer", "--steps", "2", "--format", "json",
-                       "--out", out, "--tracking-uri", store.uri, "--storage", tmp_path / "ray")
+    printed = sfh_plan(ray_head, EXPERIMENTS / "demo.yaml", "--rows", "spikingformer", "--steps", "2", "--format",
+                       "json", "--out", out, "--tracking-uri", store.uri, "--storage", tmp_path / "ray")
     projection = Plan.from_json(out.read_text())
     assert json.loads(printed) == json.loads(out.read_text())  # progress goes to stderr
     (row,) = projection.rows
@@ -97,13 +98,13 @@ def test_plan_the_demo_then_the_launch_limit(store: tracking.Tracking, tmp_path:
 
 
 @pytest.mark.ray
-def test_plan_a_paper_table_on_synthetic_data_and_project_the_full_run(store: tracking.Tracking,
+def test_plan_a_paper_table_on_synthetic_data_and_project_the_full_run(ray_head: RayNode, store: tracking.Tracking,
                                                                       tmp_path: Path) -> None:
     """CIFAR-10's first row measured at the smoke batch on synthetic data, then scaled to the full table."""
     cifar = load_experiment(EXPERIMENTS / "cifar10.yaml")
     first = cifar.rows[0].id
-    printed = sfh_plan(EXPERIMENTS / "cifar10.yaml", "--smoke", "--rows", first, "--steps", "2", "--format", "json",
-                       "--tracking-uri", store.uri, "--storage", tmp_path / "ray")
+    printed = sfh_plan(ray_head, EXPERIMENTS / "cifar10.yaml", "--smoke", "--rows", first, "--steps", "2", "--format",
+                       "json", "--tracking-uri", store.uri, "--storage", tmp_path / "ray")
     smoke = Plan.from_json(printed)
     assert smoke.experiment == "cifar10-smoke" and smoke.rows[0].cost["data"].startswith("synthetic [3, 32, 32]")
     check_consistent(smoke)

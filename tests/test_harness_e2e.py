@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers.ray_nodes import SESSION_HEAD_CPUS, RayNode, wait_for
+from helpers.runs import check_finished_trial, runs_by_key
 
 from harness import tracking
 from harness.cli import main
@@ -41,42 +42,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tracking.Tracking:
 
 def sfh(*args: str) -> int:
     return main([str(a) for a in args])
-
-
-def runs_by_key(store: tracking.Tracking, name: str) -> dict[str, object]:
-    runs = store.trial_runs(name)
-    keys = [r.data.tags[tracking.RUN_KEY] for r in runs]
-    assert len(keys) == len(set(keys)), f"duplicate MLflow runs: {keys}"
-    return {r.data.tags[tracking.RUN_KEY]: r for r in runs}
-
-
-def check_finished_trial(store: tracking.Tracking, run) -> None:
-    """A finished trial run holds its figures, params, provenance, artifacts and one entry per epoch."""
-    assert run.info.status == "FINISHED"
-    for key in ("best_top1", "last_top1", "params", "dense_flops_G", "sops_G", "macs_G", "acs_G", "energy_mJ",
-                "firing_rate_mean"):
-        assert key in run.data.metrics, key
-    assert run.data.metrics["energy_mJ"] > 0 and 0 <= run.data.metrics["firing_rate_mean"] <= 1
-    if run.data.params["model.name"].startswith("spikformer"):  # also costed with spike counts as ACs (equal
-        # when its residual stream happens to stay binary, as in a barely trained model)
-        assert 0 < run.data.metrics["energy_mJ_spike_counts"] <= run.data.metrics["energy_mJ"]
-    else:
-        assert "energy_mJ_spike_counts" not in run.data.metrics
-    assert "model.name" in run.data.params and "resources.num_workers" in run.data.params
-    tags = run.data.tags
-    assert {"sfh.git_sha", "sfh.version.ray", "sfh.device", "sfh.lif", "sfh.paper_table"} <= set(tags)
-    params = run.data.params  # the per-rank eval batch the figures were measured at, and the model's coupling
-    eval_batch = params["data.eval_batch_size"]
-    assert tags[tracking.EVAL_BATCH] == (params["data.batch_size"] if eval_batch == "None" else eval_batch)
-    assert (tags[tracking.BATCH_COUPLING] == "none") == (not params["model.name"].startswith("qkformer"))
-    parent = store.client.get_run(tags[tracking.PARENT_RUN_ID])
-    assert parent.data.tags[tracking.KIND] == "parent"
-    assert {a.path for a in store.client.list_artifacts(run.info.run_id)} == {
-        "config.yaml", "energy_layers.json", "energy.md",
-    }
-    epochs = sorted(m.step for m in store.client.get_metric_history(run.info.run_id, "epoch"))
-    total = int(run.data.params["schedule.epochs"]) + int(run.data.params["schedule.cooldown_epochs"])
-    assert epochs == list(range(total))
 
 
 def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_server: str, tmp_path: Path,
@@ -148,7 +113,7 @@ CHAOS = {
         {"id": "single", "model": {"name": "spikformer_cifar_2_384"}},
     ],
 }
-EPOCHS = 4
+EPOCHS = 5
 
 
 def reported_epochs(storage: Path, row: str) -> list[int]:
@@ -161,8 +126,9 @@ def reported_epochs(storage: Path, row: str) -> list[int]:
 def test_worker_and_driver_kills_then_resume(ray_head: RayNode, store: tracking.Tracking, tmp_path: Path,
                                              capsys) -> None:
     """SIGKILL a DDP worker mid-trial (Ray Train restarts the group from the last checkpoint), then SIGKILL the
-    driver mid-way through the next row, then ``sfh resume``: every row finishes, no epoch is trained twice,
-    one MLflow run per (row, seed)."""
+    driver mid-way through the next row: its lock stays, naming a pid that is gone. Truncate the newest checkpoint
+    of that row. ``sfh resume`` takes the lock over, skips the truncated file (named on the run) and finishes from an
+    intact one: every row finishes, no epoch is trained twice, one MLflow run per (row, seed)."""
     experiment = tmp_path / "chaos.yaml"
     experiment.write_text(yaml.safe_dump(CHAOS))
     storage = tmp_path / "ray"
@@ -183,7 +149,7 @@ def test_worker_and_driver_kills_then_resume(ray_head: RayNode, store: tracking.
         assert len(workers) == 2
         os.kill(workers[-1], signal.SIGKILL)
         wait_for(lambda: set(ray_head.pids(TRAIN_WORKER)) - set(workers), 120, "a restarted worker group")
-        wait_for(lambda: epochs_logged("single") >= 1, 300, "the first epoch of the second row")
+        wait_for(lambda: epochs_logged("single") >= 2, 300, "two epochs of the second row")
         driver.kill()
         driver.wait(timeout=30)
         wait_for(lambda: not ray_head.pids(TRAIN_WORKER), 120, "the dead driver's workers to go")
@@ -195,19 +161,29 @@ def test_worker_and_driver_kills_then_resume(ray_head: RayNode, store: tracking.
     ddp_reports = reported_epochs(storage, "ddp")  # the restarted group went on from its checkpoint
     assert ddp_reports == list(range(EPOCHS)), (ddp_reports, (tmp_path / "driver.log").read_text())
     assert logged_before_kill < EPOCHS
+    held = json.loads((storage / name / "sfh.lock").read_text())
+    assert held["pid"] == driver.pid
+    (single_run,) = (storage / name / "train").glob(f"{name}-single-seed0-*")
+    newest = sorted(p for p in single_run.glob("checkpoint_*") if p.is_dir())[-1] / "last.pt"  # not Train's snapshot
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     capsys.readouterr()
 
     assert sfh("resume", name, "--address", ray_head.address, "--storage", storage) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
+    assert f"taking over the lock {storage / name / 'sfh.lock'}" in err and "is no longer running" in err
     assert "| ddp | n/a |" in out and "| single | n/a |" in out and out.count("| 1/1 | n/a |") == 2
     assert reported_epochs(storage, "ddp") == ddp_reports  # the finished row did not run again
-    resumed = reported_epochs(storage, "single")  # from its last checkpoint: the last logged epoch or the one before
-    assert resumed == list(range(resumed[0], EPOCHS)) and logged_before_kill - 1 <= resumed[0] <= logged_before_kill
+    resumed = reported_epochs(storage, "single")  # from an intact checkpoint before the truncated newest one
+    assert resumed == list(range(resumed[0], EPOCHS)) and logged_before_kill - 2 <= resumed[0] < logged_before_kill
     runs = runs_by_key(store, name)
     assert sorted(runs) == [f"{name}/ddp/seed0", f"{name}/single/seed0"]
     for run in runs.values():
         check_finished_trial(store, run)
     assert runs[f"{name}/ddp/seed0"].data.tags["sfh.world_size"] == "2"
+    skipped = runs[f"{name}/single/seed0"].data.tags["sfh.resume.skipped"]
+    assert f"cannot read checkpoint {newest}: it is truncated or corrupt" in skipped
+    assert str(newest) not in runs[f"{name}/single/seed0"].data.tags["sfh.resume.from"]
     for row in ("ddp", "single"):  # the resumed trial went on in its own Train run, not a new one
         assert len(list((storage / name / "train").glob(f"{name}-{row}-seed0-*"))) == 1, row
     # This run's trials' scratch folders (named after the Train storage, so another run's leftovers are not ours)
@@ -217,6 +193,7 @@ def test_worker_and_driver_kills_then_resume(ray_head: RayNode, store: tracking.
     assert not list(scratch.glob(mine)), "a trial's worker scratch outlived it"
     parents = [r for r in store.client.search_runs([store.find_experiment(name)], f"tags.`{tracking.KIND}` = 'parent'")]
     assert [p.info.status for p in parents] == ["FINISHED"]
+    assert not (storage / name / "sfh.lock").exists()
 
 
 #: Two rows on digits: `ok` trains, `nan` diverges in its first epoch (SGD at lr 1e30). Written as text so that
@@ -307,44 +284,3 @@ def format_table_of(experiment: Path, store: tracking.Tracking, name: str) -> st
     from harness.results import format_table
 
     return format_table(load_experiment(experiment), store.uri, name=name)
-
-
-def test_a_killed_driver_leaves_a_stale_lock_and_resume_falls_back_from_a_truncated_checkpoint(
-    ray_head: RayNode, store: tracking.Tracking, tmp_path: Path, capsys
-) -> None:
-    """SIGKILL the driver mid-trial: its lock stays, naming a pid that is gone. Truncate the newest checkpoint
-    Ray Train kept. ``sfh resume`` takes the lock over, skips the truncated file (named on the run) and finishes
-    from an intact one, every epoch logged once."""
-    experiment = tmp_path / "rely.yaml"
-    experiment.write_text(RELIABILITY)
-    storage, name = tmp_path / "ray", "rely-e3"
-    driver = subprocess.Popen(
-        [str(BIN / "sfh"), "reproduce", str(experiment), "--rows", "ok", "--epochs", "3", "--address", ray_head.address,
-         "--storage", str(storage), "--tracking-uri", store.uri],
-        cwd=REPO, env=ray_head.driver_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for(lambda: _epochs_logged(store, name, "ok") >= 2, 600, "two epochs")
-        driver.kill()
-        driver.wait(timeout=30)
-        wait_for(lambda: not ray_head.pids(TRAIN_WORKER), 120, "the dead driver's workers to go")
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    held = json.loads((storage / name / "sfh.lock").read_text())
-    assert held["pid"] == driver.pid
-    (train_run,) = (storage / name / "train").iterdir()
-    newest = sorted(p for p in train_run.glob("checkpoint_*") if p.is_dir())[-1] / "last.pt"  # not Train's snapshot
-    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    capsys.readouterr()
-
-    assert sfh("resume", name, "--address", ray_head.address, "--storage", storage) == 0
-    err = capsys.readouterr().err
-    assert f"taking over the lock {storage / name / 'sfh.lock'}" in err and "is no longer running" in err
-    (run,) = runs_by_key(store, name).values()
-    check_finished_trial(store, run)  # every epoch logged exactly once
-    skipped = run.data.tags["sfh.resume.skipped"]
-    assert f"cannot read checkpoint {newest}: it is truncated or corrupt" in skipped
-    assert str(newest) not in run.data.tags["sfh.resume.from"]
-    assert not (storage / name / "sfh.lock").exists()

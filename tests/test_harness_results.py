@@ -147,9 +147,9 @@ def test_formatters_keep_small_values_readable() -> None:
 def test_row_setups_and_tracked_variants(store: tracking.Tracking) -> None:
     experiment = Experiment.from_dict({**EXPERIMENT, "name": "variants"}, where="inline")
     setups = results.row_setups(experiment)
-    # the recipe sets T=2; the row's depth and width overrides show in its label
+    # the recipe sets T=2 and 6 epochs; the row's depth and width overrides show in its label
     assert setups["pass"] == results.RowSetup("spikingformer_cifar_2_384", "digits", 2,
-                                              "Spikingformer-1-64, from spikingformer_cifar_2_384")
+                                              "Spikingformer-1-64, from spikingformer_cifar_2_384", 6)
     for name in ("variants", "variants-smoke", "variants-e3", "variants-smoke-e3", "variants-other"):
         trial(store, "pass", 1, "FINISHED", experiment=name, best_top1=1.0)
     store.experiment_id("variants-e5")  # tracked once, no run in it

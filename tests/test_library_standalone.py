@@ -1,4 +1,4 @@
-"""The library stands alone (DESIGN.md, Boundaries): spikingformer trains and measures without the harness.
+"""The library stands alone: spikingformer trains and measures without the harness.
 
 In a fresh interpreter, ``import spikingformer``, building every model family, one training step and one
 energy measurement must load none of Ray, MLflow, Optuna, the harness or the dashboards.

@@ -1,4 +1,4 @@
-"""The Triton LIF kernels, verified on this CPU under Triton's interpreter (``tests/lif_triton_interpret.py``).
+"""The Triton LIF kernels, verified on this CPU under Triton's interpreter (``tests/helpers/lif_triton_interpret.py``).
 
 A fresh interpreter, since ``TRITON_INTERPRET`` is read when triton is first imported (spikingjelly imports it).
 """
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).with_name("lif_triton_interpret.py")
+SCRIPT = Path(__file__).with_name("helpers") / "lif_triton_interpret.py"
 
 
 def test_triton_kernels_match_spikingjelly_in_interpreter() -> None:

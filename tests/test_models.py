@@ -1,4 +1,4 @@
-"""Model registry, parameter counts (SPEC §4), input checks and forward-pass invariants.
+"""Model registry, parameter counts (upstream's classes, counted), input checks and forward-pass invariants.
 
 ImageNet-size models are only counted, never run: their forwards are too slow for the suite.
 """
@@ -21,7 +21,7 @@ from spikingformer import MODEL_CONFIGS, Spikformer, Spikingformer, build_model
 from spikingformer.data.pixel_stats import CIFAR_MEAN, CIFAR_STD
 from spikingformer.models.layers import SeqDropPath
 
-#: SPEC §4, "w/o unused LN" column: what our models (which omit the never-called LayerNorms) must have.
+#: The upstream classes' counts less their never-called LayerNorms (4 x dim per block), which our models omit.
 EXPECTED_PARAMS = {
     "spikingformer_8_384": 16_816_024,
     "spikingformer_8_512": 29_689_384,
@@ -36,14 +36,14 @@ EXPECTED_PARAMS = {
     "spikformer_cifar_4_256": 4_155_178,
     "spikformer_cifar_2_384": 5_765_050,
     "spikformer_cifar_4_384": 9_324_730,
-    # QKFormer (PEERS.md c): the upstream code's counts (it builds nothing unused)
+    # QKFormer: the upstream code's counts (it builds nothing unused)
     "qkformer_10_384": 16_473_688,
     "qkformer_10_512": 29_079_336,
     "qkformer_10_768": 64_962_760,
     "qkformer_cifar_4_384": 6_706_234,
     "qkformer_cifar10dvs_2_256": 1_504_138,
     "qkformer_dvs_2_256": 1_999_371,
-    # SDT (PEERS.md a): the upstream code's count less talking_heads (8 x 8 per block)
+    # SDT: the upstream code's count less talking_heads (8 x 8 per block)
     "sdt_8_384": 16_816_024,
     "sdt_6_512": 23_373_352,
     "sdt_8_512": 29_689_384,

@@ -1,4 +1,4 @@
-"""The LIF neuron, under each backend, against SPEC §1's formulas written out by hand."""
+"""The LIF neuron, under each backend, against spikingjelly's multi-step LIF formulas written out by hand."""
 
 from __future__ import annotations
 

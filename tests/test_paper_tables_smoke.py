@@ -1,10 +1,9 @@
-"""Every paper table's first row, as ``sfh reproduce --smoke`` plans it, trains a step and is measured; one
-table of each peer family runs the whole way through ``sfh reproduce --smoke`` on Ray, and ``sfh compare``
-lines them up under each paper's energy convention and the common one.
+"""Every paper table's first row and every example grid's first point, as ``sfh reproduce --smoke`` plans it,
+trains a step and is measured (in process: ``helpers.smoke``); one table of each peer family runs the whole way
+through ``sfh reproduce --smoke`` on Ray, and ``sfh compare`` lines them up under each paper's energy convention and
+the common one.
 
-In process, per table: the row's smoke spec (1 epoch of 1 batch of synthetic data of the row's input shape),
-``spikingformer.training.engine.fit`` and the final figures a trial logs (``spikingformer.evaluate.evaluate_run``),
-spikes alive. Through Ray: the drivers side by side against the session's head,
+Through Ray: the drivers side by side against the session's head,
 each with its own sqlite store; Spikingformer's own path through Ray is the end-to-end demo tests'. A driver
 of a 224x224 or T=16 row and its trial hold ~4 GB, and a dozen of them cost ~15 minutes of this 2-core
 machine, hence one table per peer family there.
@@ -12,7 +11,6 @@ machine, hence one table per peer family there.
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import time
@@ -20,51 +18,28 @@ from pathlib import Path
 
 import pytest
 from helpers.ray_nodes import RayNode
-from test_harness_e2e import check_finished_trial, runs_by_key
-from test_timm_interface import firing_rates
+from helpers.runs import check_finished_trial, runs_by_key
+from helpers.smoke import train_smoke_row
 
 from harness import results, tracking
 from harness.experiment import load_experiment
 from harness.results import family_lines
-from harness.run.specs import trial_specs
-from spikingformer import evaluate
-from spikingformer.checkpoints.training import load_checkpoint
-from spikingformer.data.loaders import build_eval_loader
-from spikingformer.evaluate import evaluate_run
-from spikingformer.models import build_model
-from spikingformer.training.engine import fit
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 EXPERIMENTS = REPO / "experiments"
-TABLES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if p.stem != "demo")
+#: Every paper table and every example grid (each grid's first point).
+SMOKED = sorted(p for p in EXPERIMENTS.glob("*.yaml") if p.stem != "demo") + sorted(
+    p for p in (EXPERIMENTS / "grid").glob("*.yaml") if p.stem != "digits")
 #: Through Ray, side by side: one table of each peer family.
 THROUGH_RAY = ("sdt-cifar10", "spikformer-cifar10", "qkformer-cifar10")
 
 
 @pytest.mark.train
-@pytest.mark.parametrize("name", TABLES)
-def test_first_row_trains_a_step_and_is_measured(name: str, tmp_path: Path) -> None:
-    experiment = load_experiment(EXPERIMENTS / f"{name}.yaml")
-    [spec] = trial_specs(experiment, name=f"{name}-smoke", rows=[experiment.rows[0].id], seeds=1, tracking_uri="-",
-                  train_storage=str(tmp_path), smoke=True)
-    config = spec.config
-    result = fit(config, checkpoint_dir=tmp_path)
-    assert math.isfinite(result.history[-1]["train_loss"]) and result.best_checkpoint is not None
-    final = evaluate_run(config, result, energy_batches=spec.energy_batches)
-    figures = final.metrics
-    # An untrained network barely fires on eval statistics (SDT's not at all): SOPs may be 0 here, the encoder's
-    # MACs are not.
-    assert figures[evaluate.PARAMS] > 1e6 and figures[evaluate.ENERGY_MJ] > 0 and figures[evaluate.SOPS_G] >= 0
-    assert 0 <= figures[evaluate.FIRING_RATE_MEAN] < 1
-    for label in final.reports:  # every convention the family declares is measured
-        assert figures[evaluate.figure(evaluate.ENERGY_MJ, label)] > 0
-    # Its spikes are alive: the trained weights on a batch of the row's data, batch statistics, every LIF layer.
-    model = build_model(config.model.name, **config.model.kwargs)
-    model.load_state_dict(load_checkpoint(result.last_checkpoint)["model"])
-    x, _ = next(iter(build_eval_loader(config)))
-    rates = firing_rates(model.train(), x)
-    assert rates and sum(r > 0 for r in rates) > len(rates) // 2, rates
+@pytest.mark.parametrize("path", SMOKED, ids=lambda p: p.stem)
+def test_first_row_trains_a_step_and_is_measured(path: Path, tmp_path: Path) -> None:
+    experiment = load_experiment(path)
+    train_smoke_row(experiment, experiment.rows[0].id, tmp_path)
 
 
 @pytest.mark.ray

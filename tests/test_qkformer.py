@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from test_golden import GOLDEN, load
+from helpers.golden import GOLDEN, load
 
 from spikingformer import build_model
 from spikingformer.checkpoints.loading import load_weights, read_checkpoint

@@ -53,6 +53,7 @@ def test_per_update_schedule_needs_the_updates_per_epoch_and_a_cosine() -> None:
         build_scheduler(optimizer, warmup_only.schedule)
 
 
+@pytest.mark.train
 def test_fit_steps_the_lr_every_update_with_accumulation() -> None:
     """A real run: 6 batches in groups of 2 = 3 updates an epoch, 1 warmup epoch then a 2-epoch cosine."""
     config = TrainConfig.from_dict({

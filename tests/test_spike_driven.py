@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_golden import GOLDEN, load
+from helpers.golden import GOLDEN, load
 from timm.loss import LabelSmoothingCrossEntropy
 from torch import nn
 

@@ -10,35 +10,11 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from torch import nn
+from helpers.spikes import firing_rates, lively
 
 from spikingformer import Spikformer, Spikingformer
-from spikingformer.neurons import MultiStepLIF
 
 TINY = dict(embed_dim=64, depth=2, num_heads=4, T=3)
-
-
-def firing_rates(model: nn.Module, x: torch.Tensor) -> list[float]:
-    """The mean spike rate of every LIF layer in one forward of ``x``."""
-    rates: list[float] = []
-    hooks = [m.register_forward_hook(lambda m, i, out: rates.append(out.float().mean().item()))
-             for m in model.modules() if isinstance(m, MultiStepLIF)]
-    with torch.no_grad():
-        model(x)
-    for hook in hooks:
-        hook.remove()
-    return rates
-
-
-def lively(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """Random weights barely fire: BN takes the batch statistics of ``x`` with gain 2, so every LIF fires."""
-    for bn in model.modules():
-        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-            bn.momentum = None
-            nn.init.constant_(bn.weight, 2.0)
-    with torch.no_grad():
-        model.train()(x)
-    return model.eval()
 
 
 @pytest.mark.parametrize("family", [Spikingformer, Spikformer])

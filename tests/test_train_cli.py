@@ -47,6 +47,7 @@ def test_config_file_forms(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
 
 
+@pytest.mark.train
 def test_single_process_run_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = write(tmp_path / "tiny.yaml", TINY)
     assert main(["--config", str(config), "--out", str(tmp_path / "out"), "--epochs", "1"]) == 0
@@ -80,7 +81,7 @@ def test_two_gloo_ranks_agree(tmp_path: Path) -> None:
     assert proc.stdout.count("epoch 2/2") == 1  # only rank 0 prints
 
 
-@pytest.mark.ray
+@pytest.mark.train
 def test_cli_final_figures_equal_a_ray_trials(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """``python -m spikingformer.train`` ends with the figures a Ray trial logs to MLflow for the same
     checkpoint and batches: both come from spikingformer.evaluate, under the family's conventions."""

@@ -1,6 +1,7 @@
 """Upstream checkpoint import: key mapping per family, strictness, and timm's pretrained path.
 
-The key lists come from real upstream checkpoints (``reference/upstream_state_dict_keys.json``). That the imported
+The key lists are the state-dict layouts of upstream's own model files at full size, written by
+``tests/golden/make_golden.py`` into ``tests/golden/upstream_layouts.json``. That the imported
 weights compute upstream's logits and gradients is ``test_golden.py``'s part (fixtures made by the upstream code);
 here a golden state dict goes through timm's own pretrained path as a training-script file.
 """
@@ -15,23 +16,19 @@ from collections.abc import Callable
 import pytest
 import timm
 import torch
-from test_golden import load
+from helpers.golden import GOLDEN, load
 
 from spikingformer import build_model, load_upstream_state_dict
 
-#: upstream family in the JSON -> our registered model with the same shapes
-FAMILIES = {
-    "spikingformer_imagenet_8_384": "spikingformer_8_384",
-    "spikingformer_cifar10_4_384": "spikingformer_cifar_4_384",
-    "spikingformer_dvs128_2_256": "spikingformer_dvs_2_256",
-    "spikformer_cifar10_4_384": "spikformer_cifar_4_384",
-    "spikformer_imagenet_8_384": "spikformer_8_384",
-}
+#: Our registered models whose upstream layouts these tests load (QKFormer's and SDT's: their own test modules).
+FAMILIES = ("spikingformer_8_384", "spikingformer_cifar_4_384", "spikingformer_dvs_2_256", "spikformer_cifar_4_384",
+            "spikformer_8_384")
 
 
 @pytest.fixture(scope="module")
-def upstream_keys(shared_dir) -> dict[str, dict[str, list[int]]]:
-    return json.loads((shared_dir / "reference" / "upstream_state_dict_keys.json").read_text())
+def upstream_keys() -> dict[str, dict[str, list[int]]]:
+    layouts = json.loads((GOLDEN / "upstream_layouts.json").read_text())
+    return {name: layouts[name]["state_dict"] for name in FAMILIES}
 
 
 def fake_upstream(keys: dict[str, list[int]]) -> dict[str, torch.Tensor]:
@@ -52,14 +49,10 @@ def fingerprints(tensors) -> Counter[str]:
     return Counter(hashlib.sha1(t.detach().contiguous().numpy().tobytes()).hexdigest() for t in tensors)
 
 
-def test_every_family_is_covered(upstream_keys) -> None:
-    assert set(upstream_keys) == set(FAMILIES)
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_upstream_checkpoint_loads(upstream_keys, family: str) -> None:
     upstream = fake_upstream(upstream_keys[family])
-    model = build_model(FAMILIES[family])
+    model = build_model(family)
     load_upstream_state_dict(model, upstream)
     ours = model.state_dict()
     # every used upstream value landed somewhere, and nothing else is in the model
@@ -67,7 +60,7 @@ def test_upstream_checkpoint_loads(upstream_keys, family: str) -> None:
     assert len(used) == len(ours) and len(used) < len(upstream)
     assert fingerprints(used) == fingerprints(ours.values())
     assert torch.equal(ours["head.weight"], upstream["head.weight"])
-    projection = "q_linear" if family == "spikformer_cifar10_4_384" else "q_conv"
+    projection = "q_linear" if family == "spikformer_cifar_4_384" else "q_conv"
     assert torch.equal(
         ours["blocks.1.attn.q.conv.weight"].flatten(1), upstream[f"block.1.attn.{projection}.weight"].flatten(1)
     )
@@ -85,7 +78,7 @@ WRAPPERS: dict[str, Callable[[dict], dict]] = {
 
 @pytest.mark.parametrize("wrapper", WRAPPERS)
 def test_checkpoint_wrappers(upstream_keys, wrapper: str) -> None:
-    upstream = fake_upstream(upstream_keys["spikingformer_dvs128_2_256"])
+    upstream = fake_upstream(upstream_keys["spikingformer_dvs_2_256"])
     model = build_model("spikingformer_dvs_2_256")
     load_upstream_state_dict(model, WRAPPERS[wrapper](upstream))
     assert torch.equal(
@@ -94,7 +87,7 @@ def test_checkpoint_wrappers(upstream_keys, wrapper: str) -> None:
 
 
 def test_timm_checkpoint_prefers_state_dict_over_ema(upstream_keys) -> None:
-    upstream = fake_upstream(upstream_keys["spikingformer_dvs128_2_256"])
+    upstream = fake_upstream(upstream_keys["spikingformer_dvs_2_256"])
     ema = {k: torch.zeros_like(v) for k, v in upstream.items()}
     model = build_model("spikingformer_dvs_2_256")
     load_upstream_state_dict(model, {"state_dict_ema": ema, "state_dict": upstream})
@@ -103,7 +96,7 @@ def test_timm_checkpoint_prefers_state_dict_over_ema(upstream_keys) -> None:
 
 @pytest.fixture
 def dvs_checkpoint(upstream_keys) -> dict[str, torch.Tensor]:
-    return fake_upstream(upstream_keys["spikingformer_dvs128_2_256"])
+    return fake_upstream(upstream_keys["spikingformer_dvs_2_256"])
 
 
 def load_error(checkpoint: dict, name: str = "spikingformer_dvs_2_256") -> str:
@@ -136,7 +129,7 @@ def test_wrong_shape_is_named_with_both_shapes(dvs_checkpoint) -> None:
 
 def test_wrong_family_is_rejected(upstream_keys) -> None:
     """The CIFAR Spikingformer tokenizer is ``block{i}_*``; an ImageNet-style checkpoint must not load."""
-    checkpoint = fake_upstream(upstream_keys["spikingformer_dvs128_2_256"])
+    checkpoint = fake_upstream(upstream_keys["spikingformer_dvs_2_256"])
     assert "'patch_embed.proj_conv.weight'" in load_error(checkpoint, "spikingformer_cifar_4_256")
 
 

@@ -8,6 +8,7 @@ a ``grid:`` section into rows), ``search_space`` (search files), ``overrides`` (
 from harness.experiment.overrides import SMOKE_RESOURCES, run_overrides, tracked_name
 from harness.experiment.schema import (
     Experiment,
+    Guard,
     PaperNumbers,
     PaperTable,
     Resources,
@@ -20,6 +21,7 @@ from harness.experiment.schema import (
 __all__ = [
     "SMOKE_RESOURCES",
     "Experiment",
+    "Guard",
     "PaperNumbers",
     "PaperTable",
     "Resources",

@@ -24,6 +24,7 @@ from spikingformer.recipes import RECIPES, load_recipe
 #: TrainConfig keys that say where and how a run executes, not what it trains: changing them (another
 #: machine's data folder, more loader processes, a GPU, checkpoints written more often) keeps a run's identity.
 MACHINE_KEYS = frozenset({"data.root", "data.num_workers", "runtime.device", "runtime.checkpoint_every",
+                          "runtime.checkpoint_every_updates", "runtime.checkpoint_every_minutes",
                           "runtime.lif_backend"})
 
 

@@ -16,7 +16,15 @@ from typing import Any, Literal
 
 from harness.experiment.grid import expand
 from harness.experiment.resolve import check_model, check_recipe, read_yaml, train_mapping
-from spikingformer._validation import ConfigError, Section, deep_merge, require, section_from_dict
+from harness.reference.curves import ReferenceCurve, load_curve
+from spikingformer._validation import (
+    ConfigError,
+    Section,
+    deep_merge,
+    require,
+    require_folder_name,
+    section_from_dict,
+)
 from spikingformer.config import ModelConfig, TrainConfig
 
 
@@ -70,6 +78,19 @@ class Tolerance(Section):
 
 
 @dataclass
+class Guard(Section):
+    """The convergence guard of a row with a reference curve (``harness.reference.guard``): every evaluated epoch
+    is compared with the curve; ``stop_when_behind`` stops a trial that stays below its band ``patience``
+    evaluated epochs in a row."""
+
+    stop_when_behind: bool = False
+    patience: int = 3
+
+    def validate(self, where: str) -> None:
+        require(self.patience >= 1, where, "patience", self.patience, ">= 1")
+
+
+@dataclass
 class Resources(Section):
     """DDP workers of one trial; ``use_gpu: auto`` takes GPUs when the Ray cluster has any."""
 
@@ -101,11 +122,16 @@ class Row(Section):
     #: This row's ``spikingformer.recipes`` recipe where it differs from the experiment's (SDT's ImageNet
     #: configs each have their own upstream conf), or null.
     recipe: str | None = None
+    #: The authors' training curve this row reproduces: a name in ``experiments/reference/`` or a JSON file
+    #: relative to the experiment file (``harness.reference.curves``); null where no log was published.
+    reference_curve: str | None = None
+    #: Overrides of the experiment's ``guard`` for this row only.
+    guard: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
         # '/' and '=' are allowed (grid points: 4-384/T=2); ',' separates ids in --rows.
-        require(bool(self.id) and "," not in self.id and self.id == self.id.strip(), where, "id", self.id,
-                 "a non-empty name without ',' or surrounding spaces")
+        require("," not in self.id, where, "id", self.id, "a name without ','")
+        require_folder_name(self.id, where, "id", segments=True)
         check_recipe(self.recipe, where)
 
 
@@ -122,6 +148,7 @@ class Experiment(Section):
     train: dict[str, Any] = field(default_factory=dict)
     tolerance: Tolerance = field(default_factory=Tolerance)
     resources: Resources = field(default_factory=Resources)
+    guard: Guard = field(default_factory=Guard)
     #: Seeds per row (runtime.seed, +1, ...); ``--seeds`` overrides.
     seeds: int = 1
 
@@ -131,6 +158,7 @@ class Experiment(Section):
     def __post_init__(self) -> None:
         #: Each row's TrainConfig as validated by from_dict (``config``), by row id.
         self._configs: dict[str, TrainConfig] = {}
+        self._curves: dict[str, ReferenceCurve] = {}
 
     @classmethod
     def from_dict(cls, data: Any, where: str, *, skip_invalid: bool = False) -> Experiment:
@@ -152,11 +180,13 @@ class Experiment(Section):
             if not grid:  # the pre-pass built every point's model already
                 check_model(config.model, f"{where}: row {row.id}")
             experiment.resources_for(row)
+            experiment.reference_for(row)
+            experiment.guard_for(row)
             experiment._configs[row.id] = config
         return experiment
 
     def validate(self, where: str) -> None:
-        require(bool(self.name) and "/" not in self.name, where, "name", self.name, "a non-empty name without '/'")
+        require_folder_name(self.name, where, "name")
         check_recipe(self.recipe, where)
         require(len(self.rows) >= 1, where, "rows", self.rows, "at least one row")
         require(self.seeds >= 1, where, "seeds", self.seeds, ">= 1")
@@ -185,6 +215,24 @@ class Experiment(Section):
         """Validated TrainConfig of ``row``, with ``overrides`` (smoke, CLI, search) laid on top."""
         mapping = deep_merge(self.train_mapping(row), overrides or {})
         return TrainConfig.from_dict(mapping, where=f"{self.source}: row {row.id}")
+
+    def guard_for(self, row: Row) -> Guard:
+        merged = deep_merge(vars(self.guard), row.guard)
+        guard = section_from_dict(Guard, merged, f"{self.source}: row {row.id}: guard")
+        require(not row.guard.get("stop_when_behind") or row.reference_curve is not None,
+                f"{self.source}: row {row.id}", "guard.stop_when_behind", True, "only with a reference_curve")
+        return guard
+
+    def reference_for(self, row: Row) -> ReferenceCurve | None:
+        """The row's reference curve, read (and checked) from its file; None where the row names none."""
+        if row.reference_curve is None:
+            return None
+        if row.id not in self._curves:
+            try:
+                self._curves[row.id] = load_curve(row.reference_curve, Path(self.source).parent)
+            except (OSError, ValueError) as err:
+                raise ConfigError(f"{self.source}: row {row.id}.reference_curve: {err}") from None
+        return self._curves[row.id]
 
     def resources_for(self, row: Row) -> Resources:
         merged = deep_merge(vars(self.resources), row.resources)

@@ -23,7 +23,14 @@ import optuna
 from harness.experiment import Experiment, load_experiment
 from harness.experiment.objectives import Objective, check_reported
 from harness.experiment.resolve import check_model, check_recipe, nest, read_yaml
-from spikingformer._validation import ConfigError, Section, deep_merge, require, section_from_dict
+from spikingformer._validation import (
+    ConfigError,
+    Section,
+    deep_merge,
+    require,
+    require_folder_name,
+    section_from_dict,
+)
 from spikingformer.config import ModelConfig
 
 KINDS = ("uniform", "loguniform", "integer", "choice")
@@ -133,7 +140,8 @@ class Search(Section):
     #: TrainConfig overrides of the search trials only (not of the best row): shorter schedule, data subset.
     budget: dict[str, Any] = field(default_factory=dict)
     #: One objective: the last reported epoch's ``metric``, in ``mode`` (default top1, max); ASHA may stop trials.
-    metric: Literal["top1", "top5", "eval_loss"] = "top1"
+    #: ``gap_to_reference``: top-1 minus the base row's reference curve at the same fraction of the schedule.
+    metric: Literal["top1", "top5", "eval_loss", "gap_to_reference"] = "top1"
     mode: Literal["max", "min"] = "max"
     #: Several objectives instead (final figures of each trial, see :mod:`harness.experiment.objectives`): the
     #: study keeps their Pareto front. Optuna cannot prune such a study, so every trial runs its whole budget.
@@ -174,6 +182,8 @@ class Search(Section):
         search = section_from_dict(cls, data, where)
         search.source = where
         experiment = search.experiment()
+        require(search.metric != "gap_to_reference" or experiment.rows[0].reference_curve is not None, where,
+                "metric", search.metric, "a base row with a reference_curve")
         if search.objectives:
             check_reported(search.objectives, experiment.rows[0].model, where)
         for key, dim in search.space.items():
@@ -182,7 +192,7 @@ class Search(Section):
         return search
 
     def validate(self, where: str) -> None:
-        require(bool(self.name) and "/" not in self.name, where, "name", self.name, "a non-empty name without '/'")
+        require_folder_name(self.name, where, "name")
         require(len(self.space) >= 1, where, "space", self.space, "at least one key")
         require(self.num_samples >= 1, where, "num_samples", self.num_samples, ">= 1")
         require(self.max_concurrent is None or self.max_concurrent >= 1, where, "max_concurrent",

@@ -1,7 +1,7 @@
 """Joining Ray: a given cluster, or a private local one that only listens on loopback.
 
 Ray rewrites ``127.0.0.1``/``localhost`` to the machine's outward address, but keeps other loopback
-addresses; a local run therefore lives on 127.0.0.2 (STACK.md, "Keeping Ray on loopback").
+addresses; a local run therefore lives on 127.0.0.2, which Ray leaves as it is.
 """
 
 from __future__ import annotations
@@ -112,3 +112,20 @@ def check_fits(need: dict[str, float], what: str) -> None:
 def shutdown() -> None:
     if ray.is_initialized():
         ray.shutdown()
+
+
+def wait_for_nodes(address: str, count: int, timeout: float) -> str:
+    """Join ``address`` and wait until ``count`` nodes are alive (a cluster that starts on several machines at
+    once); a ``TimeoutError`` names how many joined. Returns the one-line description of the cluster."""
+    check_reachable(address, timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        while (alive := sum(n["Alive"] for n in ray.nodes())) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Ray at {address}: {alive} of {count} node(s) joined within {timeout:.0f} s")
+            time.sleep(1.0)
+        total = ray.cluster_resources()
+        return f"Ray at {address}: {alive} node(s), {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU"
+    finally:
+        shutdown()

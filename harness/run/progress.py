@@ -1,4 +1,5 @@
-"""One live line per trial (row, seed, epoch/total, last top-1, ETA) in place of Tune's tables.
+"""One live line per trial (row, seed, epoch/total, last top-1, its gap to the reference curve, ETA) in place of
+Tune's tables.
 
 On a terminal the lines are redrawn in place; otherwise each update is printed as a new line.
 """
@@ -12,6 +13,7 @@ from typing import Any, TextIO
 
 from ray import tune
 
+from harness.reference import guard
 from harness.run.trial import FAILED
 
 
@@ -29,13 +31,14 @@ class Progress(tune.Callback):
         self.stream = stream
         self.texts: dict[str, str] = {}
         self.top1: dict[str, str] = {}
+        self.reference: dict[str, str] = {}
         self.labels: dict[str, str] = {}
         self.drawn = 0
         self.started: dict[str, float] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks into the experiment state: keep only what survives a restore.
-        return {"stream": None, "texts": {}, "top1": {}, "labels": {}, "drawn": 0, "started": {}}
+        return {"stream": None, "texts": {}, "top1": {}, "reference": {}, "labels": {}, "drawn": 0, "started": {}}
 
     @property
     def out(self) -> TextIO:
@@ -80,7 +83,11 @@ class Progress(tune.Callback):
             per_epoch = result.get("epoch_time_s", math.nan)
             if math.isfinite(per_epoch):
                 eta = f"  ETA {_fmt_duration(per_epoch * (total - epoch))}"
-        self._show(trial, f"epoch {epoch}/{total or '?'}  {self.top1.get(trial.trial_id, 'top-1 n/a')}{eta}")
+        gap = result.get(guard.GAP_TO_REFERENCE, math.nan)
+        if math.isfinite(gap):
+            self.reference[trial.trial_id] = "  " + guard.status_text(gap, result.get(guard.BEHIND_SINCE, math.nan))
+        self._show(trial, f"epoch {epoch}/{total or '?'}  {self.top1.get(trial.trial_id, 'top-1 n/a')}"
+                          f"{self.reference.get(trial.trial_id, '')}{eta}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         took = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
@@ -88,7 +95,13 @@ class Progress(tune.Callback):
         if failed:
             self._show(trial, f"FAILED after {_fmt_duration(took)}: {failed}")
             return
-        self._show(trial, f"done in {_fmt_duration(took)}, last {self.top1.get(trial.trial_id, 'top-1 n/a')}")
+        last = trial.last_result or {}
+        if last.get(guard.STOPPED_KEY):
+            self._show(trial, f"{guard.STOPPED} after {_fmt_duration(took)}, last {self.top1.get(trial.trial_id)}"
+                              f"{self.reference.get(trial.trial_id, '')}")
+            return
+        self._show(trial, f"done in {_fmt_duration(took)}, last {self.top1.get(trial.trial_id, 'top-1 n/a')}"
+                          f"{self.reference.get(trial.trial_id, '')}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._show(trial, f"ERROR (traceback in {trial.path})")

@@ -23,7 +23,7 @@ from harness import tracking
 from harness.experiment import tracked_name
 from harness.experiment.search_space import Search, load_search
 from harness.options import default_study_storage
-from harness.run import lock, pareto, sweep
+from harness.run import claim, pareto, sweep
 from harness.run.progress import Progress
 from harness.run.specs import TrialSpec, check_data_folders, sampled_run_key, trial_specs
 from harness.run.study import FAIL_REASON, StudySearcher, epochs_run, open_study
@@ -140,20 +140,20 @@ def search(args: argparse.Namespace) -> int:
     )
     if not (args.smoke or args.skip_data_check):
         check_data_folders([spec])
-    with lock.hold(storage, name, f"search {name}"):
-        return _search(args, search, spec, name, storage, invocation, uri, study_url)
+    with claim.held(storage, name, f"search {name}", uri) as store:
+        return _search(args, search, spec, name, storage, invocation, store, study_url)
 
 
 def _search(args: argparse.Namespace, search: Search, spec: TrialSpec, name: str, storage: str, invocation: str,
-            uri: str, study_url: str) -> int:
-    """One search invocation under the experiment's lock: trials, the study's summary, the best row."""
+            store: tracking.Tracking, study_url: str) -> int:
+    """One search invocation under the experiment's lock and claim: trials, the study's summary, the best row."""
     study = open_study(study_url, name, search)
     before = len(study.trials)
     epochs = spec.total_epochs
-    store = tracking.Tracking(uri)
+    uri = store.uri
     with sweep.Drive(store, name) as drive:
         tags = {"sfh.command": "search", "sfh.search_file": str(args.search), OPTUNA_STUDY: f"{name} in {study_url}",
-                "sfh.storage": storage}
+                "sfh.storage": storage, **tracking.source_tags(str(args.search))}
         [spec], drive.parent = sweep.start([spec], address=args.address, verbose=args.verbose, store=store,
                                            name=name, tags=tags)
         trials = args.trials or search.num_samples

@@ -17,6 +17,7 @@ from mlflow.entities import Run
 from harness import tracking
 from harness.experiment import SMOKE_RESOURCES, Experiment, Resources, run_overrides
 from harness.experiment.resolve import config_hash
+from harness.reference.guard import GuardSpec
 from spikingformer._validation import ConfigError
 from spikingformer.config import TrainConfig
 from spikingformer.data.loaders import check_data
@@ -47,6 +48,9 @@ class TrialSpec:
     energy_batches: int
     max_failures: int
     tags: dict[str, str] = field(default_factory=dict)
+    #: The row's convergence guard (``harness.reference.guard.GuardSpec.to_mapping``), None without a reference
+    #: curve. Not part of the config or its hash: it watches training, and changes it only by stopping it.
+    guard: dict[str, Any] | None = None
 
     @property
     def run_key(self) -> str:
@@ -107,11 +111,15 @@ def trial_specs(
     one run key would race for one MLflow run and one Train folder: refused.
     """
     specs = []
-    tags = {tracking.PAPER_TABLE: experiment.paper.table, **tracking.provenance_tags()}
+    tags = {tracking.PAPER_TABLE: experiment.paper.table, **tracking.provenance_tags(),
+            **tracking.source_tags(experiment.source)}
     for row in [experiment.row(r) for r in rows] if rows else experiment.rows:
         overrides = run_overrides(experiment.config(row), smoke=smoke, epochs=epochs, data_root=data_root)
         config = experiment.train_config(row, overrides) if overrides else experiment.config(row)
         resources = SMOKE_RESOURCES if smoke else experiment.resources_for(row)
+        curve = experiment.reference_for(row)
+        rules = experiment.guard_for(row)
+        guard = GuardSpec(curve, rules.stop_when_behind, rules.patience).to_mapping() if curve is not None else None
         for k in range(experiment.seeds if seeds is None else seeds):
             seed = config.runtime.seed + k
             seeded = replace(config, runtime=replace(config.runtime, seed=seed))
@@ -128,6 +136,7 @@ def trial_specs(
                     energy_batches=1 if smoke else energy_batches,
                     max_failures=max_failures,
                     tags=tags,
+                    guard=guard,
                 )
             )
     keys = [spec.run_key for spec in specs]

@@ -22,7 +22,8 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from harness import tracking
-from harness.run import cluster
+from harness.failures import first_line
+from harness.run import cluster, preemption
 from harness.run.specs import TrialSpec, bind, path_name, trial_resources
 from harness.run.trial import METRIC
 from harness.run.trial import trainable as training_trial
@@ -77,7 +78,8 @@ class Drive:
     """One command's sweep on the driver, from joining Ray to the parent run's end.
 
     As a context manager around the launch: Ray is shut down however the block ends; an error of the driver
-    itself (Tune, Ray) ends the parent run FAILED with its reason instead of leaving it RUNNING; a Ctrl-C that
+    itself (Tune, Ray, memory, disk) ends the parent run and every trial run still RUNNING as FAILED with its
+    reason instead of leaving them RUNNING; a Ctrl-C that
     Tune did not catch (a second one, or one before Tune took over) ends the block quietly once the parent run
     exists, so that :meth:`conclude` marks what was left KILLED. ``parent`` and ``results`` are set as they
     become known.
@@ -93,10 +95,12 @@ class Drive:
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: Any) -> bool:
         try:
             if isinstance(err, Exception) and self.parent is not None:
-                self.store.record_failure(
-                    self.parent, f"the driver failed: {type(err).__name__}: {err}"[: tracking.FAILURE_TAG_CHARS],
-                    "".join(traceback.format_exception(err)), kind="driver error",
-                )
+                reason = f"the driver failed: {type(err).__name__}: {first_line(err)}"
+                details = "".join(traceback.format_exception(err))
+                for run in self.store.trial_runs(self.name):  # none is left RUNNING (the lock: no other driver)
+                    if run.info.status == "RUNNING":
+                        self.store.record_failure(run.info.run_id, reason, details, kind="driver error")
+                self.store.record_failure(self.parent, reason, details, kind="driver error")
         finally:
             cluster.shutdown()
         return isinstance(err, KeyboardInterrupt) and self.parent is not None
@@ -104,21 +108,23 @@ class Drive:
     def conclude(self, keys: Sequence[str] | None) -> int:
         """End the parent run as what happened and return the command's exit status.
 
-        Interrupted (Ctrl-C): the parent and every trial run of the experiment left RUNNING become KILLED (the
-        lock guarantees no other driver of it runs), 130. Otherwise a trial run that Tune saw fail without its
-        reason recorded gets one from Tune's error; 0 only when no trial failed and every run of ``keys`` (when
-        None: the run of each trial of the results) is FINISHED.
+        Interrupted (Ctrl-C, 130) or stopped (SIGTERM, 143): the parent and every trial run of the experiment left
+        RUNNING become KILLED (the lock guarantees no other driver of it runs). Otherwise a trial run that Tune
+        saw fail without its reason recorded gets one from Tune's error; 0 only when no trial failed and every run
+        of ``keys`` (when None: the run of each trial of the results) is FINISHED.
         """
         store, results = self.store, self.results
         runs = {r.data.tags[tracking.RUN_KEY]: r for r in store.trial_runs(self.name)}
-        if INTERRUPTED.is_set() or results is None:
+        stopped = preemption.STOPPED.is_set() and not INTERRUPTED.is_set()
+        if INTERRUPTED.is_set() or stopped or results is None:
+            why = "stopped by SIGTERM to the driver" if stopped else "interrupted (Ctrl-C)"
             for run in runs.values():
                 if run.info.status == "RUNNING":
-                    store.record_failure(run.info.run_id, "interrupted (Ctrl-C) before it finished",
-                                         "The driver was interrupted; the trial continues with `sfh resume`.",
+                    store.record_failure(run.info.run_id, f"{why} before it finished",
+                                         f"The driver was {why}; the trial continues with `sfh resume`.",
                                          kind="interrupted", status="KILLED")
             store.end(self.parent, "KILLED")
-            return EXIT_INTERRUPTED
+            return preemption.EXIT_STOPPED if stopped else EXIT_INTERRUPTED
         grid_keys = []
         for result in results:
             spec = (result.config or {}).get("trial")

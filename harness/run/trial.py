@@ -37,6 +37,9 @@ from harness import tracking
 from harness.cost.actuals import TrialMeter, log_actual
 from harness.experiment import Resources
 from harness.experiment.resolve import flatten
+from harness.reference import guard
+from harness.reference.guard import ConvergenceGuard, GuardSpec
+from harness.run import preemption
 from harness.run.specs import TRIAL_DRIVER_CPU, TrialSpec, path_name, sampled_run_key
 from spikingformer import evaluate
 from spikingformer._validation import deep_merge
@@ -47,8 +50,11 @@ from spikingformer.evaluate import evaluate_run
 from spikingformer.models import batch_coupling
 from spikingformer.training.engine import Callback, FitResult, fit
 from spikingformer.training.epoch import RunState
+from spikingformer.training.preemption import Preempted, StopRequest
 
 CHECKPOINTS_KEPT = 2
+#: The folder, beside Ray Train's checkpoints of a run, holding rank 0's newest in-epoch checkpoint.
+IN_EPOCH = "sfh_in_epoch"
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,12 @@ class WorkerJob:
     scratch: str
     energy_batches: int
     use_gpu: bool
+    #: The convergence guard's spec (``GuardSpec.to_mapping``), None for a row without a reference curve.
+    guard: dict[str, Any] | None = None
+    #: The tracked experiment (whose stop flag every rank polls) and where rank 0 keeps the run's newest
+    #: in-epoch checkpoint in the Train storage (a path or URI), for a restarted worker group to find.
+    experiment: str = ""
+    in_epoch: str = ""
 
 
 def trainable() -> Any:
@@ -89,6 +101,9 @@ def run_trial(config: dict[str, Any]) -> None:
     run key.
     """
     spec = TrialSpec.from_mapping(config["trial"])
+    why = preemption.requested(spec.experiment)
+    if why:  # the driver asked every trial to stop: one not started yet does not start
+        raise preemption.TrialStopped(f"{spec.run_key}: not started ({why})")
     key = spec.run_key
     if config.get("overrides"):
         key = sampled_run_key(key, tune.get_context().get_trial_id())
@@ -103,7 +118,8 @@ def run_trial(config: dict[str, Any]) -> None:
     scratch = f"{train_run}-{hashlib.sha256(spec.train_storage.encode()).hexdigest()[:8]}"
     store.log_text(run_id, yaml.safe_dump(json.loads(json.dumps(spec.train)), sort_keys=False), "config.yaml")
     res = Resources(**spec.resources)
-    job = WorkerJob(spec.config, spec.tracking_uri, run_id, scratch, spec.energy_batches, res.use_gpu)
+    job = WorkerJob(spec.config, spec.tracking_uri, run_id, scratch, spec.energy_batches, res.use_gpu, spec.guard,
+                    experiment=spec.experiment, in_epoch=f"{spec.train_storage.rstrip('/')}/{train_run}/{IN_EPOCH}")
     attempts = spec.max_failures + 1
     for attempt in range(1, attempts + 1):
         try:
@@ -112,6 +128,11 @@ def run_trial(config: dict[str, Any]) -> None:
         except TrainingFailedError as err:
             if store.client.get_run(run_id).info.status != "RUNNING":
                 raise  # the driver closed the run: a search's scheduler stopped it, or Ctrl-C
+            stopped = stop_cause(err)
+            if stopped is not None:
+                store.record_failure(run_id, f"{stopped}; continue with `sfh resume {spec.experiment}`", str(err),
+                                     kind="stopped", status="KILLED")
+                raise preemption.TrialStopped(f"{key}: {stopped}") from None
             fatal = deterministic_cause(err)
             if fatal is None and attempt < attempts:
                 print(f"{key}: attempt {attempt}/{attempts} failed ({first_line(err)}); "
@@ -152,6 +173,13 @@ def deterministic_cause(err: TrainingFailedError) -> str | None:
     return None
 
 
+def stop_cause(err: TrainingFailedError) -> str | None:
+    """Where the trial stopped on request (rank 0's :class:`Preempted`, else any rank's), None otherwise."""
+    failures = err.worker_failures if isinstance(err, WorkerGroupError) else {}
+    stops = [exc for _, exc in sorted(failures.items()) if isinstance(exc, Preempted)]
+    return str(stops[0]) if stops else None
+
+
 def first_line(err: BaseException) -> str:
     """The first informative line of a (multi-line, traceback-carrying) error message."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
@@ -178,17 +206,39 @@ def _trainer(job: WorkerJob, res: Resources, train_run: str, storage: str) -> To
 
 class _ReportEpochs(Callback):
     """Every rank reports each epoch to Ray Train; rank 0 attaches the checkpoint and logs to MLflow, and tags
-    the run with what the engine resolved (the neurons' implementation) before the first epoch."""
+    the run with what the engine resolved (the neurons' implementation) before the first epoch. With a
+    convergence guard, each epoch's metrics carry its gap to the reference, rank 0 keeps the run's status in the
+    ``sfh.reference`` tag, and every rank stops when the guard says so."""
 
-    def __init__(self, work: Path, log: tracking.EpochLog | None) -> None:
+    def __init__(self, work: Path, log: tracking.EpochLog | None, in_epoch: str,
+                 guard: ConvergenceGuard | None = None) -> None:
         self.work = work
         self.log = log
+        self.in_epoch = in_epoch
+        self.guard = guard
+        self.status = ""
+
+    def on_checkpoint(self, epoch: int, batches: int, checkpoint_path: Path | None) -> None:
+        """Rank 0 puts an in-epoch checkpoint in the Train storage (Ray Train's own are per epoch, via Tune)."""
+        if checkpoint_path is not None and self.in_epoch:
+            upload_in_epoch(checkpoint_path, self.in_epoch)
 
     def on_fit_start(self, run: RunState) -> None:
+        if self.guard is not None:
+            self.guard.replay(run.history)
         if self.log is not None:
             self.log.tracking.set_tags(self.log.run_id, {"sfh.lif": run.lif})
+            self.log.tracking.log_datasets(self.log.run_id, {"train": run.train_loader.dataset.info,
+                                                             "eval": run.eval_loader.dataset.info})
 
     def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
+        if self.guard is not None:
+            judged = self.guard.judge(metrics)
+            metrics.update(judged)
+            status = self.guard.status(judged) if judged else self.status
+            if self.log is not None and status != self.status:
+                self.log.tracking.set_tags(self.log.run_id, {guard.TAG: status})
+            self.status = status
         if checkpoint_path is None:
             ray.train.report(metrics)
         else:
@@ -200,6 +250,9 @@ class _ReportEpochs(Callback):
         if self.log is not None:
             self.log.log(metrics)
 
+    def stop_reason(self) -> str | None:
+        return self.guard.stopped if self.guard is not None else None
+
 
 def train_worker(job: WorkerJob) -> None:
     """Ray Train loop of one rank: resume from Ray's last checkpoint, fit, then (rank 0) final figures."""
@@ -210,8 +263,7 @@ def train_worker(job: WorkerJob) -> None:
     shutil.rmtree(scratch, ignore_errors=True)  # what a killed worker of this rank left
     work = scratch / "checkpoints"
     work.mkdir(parents=True)
-    checkpoint = ray.train.get_checkpoint()
-    resume = _resume_point(checkpoint, work, scratch) if checkpoint is not None else None
+    resume = _resume_point(ray.train.get_checkpoint(), job.in_epoch, work, scratch)
     store = tracking.Tracking(job.tracking_uri) if rank == 0 else None
     log = tracking.EpochLog(store, job.run_id) if store is not None else None
     if store is not None:
@@ -226,13 +278,19 @@ def train_worker(job: WorkerJob) -> None:
     meter = TrialMeter(store, job.run_id, job.tracking_uri, device or torch.device("cpu"),
                             local_rank=context.get_local_rank(),
                             node=f"node{context.get_node_rank()}" if several_nodes else None)
+    judge = None
+    if job.guard is not None:
+        judge = ConvergenceGuard(GuardSpec.from_mapping(job.guard), config.schedule.total_epochs,
+                                 config.schedule.warmup_epochs)
+    stop = StopRequest(pollers=(preemption.FlagPoller(job.experiment),)) if job.experiment else None
     try:
         result = fit(
             config,
-            callbacks=[_ReportEpochs(work, log), meter.callback],
+            callbacks=[_ReportEpochs(work, log, job.in_epoch, judge), meter.callback],
             checkpoint_dir=work,
             resume_from=resume.path if resume is not None else None,
             device=device,
+            stop=stop,
         )
         if store is not None:
             log.backfill(result.history)
@@ -253,24 +311,57 @@ class _Resume:
     tags: dict[str, str]
 
 
-def _resume_point(checkpoint: ray.train.Checkpoint, work: Path, scratch: Path) -> _Resume:
-    """The newest intact checkpoint among the one Ray Train hands back and the older ones it keeps beside it.
+def _storage(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """The filesystem and path of a Train storage location (a local path or an object-store URI)."""
+    return pyarrow.fs.FileSystem.from_uri(uri) if "://" in uri else (pyarrow.fs.LocalFileSystem(), uri)
 
-    The latest is copied into ``work`` (where training goes on), each older one into ``scratch``; a file
-    that cannot be read is skipped (and removed from the local copy, so it is never reported again), named
-    with its storage path in the ``sfh.resume.skipped`` tag. Every rank reads the same files, so every rank
-    makes the same choice.
+
+def upload_in_epoch(local: Path, folder: str) -> None:
+    """Copy an in-epoch checkpoint to ``folder/last.pt`` in the storage, replacing the previous one whole."""
+    filesystem, path = _storage(folder)
+    filesystem.create_dir(path, recursive=True)
+    pyarrow.fs.copy_files(str(local), f"{path}/.{LAST}.tmp", source_filesystem=pyarrow.fs.LocalFileSystem(),
+                          destination_filesystem=filesystem)
+    filesystem.move(f"{path}/.{LAST}.tmp", f"{path}/{LAST}")
+
+
+def _fetch_in_epoch(folder: str, local: Path) -> Path | None:
+    """The run's in-epoch checkpoint copied from the storage into ``local``, None when there is none."""
+    filesystem, path = _storage(folder)
+    if filesystem.get_file_info(f"{path}/{LAST}").type != pyarrow.fs.FileType.File:
+        return None
+    local.mkdir(parents=True, exist_ok=True)
+    pyarrow.fs.copy_files(f"{path}/{LAST}", str(local / LAST), source_filesystem=filesystem,
+                          destination_filesystem=pyarrow.fs.LocalFileSystem())
+    return local / LAST
+
+
+def _resume_point(checkpoint: ray.train.Checkpoint | None, in_epoch: str, work: Path, scratch: Path) -> _Resume | None:
+    """The checkpoint that got furthest among the one Ray Train hands back, the older ones it keeps beside it and
+    the run's in-epoch checkpoint in the storage; None when there is none (a fresh start).
+
+    Ray's latest is copied into ``work`` (where training goes on), the others into ``scratch``; a file that
+    cannot be read is skipped (and removed from the local copy, so it is never reported again), named with its
+    storage path in the ``sfh.resume.skipped`` tag. Every rank reads the same files, so every rank makes the
+    same choice.
     """
-    folders = {work: checkpoint.path}
-    checkpoint.to_directory(str(work))
-    parent = checkpoint.path.rstrip("/").rsplit("/", 1)[0]
-    siblings = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
-    older = sorted((i.path for i in siblings if i.type == pyarrow.fs.FileType.Directory
-                    and i.base_name.startswith("checkpoint_") and i.path != checkpoint.path), reverse=True)
-    for k, path in enumerate(older):
-        local = scratch / f"older-{k}"
-        ray.train.Checkpoint(path, filesystem=checkpoint.filesystem).to_directory(str(local))
-        folders[local] = path
+    folders: dict[Path, str] = {}
+    if checkpoint is not None:
+        folders[work] = checkpoint.path
+        checkpoint.to_directory(str(work))
+        parent = checkpoint.path.rstrip("/").rsplit("/", 1)[0]
+        siblings = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+        older = sorted((i.path for i in siblings if i.type == pyarrow.fs.FileType.Directory
+                        and i.base_name.startswith("checkpoint_") and i.path != checkpoint.path), reverse=True)
+        for k, path in enumerate(older):
+            local = scratch / f"older-{k}"
+            ray.train.Checkpoint(path, filesystem=checkpoint.filesystem).to_directory(str(local))
+            folders[local] = path
+    fetched = _fetch_in_epoch(in_epoch, scratch / IN_EPOCH) if in_epoch else None
+    if fetched is not None:
+        folders[fetched.parent] = in_epoch
+    if not folders:
+        return None
     candidates = [file for local in folders for file in resume_candidates(local)]
 
     def named(text: str) -> str:  # local copies -> the files in the Train storage
@@ -286,7 +377,9 @@ def _resume_point(checkpoint: ray.train.Checkpoint, work: Path, scratch: Path) -
         bad = next((f for f in candidates if str(f) in problem), None)
         if bad is not None:
             bad.unlink(missing_ok=True)
-    tags = {"sfh.resume.from": f"{named(str(chosen.path))} (epoch {chosen.content['epoch']})"}
+    position = chosen.content.get("position")
+    where = f"epoch {chosen.content['epoch']}" + (f", batch {position['batches']}" if position else "")
+    tags = {"sfh.resume.from": f"{named(str(chosen.path))} ({where})"}
     if chosen.skipped:
         tags["sfh.resume.skipped"] = named("; ".join(chosen.skipped))[: tracking.FAILURE_TAG_CHARS]
     return _Resume(chosen.path, tags)
@@ -308,8 +401,11 @@ def _log_final(
     device: torch.device | None,
 ) -> None:
     """The library's final figures of the run (:func:`spikingformer.evaluate.evaluate_run`), logged."""
-    final = evaluate_run(config, result, energy_batches=batches, device=device)
+    final = evaluate_run(config, result, energy_batches=batches, device=device, memory_images=min(4, batches))
     store.log_metrics(run_id, final.metrics)
     store.set_tags(run_id, {f"{evaluate.SELECTION_TAG}{k}": v for k, v in final.selection.items()})
     store.log_text(run_id, final.report.to_json(), evaluate.ENERGY_ARTIFACT)
     store.log_text(run_id, final.report.to_table(), evaluate.ENERGY_TABLE_ARTIFACT)
+    if final.memory is not None:
+        store.log_text(run_id, json.dumps(final.memory.to_dict(), indent=1), evaluate.MEMORY_ARTIFACT)
+        store.log_text(run_id, final.memory.to_table(), evaluate.MEMORY_TABLE_ARTIFACT)

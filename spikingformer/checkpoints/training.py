@@ -118,8 +118,18 @@ class Intact(NamedTuple):
     skipped: list[str]
 
 
+def _progress(content: dict[str, Any]) -> tuple[int, int, int]:
+    """How far a training checkpoint got: its epoch, then whether that epoch was whole (an epoch-end checkpoint)
+    or the batches an in-epoch one had trained."""
+    position = content.get("position")
+    if isinstance(position, dict):
+        return content["epoch"], 0, int(position.get("batches", 0))
+    return content["epoch"], 1, 0
+
+
 def newest_intact(candidates: Sequence[str | Path]) -> Intact:
-    """The checkpoint with the latest ``epoch`` among ``candidates`` that can be read, and its content.
+    """The checkpoint that got furthest (epoch, then position inside it) among ``candidates`` that can be read, and
+    its content; the first candidate given wins a tie.
 
     A truncated, empty or corrupt file (a copy cut off, a full disk) is skipped with a warning naming it and
     why, so an intact older checkpoint resumes the run instead of failing it on every retry. Only when none
@@ -136,11 +146,11 @@ def newest_intact(candidates: Sequence[str | Path]) -> Intact:
         if not isinstance(content, dict) or not isinstance(content.get("epoch"), int):
             problems.append(f"cannot use checkpoint {file}: it is not a training checkpoint (no epoch)")
             continue
-        intact.append((-content["epoch"], order, file, content))
+        intact.append((_progress(content), -order, file, content))
     if not intact:
         tried = "\n  ".join(problems) or "(none given)"
         raise CheckpointError(f"no intact checkpoint to resume from; tried:\n  {tried}")
-    _, _, file, content = min(intact, key=lambda item: item[:2])
+    _, _, file, content = max(intact, key=lambda item: item[:2])
     for problem in problems:
         log.warning("%s; resuming from %s (epoch %d) instead", problem, file, content["epoch"])
     return Intact(file, content, problems)

@@ -1,4 +1,4 @@
-"""Upstream's DVS augmentation (SPEC §6.3): horizontal flip, then SNNAugmentWide, on ``[T, C, H, W]`` frames.
+"""Upstream's DVS augmentation (its DVS ``train.py``): horizontal flip, then SNNAugmentWide, on ``[T, C, H, W]`` frames.
 
 SNNAugmentWide is TrivialAugment restricted to geometric ops that make sense on event counts: one op, chosen
 uniformly, a magnitude drawn uniformly from 31 bins spanning [-max, max], then a random sign, drawn in

@@ -7,12 +7,17 @@ counts), as upstream. spikingjelly builds them once into ``ROOT/frames_number_{T
 spikingjelly trusts whatever folders it finds and downloads whatever it misses. Here the layout is checked
 first, so a missing class folder, a missing or corrupt archive or a half-built frames cache is an error that
 names it, and spikingjelly is never asked to reach the network.
+
+Event and frame files are ``.npz`` archives of numeric arrays and are read as such: numpy refuses the pickled
+(object) arrays an archive could carry instead of unpickling them, so a data folder never runs code. The
+frames are read by :func:`load_frames`, which says so with the file's name.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from torchvision.datasets import DatasetFolder
 from torchvision.datasets.utils import check_integrity
 
@@ -119,6 +124,15 @@ def check_root(name: str, root: str | None, frames: int) -> Path:
     return base
 
 
+def load_frames(path: str | Path) -> np.ndarray:
+    """One sample's ``frames`` array from a frames-cache ``.npz``, as float32; never unpickles anything."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return archive["frames"].astype(np.float32)
+    except ValueError as err:  # numpy's refusal of a pickled (object) array, or a malformed archive
+        raise ValueError(f"refused event frames file {path}: {err}") from None
+
+
 def event_frames(name: str, root: str | None, frames: int, train: bool) -> tuple[DatasetFolder, list[int], dict]:
     """The frame dataset, the indices of the requested split within it, and the split's description."""
     base = check_root(name, root, frames)
@@ -129,6 +143,7 @@ def event_frames(name: str, root: str | None, frames: int, train: bool) -> tuple
         raise FileNotFoundError(f"{name}: {err}; {LAYOUT[name]}") from err
     except (OSError, RuntimeError, ValueError, NotImplementedError) as err:
         raise ValueError(f"{name}: spikingjelly could not prepare {base}: {err}; {LAYOUT[name]}") from err
+    dataset.loader = load_frames  # spikingjelly's loader does the same; this one is ours to vouch for
     if name == "dvs128-gesture":
         return dataset, list(range(len(dataset))), {"split": "official train/test folders"}
     train_idx, test_idx = head_split_per_class(dataset.targets, CIFAR10_DVS_TRAIN_RATIO)

@@ -1,6 +1,6 @@
 """Static image datasets: ImageNet class folders, CIFAR python batches and scikit-learn's digits.
 
-Each loader returns PIL images; the timm transform of SPEC §6.1/§6.2 (RandAugment, random erasing,
+Each loader returns PIL images; upstream's ImageNet / CIFAR timm transform (RandAugment, random erasing,
 fixed-scale RandomResizedCrop, normalisation) is applied by the caller for the model's image size.
 """
 
@@ -19,6 +19,7 @@ from torchvision.datasets import ImageFolder
 
 from spikingformer.config import AugmentConfig
 from spikingformer.data.pixel_stats import CIFAR_MEAN, CIFAR_STD
+from spikingformer.data.safe_pickle import UnsafePickleError, load_plain
 from spikingformer.data.splits import split_fingerprint
 
 #: Pixel mean/std of all 1797 digits after the 8x8 -> 32x32 bilinear upsampling below.
@@ -130,12 +131,14 @@ def imagenet_folder(root: str | None, train: bool) -> ImageFolder:
 
 
 def _unpickle(path: Path, layout: str) -> dict[str, Any]:
+    """One CIFAR batch file, read by the restricted unpickler: a file that asks to run code is refused."""
     if not path.is_file():
         raise FileNotFoundError(f"missing CIFAR file {path}; {layout}")
     try:
-        with path.open("rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+        entry = load_plain(path)
+    except UnsafePickleError as err:
+        raise ValueError(f"refused CIFAR file: {err}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as err:
         raise ValueError(f"malformed CIFAR file {path} ({err}); {layout}") from err
     if not isinstance(entry, dict):
         raise ValueError(f"malformed CIFAR file {path}: expected a pickled dict; {layout}")

@@ -7,9 +7,13 @@ reduced accuracy counts every sample exactly once.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import random
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -38,21 +42,54 @@ EVENT_SENSOR_SIDE = 128
 SYNTHETIC_SIZES = {"train": 256, "eval": 64}
 
 
-class LabelledSplit(Dataset):
-    """One split of a base dataset: an index subset, the split's transform and a description (``info``)."""
+@contextlib.contextmanager
+def seeded(*key: int) -> Iterator[None]:
+    """python's, numpy's and torch's CPU generators seeded from ``key`` inside, put back as they were after."""
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    state = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
+    random.seed(state)
+    np.random.seed(state)
+    torch.default_generator.manual_seed(state)
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
 
-    def __init__(self, base: Dataset, indices: list[int], transform: Callable | None, info: dict[str, Any]) -> None:
+
+class LabelledSplit(Dataset):
+    """One split of a base dataset: an index subset, the split's transform and a description (``info``).
+
+    With a ``sample_seed`` the transform of sample i in epoch e draws from generators seeded by (seed, e, i)
+    alone: its augmentation depends neither on which loader process makes it nor on what came before, so an
+    epoch resumed part-way (:class:`ResumableSampler`) augments every remaining sample as the whole epoch would.
+    """
+
+    def __init__(self, base: Dataset, indices: list[int], transform: Callable | None, info: dict[str, Any],
+                 sample_seed: int | None = None) -> None:
         self.base = base
         self.indices = indices
         self.transform = transform
         self.info = {**info, "size": len(indices)}
+        self.sample_seed = sample_seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentations come next (loader processes copy the split when an epoch starts)."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         x, y = self.base[self.indices[index]]
-        return (self.transform(x) if self.transform else x), y
+        if self.transform is None:
+            return x, y
+        if self.sample_seed is None:
+            return self.transform(x), y
+        with seeded(self.sample_seed, self.epoch, index):
+            return self.transform(x), y
 
 
 class ShardSampler(Sampler[int]):
@@ -66,6 +103,23 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class ResumableSampler(DistributedSampler):
+    """torch's DistributedSampler (order a function of seed and epoch) that can begin its next epoch part-way:
+    :meth:`skip` leaves out this rank's first samples once (those a resumed run already trained on). Its
+    length stays the whole epoch's, so the epoch's batch count does not change with where it resumed."""
+
+    def __init__(self, dataset: Dataset, **kwargs: Any) -> None:
+        super().__init__(dataset, **kwargs)
+        self._skip = 0
+
+    def skip(self, samples: int) -> None:
+        self._skip = samples
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self._skip = self._skip, 0
+        return itertools.islice(super().__iter__(), skip, None)
 
 
 def check_data(config: TrainConfig) -> None:
@@ -171,12 +225,14 @@ def build_eval_loader(config: TrainConfig, *, rank: int = 0, world_size: int = 1
 
 
 def build_loaders(config: TrainConfig, *, rank: int, world_size: int) -> tuple[DataLoader, DataLoader]:
-    """(train, eval) loaders of one rank; call ``train_loader.sampler.set_epoch(epoch)`` every epoch.
+    """(train, eval) loaders of one rank; every epoch call ``set_epoch(epoch)`` on ``train_loader.sampler`` and on
+    ``train_loader.dataset`` (whose augmentations are seeded per sample).
 
     Collective under torch.distributed: rank 0 builds first (e.g. the DVS frame cache), then the others.
     """
     train, test = rank0_first(lambda: (build_dataset(config, "train"), build_dataset(config, "eval")))
-    sampler = DistributedSampler(train, num_replicas=world_size, rank=rank, shuffle=True, seed=config.runtime.seed)
+    train.sample_seed = config.runtime.seed
+    sampler = ResumableSampler(train, num_replicas=world_size, rank=rank, shuffle=True, seed=config.runtime.seed)
     if len(sampler) < config.data.batch_size:
         raise ValueError(
             f"{len(train)} training samples give {len(sampler)} per rank on {world_size} rank(s), fewer than "

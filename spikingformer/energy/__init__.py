@@ -1,4 +1,4 @@
-"""SNN energy accounting with the upstream Spikingformer rules (SPEC §5), under each family's conventions.
+"""SNN energy accounting with the rules of upstream Spikingformer's energy script, under each family's conventions.
 
 Only Conv1d/Conv2d/Linear layers and the spiking attentions' spike products enter the energy:
 

@@ -1,10 +1,10 @@
 """Energy conventions: how a paper turned measured spikes into ACs and MACs, declared by each model family.
 
-Papers of spiking transformers cost their models under slightly different rules (PEERS.md, "cross-cutting
-conventions"): whether the first, analog conv's MACs count once per time step or once, and whether integer
+Papers of spiking transformers cost their models under slightly different rules (each paper's
+appendix or supplementary): whether the first, analog conv's MACs count once per time step or once, and whether integer
 spike counts (Spikformer's and QKFormer's residual streams) are ACs weighted by value or MACs. A family
 declares its paper's convention (``SpikingTransformer.PAPER_ENERGY``) and any further ones worth reporting;
-every model is also costed under :data:`COMMON`, Spikingformer's rules (SPEC §5) applied to all, so that
+every model is also costed under :data:`COMMON`, Spikingformer's rules applied to all, so that
 families are compared on one ruler.
 """
 
@@ -31,9 +31,9 @@ class EnergyConvention:
             raise ValueError(f"max_spike_count must be >= 1, got {self.max_spike_count}")
 
 
-#: The common ruler: Spikingformer's calculator (SPEC §5): binary spikes only, the first conv once per step.
+#: The common ruler: Spikingformer's energy script: binary spikes only, the first conv once per step.
 COMMON = EnergyConvention(
     "common",
-    description="Spikingformer's rules (SPEC §5) for every family: binary spike inputs are ACs, any other input "
+    description="Spikingformer's rules for every family: binary spike inputs are ACs, any other input "
     "(the analog first conv, integer spike counts, the head on real values) MACs; the first conv per time step",
 )

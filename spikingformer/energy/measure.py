@@ -1,4 +1,4 @@
-"""Measuring ops, firing rates and energy with forward hooks on the model itself (SPEC §5 rules).
+"""Measuring ops, firing rates and energy with forward hooks on the model itself (upstream Spikingformer's rules).
 
 Dense ops follow the upstream counter (syops): every weight MAC plus one op per output for a bias, with
 T folded into the batch, all per image. Two entry points share the arithmetic of

@@ -1,6 +1,6 @@
 """What an energy measurement produces: per-layer and per-attention ops, the report, its formatting.
 
-The arithmetic of SPEC §5 on already-measured numbers: a layer's ACs and MACs at its input rate, each
+Upstream Spikingformer's energy arithmetic on already-measured numbers: a layer's ACs and MACs at its input rate, each
 attention's spike-product ACs (by kind: SSA here, peer families register theirs), totals in G per image and
 energy at E_MAC/E_AC. Nothing here touches a model; :mod:`spikingformer.energy.measure` fills these types.
 """
@@ -58,7 +58,7 @@ class LayerOps(LayerShape):
 class AttentionCost(Protocol):
     """How one kind of spiking attention is costed: its dense ops and its ACs at given q/k/v rates.
 
-    The default is Spikingformer's SSA (SPEC §5); a family whose attention is built otherwise registers
+    The default is Spikingformer's SSA; a family whose attention is built otherwise registers
     its own kind with :func:`register_attention_cost` in its model file and names it on the module
     (``energy_attention = "kind"``), so the family brings its own counting.
     """
@@ -139,7 +139,7 @@ class OpsProfile:
 
     @property
     def dense_flops(self) -> float:
-        """ANN-equivalent conv + linear MACs per image (SPEC §4's table)."""
+        """ANN-equivalent conv + linear MACs per image (as upstream's counter gives them)."""
         return sum(layer.dense_ops for layer in self.layers)
 
 
@@ -175,7 +175,7 @@ class EnergyReport:
 
     @property
     def dense_flops(self) -> float:
-        """ANN-equivalent conv + linear MACs per image, T included (SPEC §4)."""
+        """ANN-equivalent conv + linear MACs per image, T included (as upstream's counter gives them)."""
         return sum(layer.dense_ops for layer in self.layers)
 
     @property

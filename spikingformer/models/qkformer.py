@@ -197,7 +197,7 @@ class QKFormer(SpikingTransformer):
     """
 
     LAYOUTS = tuple(LAYOUTS)
-    #: The paper's appendix 6.6 (PEERS.md c): E = E_MAC x FLOPs(first conv) + E_AC x all other SOPs, with
+    #: The paper's appendix 6.6 (arXiv 2403.16552): E = E_MAC x FLOPs(first conv) + E_AC x all other SOPs, with
     #: SOP = rate x T x FLOPs. The first conv appears without T, and the convs reading the integer spike counts of
     #: the residual stream and shortcut sums are SOPs, i.e. ACs weighted by the mean value. The stream can hold at
     #: most 2 + 2 x (blocks in a stage) (16 in HST-10), so a bound of 30 admits every count it can carry. Not

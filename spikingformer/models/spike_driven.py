@@ -161,7 +161,7 @@ class SpikeDrivenTransformer(SpikingTransformer):
     """
 
     LAYOUTS = tuple(LAYOUT_SPECS)
-    #: The SDT supplementary (PEERS.md a): ANN FLOPs x T x firing rate as ACs, the first (encoding) conv as MACs;
+    #: The SDT supplementary (arXiv 2307.01694): ANN FLOPs x T x firing rate as ACs, the first (encoding) conv as MACs;
     #: every later layer, the head included, reads binary spikes, so this is the common ruler's spike test. Not
     #: stated there: whether the first conv's MACs are multiplied by T (counted per step here, as on the common
     #: ruler) and SDSA's exact mask/add count; upstream has no energy script, so the paper's mJ cannot be

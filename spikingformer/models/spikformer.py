@@ -72,7 +72,7 @@ class SpikingPatchSplitting(nn.Module):
 class SpikformerSelfAttention(nn.Module):
     """Q, K, V (1x1 conv, BN, LIF) on the stream -> attention -> LIF(v_th 0.5) -> conv, BN, LIF."""
 
-    #: How the energy accounting costs its spike products (spikingformer.energy: SPEC §5 SSA).
+    #: How the energy accounting costs its spike products (spikingformer.energy: the SSA kind).
     energy_attention = "ssa"
 
     def __init__(self, dim: int, num_heads: int, tau: float, qkv_bias: bool) -> None:
@@ -121,8 +121,8 @@ class Spikformer(SpikingTransformer):
 
     LAYOUTS = tuple(POOLED_STAGES)
     UPSTREAM_UNUSED = UNUSED_BLOCK_NORMS
-    #: Its residual stream carries spike sums: the paper's figures count them as MACs (the spike test of
-    #: SPEC §5, as COMMON); upstream's calculator can instead count integer sums up to 30 as ACs.
+    #: Its residual stream carries spike sums: the paper's figures count them as MACs (upstream Spikingformer's
+    #: spike test, as COMMON); upstream's calculator can instead count integer sums up to 30 as ACs.
     EXTRA_ENERGY = (
         EnergyConvention(
             "spike_counts", max_spike_count=30,

@@ -69,7 +69,7 @@ class SpikingTokenizer(nn.Sequential):
 class SpikingSelfAttention(nn.Module):
     """LIF -> Q, K, V (1x1 conv, BN, LIF) -> softmax-free attention -> LIF(v_th 0.5) -> 1x1 conv + BN."""
 
-    #: How the energy accounting costs its spike products (spikingformer.energy: SPEC §5 SSA).
+    #: How the energy accounting costs its spike products (spikingformer.energy: the SSA kind).
     energy_attention = "ssa"
 
     def __init__(self, dim: int, num_heads: int, tau: float) -> None:

@@ -16,7 +16,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from spikingformer.training.distributed import (
     rank_and_world,
 )
 from spikingformer.training.epoch import (
+    EpochPosition,
     EvalSums,
     RunState,
     amp_dtype,
@@ -61,6 +62,7 @@ from spikingformer.training.epoch import (
     updates_per_epoch,
 )
 from spikingformer.training.optim import build_optimizer, build_scheduler, scaled_lr
+from spikingformer.training.preemption import Preempted, StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ class FitResult:
     data_info: dict[str, dict[str, Any]]
     #: ``state_sha256`` of the final weights on this rank (all ranks agree in a healthy DDP run).
     weights_sha256: str
+    #: Why training ended before its last epoch (a callback's ``stop_reason``), None when it ran to the end.
+    stopped: str | None = None
     selection: dict[str, str] = field(default_factory=lambda: dict(SELECTION))
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +118,14 @@ class Callback:
     def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
         pass
 
+    def stop_reason(self) -> str | None:
+        """Asked after each epoch's ``on_epoch_end``: a reason ends training there. It must be the same on every
+        rank (decide from the reduced metrics only)."""
+        return None
+
+    def on_checkpoint(self, epoch: int, batches: int, checkpoint_path: Path | None) -> None:
+        """After an in-epoch checkpoint at ``batches`` of ``epoch`` (path on rank 0 when one was written)."""
+
     def on_fit_end(self, result: FitResult) -> None:
         pass
 
@@ -126,11 +138,15 @@ def seed_epoch(seed: int, rank: int, epoch: int) -> None:
     torch.manual_seed(state)
 
 
-def _checkpoint_state(run: RunState, epoch: int, rng: list[dict[str, Any]]) -> dict[str, Any]:
-    """Everything a resumed run needs; ``rng`` holds each rank's generator states, in rank order."""
+def _checkpoint_state(
+    run: RunState, epoch: int, rng: list[dict[str, Any]], position: EpochPosition | None = None
+) -> dict[str, Any]:
+    """Everything a resumed run needs; ``rng`` holds each rank's generator states, in rank order. ``epoch`` is the
+    last whole epoch, or with ``position`` the epoch in progress and how far it got."""
     return {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
+        "position": dataclasses.asdict(position) if position is not None else None,
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
@@ -169,6 +185,9 @@ def _restore(run: RunState, ckpt: dict[str, Any], rank: int) -> None:
         set_rng_state(states[rank], run.device)
     run.history, run.best = ckpt["history"], (ckpt["best_top1"], ckpt["best_epoch"])
     run.start_epoch = ckpt["epoch"] + 1
+    if ckpt.get("position") is not None:  # an in-epoch checkpoint: that epoch goes on from where it stopped
+        run.start_epoch, run.position = ckpt["epoch"], EpochPosition(**ckpt["position"])
+        run.resume_rng = states[rank] if rank < len(states) else None
     if ckpt["world_size"] != run.world:
         log.warning("resuming a %d-rank run on %d ranks: batches will differ", ckpt["world_size"], run.world)
 
@@ -235,19 +254,70 @@ def _data_info(run: RunState) -> dict[str, dict[str, Any]]:
     return {"train": run.train_loader.dataset.info, "eval": run.eval_loader.dataset.info}
 
 
-def run_epoch(run: RunState, epoch: int, progress: bool = False) -> dict[str, float]:
-    """Train one epoch, evaluate when due (the model and its EMA) and return the epoch's metrics, reduced
-    over ranks (identical on every rank). A non-finite training loss stops the run here."""
+class InEpochCheckpoints:
+    """After every optimizer update: write an in-epoch checkpoint when one is due (``runtime.
+    checkpoint_every_updates``, ``checkpoint_every_minutes`` since the last checkpoint) or a stop was requested,
+    and after the latter raise :class:`Preempted`. Under DDP every rank decides together (one small all-reduce
+    per update), so all stop at the same step and the checkpoint holds every rank's generator states."""
+
+    def __init__(self, run: RunState, folder: Path | None, stop: StopRequest | None,
+                 callbacks: Sequence[Callback]) -> None:
+        self.run, self.folder, self.stop, self.callbacks = run, folder, stop, callbacks
+        self.since = time.monotonic()
+
+    def written(self) -> None:
+        """A checkpoint was just written (e.g. at an epoch's end): the minutes count from now."""
+        self.since = time.monotonic()
+
+    def _due(self) -> bool:
+        runtime, run = self.run.config.runtime, self.run
+        every, minutes = runtime.checkpoint_every_updates, runtime.checkpoint_every_minutes
+        by_time = run.rank == 0 and bool(minutes and time.monotonic() - self.since >= 60 * minutes)  # rank 0's clock
+        return by_time or bool(every and run.num_updates % every == 0)
+
+    def at_update(self, epoch: int, batches: int, position: Callable[[], EpochPosition]) -> None:
+        run = self.run
+        stop, due = self.stop is not None and self.stop.requested(), self._due()
+        if is_distributed():
+            stop, due = (flag > 0 for flag in all_reduce([float(stop), float(due)], run.device, op="max"))
+        if not (stop or due):
+            return
+        rng = all_gather(rng_state(run.device))
+        path = None
+        if self.folder is not None and run.rank == 0:
+            path = save_checkpoint(_checkpoint_state(run, epoch, rng, position()), self.folder / LAST)
+        self.written()
+        for callback in self.callbacks:
+            callback.on_checkpoint(epoch, batches, path)
+        if stop:
+            reason = self.stop.reason if self.stop is not None and self.stop.reason else "asked on another rank"
+            raise Preempted(reason, epoch, batches, path)
+
+
+def run_epoch(
+    run: RunState, epoch: int, progress: bool = False, checkpoints: InEpochCheckpoints | None = None
+) -> dict[str, float]:
+    """Train one epoch (from ``run.position`` when it resumes part-way; ``checkpoints`` looks in after every
+    update), evaluate when due (the model and its EMA) and return the epoch's metrics, reduced over ranks
+    (identical on every rank). A non-finite training loss stops the run here."""
     config, device = run.config, run.device
     seed_epoch(config.runtime.seed, run.rank, epoch)
     run.train_loader.sampler.set_epoch(epoch)
+    run.train_loader.dataset.set_epoch(epoch)
     run.scheduler.step(epoch)
     run.scheduler.step_update(run.num_updates)  # a per-update schedule: the LR of this epoch's first update
-    lr = run.optimizer.param_groups[0]["lr"]
+    resumed = run.position
+    lr = resumed.lr if resumed is not None and resumed.lr is not None else run.optimizer.param_groups[0]["lr"]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    began = time.perf_counter()
-    loss_sum, seen = train_one_epoch(run, run.train_loader, epoch, progress and run.rank == 0)
+    began = time.perf_counter() - (resumed.train_time if resumed is not None else 0.0)
+    boundary = None
+    if checkpoints is not None:
+        def boundary(batches: int, loss_sum: torch.Tensor, seen: float) -> None:
+            checkpoints.at_update(epoch, batches, lambda: EpochPosition(
+                batches, float(loss_sum), float(seen), lr, time.perf_counter() - began))
+
+    loss_sum, seen = train_one_epoch(run, run.train_loader, epoch, progress and run.rank == 0, boundary)
     train_time = time.perf_counter() - began
     sums = ema_sums = EvalSums.skipped()
     if (epoch + 1) % config.runtime.eval_every == 0 or epoch == config.schedule.total_epochs - 1:
@@ -317,6 +387,7 @@ def fit(
     resume_from: str | Path | None = None,
     device: torch.device | None = None,
     progress: bool = False,
+    stop: StopRequest | None = None,
 ) -> FitResult:
     """Train ``config`` for ``schedule.total_epochs`` epochs, evaluating and checkpointing as configured.
 
@@ -324,6 +395,11 @@ def fit(
     evaluate when due) and :func:`checkpoint_when_due`, then the result. ``device`` is this rank's device (a
     launcher that knows the local GPU passes it); by default ``runtime.device`` decides, rank r taking GPU r
     mod count. ``progress`` shows a per-epoch tqdm bar on rank 0 when stderr is a terminal.
+
+    In-epoch checkpoints (``runtime.checkpoint_every_updates`` / ``checkpoint_every_minutes``) go to
+    ``checkpoint_dir`` as ``last.pt`` at update boundaries; once ``stop`` is requested the run writes one at the
+    next update and raises :class:`~spikingformer.training.preemption.Preempted`. Resuming from either kind
+    continues exactly where it stood: the remaining samples of the epoch, none twice.
     """
     run = set_up(config, device)
     if resume_from is not None:  # a truncated or corrupt last.pt falls back to an intact best.pt, said in the log
@@ -336,18 +412,27 @@ def fit(
     if run.rank == 0:
         _log_start(run)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    stopped = None
     for callback in callbacks:
         callback.on_fit_start(run)
+    checkpoints = InEpochCheckpoints(run, folder, stop, callbacks)
     for epoch in range(run.start_epoch, config.schedule.total_epochs):
-        metrics = run_epoch(run, epoch, progress)
+        metrics = run_epoch(run, epoch, progress, checkpoints)
         run.history.append(metrics)
         improved = metrics["top1"] > run.best[0]  # False for NaN: epochs without evaluation
         if improved:
             run.best = (metrics["top1"], epoch)
         written = checkpoint_when_due(run, epoch, improved, folder)
+        if written is not None:
+            checkpoints.written()
         for callback in callbacks:
             callback.on_epoch_end(dict(metrics), written)
+        stopped = next((reason for callback in callbacks if (reason := callback.stop_reason())), None)
+        if stopped is not None:
+            log.info("epoch %d: stopping, %s", epoch, stopped)
+            break
     result = _result(run, folder)
+    result.stopped = stopped
     for callback in callbacks:
         callback.on_fit_end(result)
     return result

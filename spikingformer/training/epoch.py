@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from spikingformer.checkpoints.training import set_rng_state
 from spikingformer.config import AugmentConfig, RuntimeConfig, TrainConfig
 from spikingformer.training.distributed import all_reduce
 from spikingformer.training.tet import TETLoss
@@ -84,6 +86,19 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 @dataclass
+class EpochPosition:
+    """How far an epoch got: its batches trained on this rank (a whole number of updates), their summed loss and
+    samples, the epoch's learning rate as logged, and its training seconds so far. Plain numbers: it travels in
+    an in-epoch checkpoint."""
+
+    batches: int = 0
+    loss_sum: float = 0.0
+    seen: float = 0.0
+    lr: float | None = None
+    train_time: float = 0.0
+
+
+@dataclass
 class RunState:
     """What one training run holds between epochs: its parts, where it stands, and what it has seen."""
 
@@ -110,6 +125,10 @@ class RunState:
     history: list[dict[str, float]] = field(default_factory=list)
     #: (best top-1, its epoch) so far.
     best: tuple[float, int] = (-math.inf, -1)
+    #: Where ``start_epoch`` resumes inside itself (an in-epoch checkpoint), and this rank's generator states at
+    #: that step, put back once the epoch's batches are being drawn; None from an epoch's start.
+    position: EpochPosition | None = None
+    resume_rng: dict[str, Any] | None = None
 
     def autocast(self, enabled: bool = True) -> contextlib.AbstractContextManager:
         on = enabled and self.dtype is not None
@@ -129,8 +148,16 @@ def updates_per_epoch(config: TrainConfig, loader: DataLoader) -> int:
     return math.ceil(train_batches(config, loader) / config.optim.grad_accum_steps)
 
 
-def train_one_epoch(run: RunState, loader: DataLoader, epoch: int, progress: bool) -> tuple[float, float]:
-    """One pass over this rank's batches; returns (sum of sample losses, samples) on this rank."""
+#: Called after every optimizer update with (batches trained so far this epoch, their loss sum on this rank as a
+#: tensor, samples); it may write an in-epoch checkpoint or stop the run (``spikingformer.training.engine``).
+Boundary = Callable[[int, torch.Tensor, float], None]
+
+
+def train_one_epoch(
+    run: RunState, loader: DataLoader, epoch: int, progress: bool, boundary: Boundary | None = None
+) -> tuple[float, float]:
+    """One pass over this rank's batches, from ``run.position`` when the epoch resumes part-way; returns (sum of
+    sample losses, samples) on this rank, the resumed part included."""
     config = run.config
     run.net.train()
     if run.mixup is not None:
@@ -138,11 +165,19 @@ def train_one_epoch(run: RunState, loader: DataLoader, epoch: int, progress: boo
         run.mixup.mixup_enabled = off is None or epoch < off
     accum = config.optim.grad_accum_steps
     batches = train_batches(config, loader)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
-    seen = 0
+    position, run.position = run.position or EpochPosition(), None
+    loss_sum = torch.tensor(position.loss_sum, dtype=torch.float64, device=run.device)
+    seen = position.seen
+    if position.batches:
+        loader.sampler.skip(position.batches * loader.batch_size)  # those samples were trained on already
     run.optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(loader, total=batches, desc=f"epoch {epoch}", leave=False, disable=None if progress else True)
-    for step, (x, y) in enumerate(bar):
+    bar = tqdm(loader, total=batches, initial=position.batches, desc=f"epoch {epoch}", leave=False,
+               disable=None if progress else True)
+    draws = iter(bar)  # the loader's own draw (its workers' base seed) happens here, as in an unbroken epoch
+    if run.resume_rng is not None:
+        set_rng_state(run.resume_rng, run.device)
+        run.resume_rng = None
+    for step, (x, y) in enumerate(draws, start=position.batches):
         if step == batches:
             break
         x, y = run.to_device(x, y)
@@ -170,6 +205,8 @@ def train_one_epoch(run: RunState, loader: DataLoader, epoch: int, progress: boo
                 run.ema.update(run.model, step=run.num_updates)
         loss_sum += loss.detach().double() * len(x)
         seen += len(x)
+        if update and boundary is not None:
+            boundary(step + 1, loss_sum, seen)
     return float(loss_sum), float(seen)
 
 

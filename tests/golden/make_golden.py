@@ -193,6 +193,10 @@ class Layout:
 
 _QKFORMER_CIFAR = dict(img_size_h=32, img_size_w=32, patch_size=4, embed_dims=384, num_heads=8, mlp_ratios=4,
                        in_channels=3, qkv_bias=False, depths=4, sr_ratios=1, T=4)
+_IMAGENET_8_384 = dict(img_size_h=224, img_size_w=224, patch_size=16, embed_dims=384, mlp_ratios=4, in_channels=3,
+                       num_classes=1000, qkv_bias=False, depths=8, sr_ratios=1, T=4)
+_CIFAR_4_384 = dict(img_size_h=32, img_size_w=32, patch_size=4, embed_dims=384, mlp_ratios=4, in_channels=3,
+                    num_classes=10, qkv_bias=False, depths=4, sr_ratios=1, T=4)
 LAYOUTS: dict[str, Layout] = {
     **{f"qkformer_10_{d}": Layout("QKFormer", "imagenet/qkformer.py", f"QKFormer_10_{d}", dict(T=4))
        for d in (384, 512, 768)},
@@ -205,6 +209,16 @@ LAYOUTS: dict[str, Layout] = {
     "sdt_8_384": Layout("Spike-Driven-Transformer", "model/spikeformer.py", "SpikeDrivenTransformer",
                         dict(img_size_h=224, img_size_w=224, patch_size=16, in_channels=3, num_classes=1000,
                              embed_dims=384, num_heads=8, mlp_ratios=4, depths=8, T=4, pooling_stat="1111")),
+    # Spikingformer and Spikformer: each train.py's create_model arguments (yml values for dim, heads, depth, T).
+    "spikingformer_8_384": Layout("Spikingformer", "imagenet/model.py", "Spikingformer",
+                                  dict(_IMAGENET_8_384, num_heads=8)),
+    "spikingformer_cifar_4_384": Layout("Spikingformer", "cifar10/model.py", "Spikingformer",
+                                        dict(_CIFAR_4_384, num_heads=12)),
+    "spikingformer_dvs_2_256": Layout("Spikingformer", "dvs128-gesture/model.py", "Spikingformer", dict(T=16)),
+    "spikformer_8_384": Layout("spikformer", "imagenet/model.py", "Spikformer",  # T is fixed in its forward
+                               {k: v for k, v in dict(_IMAGENET_8_384, num_heads=8).items() if k != "T"}),
+    "spikformer_cifar_4_384": Layout("spikformer", "cifar10/model.py", "spikformer",
+                                     dict(_CIFAR_4_384, num_heads=12)),
 }
 
 

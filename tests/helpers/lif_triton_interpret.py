@@ -14,8 +14,8 @@ import sys
 
 os.environ["TRITON_INTERPRET"] = "1"
 
-import lif_reference  # noqa: E402
 import torch  # noqa: E402
+from lif_reference import forward  # noqa: E402  (run as a script beside it)
 
 from spikingformer.neurons import LIF_SETTINGS, compare_lif_backends, op, triton_kernels  # noqa: E402
 
@@ -41,7 +41,7 @@ def check(x: torch.Tensor, tau: float, v_threshold: float) -> str:
     assert result.grad_rel_error <= tolerance, f"gradient error {result.grad_rel_error:.3g} > {tolerance:.3g}: {label}"
     v0 = torch.linspace(0, 0.6, x[0].numel()).view(x.shape[1:]).to(x.dtype)
     outputs = torch.ops.spikingformer.lif_multistep(x, v0, tau, v_threshold, op.SURROGATE_ALPHA)
-    expected = lif_reference.forward(x, v0, tau, v_threshold)
+    expected = forward(x, v0, tau, v_threshold)
     for name, got, want in zip(("spikes", "h", "v_last"), outputs, expected, strict=True):
         assert got.dtype == x.dtype and torch.equal(got, want), f"{name} differs from the reference loop: {label}"
     return f"ok {label}: rate {result.firing_rate:.3f}, grad rel error {result.grad_rel_error:.2e}"

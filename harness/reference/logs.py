@@ -1,27 +1,33 @@
-"""Parsers for the upstream Spikingformer logs, so the report can overlay the authors' own runs on ours.
+"""Parsers of the training and energy logs the authors published beside their code.
 
-Three formats ship with the upstream repository (``../shared/reference/upstream_logs``):
+Run once by :mod:`harness.reference.extract`, which turns each log into a data file of this repository; nothing
+reads a log at run or report time. Four formats:
 
 - timm 0.6 ``train.py`` (ImageNet 8-512, 8-768): every line is printed twice, once with an
   ``INFO:<logger>:`` prefix; an epoch is its ``Train: <epoch> [i/n]`` lines followed by the
   ``Test: [n/n]`` line whose bracketed values are the epoch's averages.
 - the SEW-ResNet-style DVS ``train.py`` (CIFAR10-DVS): ``Epoch: [<epoch>] [i/n] ... loss: x (avg)``
   lines, then `` * Acc@1 = a, Acc@5 = b, loss = c`` for the test pass.
+- the MAE-style ``main_finetune.py`` (QKFormer ImageNet): ``Averaged stats: lr: x  loss: y (avg)`` closes an
+  epoch's training, `` * Acc@1 a Acc@5 b loss c`` its test pass; the epoch is that of the last
+  ``Epoch: [<epoch>]`` line before them.
 - the energy script (``energy_consumption_of_*_log.txt``): one ``('name', Module(...), array([dense,
   ACs, MACs, rate%]))`` tuple per counted layer, then the totals.
 
-Epochs are numbered as in the logs (from 0). Nothing here is copied by hand: tests check the
-parsed numbers against SPEC section 7.
+Epochs are numbered as in the logs (from 0). Nothing here is copied by hand: the tests check the parsed
+numbers against the figures the logs' own summary lines print (best metric and its epoch).
 """
 
 from __future__ import annotations
 
+import bisect
+import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-# SPEC section 5: E = 4.6 pJ per MAC + 0.9 pJ per AC; G ops x pJ = mJ.
+from harness.reference.curves import REFERENCE_DIR
+
+# The energy script's constants (45 nm, Horowitz 2014): E = 4.6 pJ per MAC + 0.9 pJ per AC; G ops x pJ = mJ.
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
 
@@ -37,6 +43,10 @@ _TIMM_TEST = re.compile(
 )
 _DVS_TRAIN = re.compile(rf"^Epoch: \[(\d+)\]\s+\[\s*\d+/\d+\].*?lr: ({_FLOAT}).*?loss: {_FLOAT} \(({_FLOAT})\)", re.M)
 _DVS_TEST = re.compile(rf"^ \* Acc@1 = ({_FLOAT}), Acc@5 = ({_FLOAT}), loss = ({_FLOAT})", re.M)
+_TIME = r"^(?:\[[\d:.]+\] )?"
+_MAE_EPOCH = re.compile(_TIME + r"Epoch: \[(\d+)\]", re.M)
+_MAE_TRAIN = re.compile(_TIME + rf"Averaged stats: lr: ({_FLOAT})\s+loss: {_FLOAT} \(({_FLOAT})\)", re.M)
+_MAE_TEST = re.compile(_TIME + rf"\* Acc@1 ({_FLOAT}) Acc@5 ({_FLOAT}) loss ({_FLOAT})", re.M)
 _ENERGY_LAYER = re.compile(r"^\('([^']+)', (\w+)\(.*\), array\(\[([^\]]+)\]\)\)\s*$", re.M)
 _ENERGY_TOTALS = re.compile(
     rf"^Number of operations: ({_FLOAT}) G MACs, ({_FLOAT}) G ACs\s*\nEnergy consumption: ({_FLOAT}) mJ", re.M
@@ -117,6 +127,22 @@ def parse_dvs_log(text: str, label: str) -> Curve:
     return _merge(label, train, test)
 
 
+def parse_mae_log(text: str, label: str) -> Curve:
+    """Parse an MAE-style ``main_finetune.py`` log (QKFormer ImageNet): each ``Averaged stats`` line takes the
+    epoch of the ``Epoch: [e]`` lines before it."""
+    starts = [(m.start(), int(m[1])) for m in _MAE_EPOCH.finditer(text)]
+    train = []
+    for m in _MAE_TRAIN.finditer(text):
+        k = bisect.bisect_left(starts, (m.start(), -1))
+        if k:
+            train.append((m.start(), starts[k - 1][1], float(m[2]), float(m[1])))
+    test = [(m.start(), float(m[1]), float(m[2]), float(m[3])) for m in _MAE_TEST.finditer(text)]
+    return _merge(label, train, test)
+
+
+PARSERS = {"timm": parse_timm_log, "sew-dvs": parse_dvs_log, "mae": parse_mae_log}
+
+
 def _merge(
     label: str, train: list[tuple[int, int, float, float]], test: list[tuple[int, float, float, float]]
 ) -> Curve:
@@ -152,59 +178,11 @@ def parse_energy_log(text: str) -> EnergyLog:
     return EnergyLog(tuple(layers), float(totals.group(1)), float(totals.group(2)), float(totals.group(3)))
 
 
-@dataclass(frozen=True)
-class UpstreamRun:
-    """A shipped upstream log and the paper configuration it belongs to."""
-
-    label: str
-    dataset: str
-    model: str
-    time_steps: int
-    train_log: str
-    parse: Callable[[str, str], Curve]
-    energy_log: str | None = None
-
-    def curve(self, root: Path) -> Curve:
-        return self.parse((root / self.train_log).read_text(errors="replace"), self.label)
-
-    def energy(self, root: Path) -> EnergyLog | None:
-        return parse_energy_log((root / self.energy_log).read_text(errors="replace")) if self.energy_log else None
-
-
-UPSTREAM_RUNS: tuple[UpstreamRun, ...] = (
-    UpstreamRun(
-        "upstream 8-512 (log)",
-        "imagenet",
-        "spikingformer_8_512",
-        4,
-        "Spikingformer-on-Imagenet-512.text",
-        parse_timm_log,
-        "energy_consumption_of_Spikingformer-8-512_log.txt",
-    ),
-    UpstreamRun(
-        "upstream 8-768 (log)",
-        "imagenet",
-        "spikingformer_8_768",
-        4,
-        "Spikingformer-on-Imagenet-768.text",
-        parse_timm_log,
-        "energy_consumption_of_Spikingformer-8-768_log.txt",
-    ),
-    UpstreamRun(
-        "upstream 2-256 T=16 (log)",
-        "cifar10-dvs",
-        "spikingformer_dvs_2_256",
-        16,
-        "Spikingformer-on-cifar10dvs.text",
-        parse_dvs_log,
-    ),
-)
-
-
-#: The shared reference folder that sits beside the checkout.
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "upstream_logs"
-
-
-def find_upstream(model: str, dataset: str, time_steps: int) -> UpstreamRun | None:
-    """The upstream run that a row reproduces, if a log of it ships (dataset as in ``spikingformer.config``)."""
-    return next((r for r in UPSTREAM_RUNS if (r.model, r.dataset, r.time_steps) == (model, dataset, time_steps)), None)
+def load_energy_log(name: str) -> EnergyLog | None:
+    """The authors' energy log extracted beside reference curve ``name`` (``<name>.energy.json``), if one was."""
+    path = REFERENCE_DIR / f"{name}.energy.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    layers = tuple(EnergyLayer(**layer) for layer in data["layers"])
+    return EnergyLog(layers, data["macs_G"], data["acs_G"], data["energy_mJ"])

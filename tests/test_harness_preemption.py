@@ -1,0 +1,84 @@
+"""SIGTERM to `sfh reproduce` through Ray: the trial checkpoints inside its epoch and stops, the command exits 143
+naming `sfh resume`, and the resume continues from that batch (not the epoch's start) to a FINISHED run with
+every epoch logged once."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers.ray_nodes import RayNode, wait_for
+
+from harness import tracking
+from spikingformer.checkpoints.training import load_checkpoint
+
+pytestmark = pytest.mark.ray
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+#: One digits row, 16 updates per epoch, no in-epoch checkpoint except the one SIGTERM asks for.
+EXPERIMENT = """
+name: stop
+paper: {arxiv: "-", table: preemption test, source: "-"}
+recipe: digits
+train:
+  data: {train_size: 256, eval_size: 60, batch_size: 16}
+  schedule: {epochs: 3}
+  runtime: {device: cpu, amp: none, checkpoint_every_minutes: null}
+resources: {num_workers: 1, use_gpu: false, cpus_per_worker: 1}
+rows:
+  - id: ok
+    model: {name: spikingformer_cifar_2_384, kwargs: {embed_dim: 32, depth: 1, num_heads: 2, T: 1}}
+"""
+
+
+def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_there(
+        ray_head: RayNode, tmp_path: Path) -> None:
+    experiment = tmp_path / "stop.yaml"
+    experiment.write_text(EXPERIMENT)
+    storage, name = tmp_path / "ray", "stop"
+    store = tracking.Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    common = ["--address", ray_head.address, "--storage", str(storage)]
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen([str(BIN / "sfh"), "reproduce", str(experiment), *common, "--tracking-uri", store.uri],
+                              cwd=REPO, env=ray_head.driver_env(), stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+
+    def run():
+        runs = [r for r in store.trial_runs(name) if r.data.tags[tracking.RUN_KEY] == f"{name}/ok/seed0"]
+        return runs[0] if runs else None
+
+    def epochs_logged() -> list[int]:
+        found = run()
+        return sorted(m.step for m in store.client.get_metric_history(found.info.run_id, "epoch")) if found else []
+
+    try:
+        wait_for(lambda: len(epochs_logged()) >= 1, 300, "the first epoch")
+        driver.send_signal(signal.SIGTERM)
+        code = driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+    out = (tmp_path / "driver.log").read_text()
+    assert code == 143, out
+    assert "stopped by SIGTERM" in out and f"sfh resume {name} --storage {storage}" in out, out
+    stopped = run()
+    assert stopped.info.status == "KILLED" and stopped.data.tags[tracking.FAILURE_KIND] == "stopped"
+    assert "SIGTERM to the driver" in stopped.data.tags[tracking.FAILURE]
+    saved = load_checkpoint(next((storage / name / "train").glob("*/sfh_in_epoch")))
+    epoch, batches = saved["epoch"], saved["position"]["batches"]
+    assert 0 < batches < 16, "the stop landed on an epoch boundary: nothing shows the in-epoch checkpoint"
+    assert f"after {batches} batch(es) of epoch {epoch}" in stopped.data.tags[tracking.FAILURE]
+
+    resumed = subprocess.run([str(BIN / "sfh"), "resume", name, *common], cwd=REPO, env=ray_head.driver_env(),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    finished = run()
+    assert finished.info.status == "FINISHED"
+    assert finished.data.tags["sfh.resume.from"].endswith(f"(epoch {epoch}, batch {batches})")
+    assert epochs_logged() == [0, 1, 2]  # every epoch once
