@@ -24,6 +24,7 @@ from harness.experiment.search_space import Sampler, Search, load_search
 from harness.run import pareto
 from harness.run.search import OPTUNA_TRIAL, STOPPED_EARLY, scheduler
 from harness.run.study import MLFLOW_RUN_ID
+from spikingformer import evaluate
 from spikingformer._validation import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -99,9 +100,12 @@ BAD_OBJECTIVES = [
      r"x\.yaml\.objectives\[1\]\.name: 'energy' is not one of \['top1', 'energy_mJ', 'sops_G', 'macs_G', 'params', "),
     (lambda d: d["objectives"][0].update(mode="maximize"),
      r"x\.yaml\.objectives\[0\]\.mode: 'maximize' is not one of \['max', 'min'\]"),
-    (lambda d: d["objectives"][1].update(convention="memory"),
-     r"x\.yaml\.objectives\[1\]\.convention: 'memory' is not reported by spikingformer_cifar_2_384 \(its "
-     r"conventions: \['paper', 'common'"),
+    (lambda d: d["objectives"][1].update(convention="hardware"),
+     r"x\.yaml\.objectives\[1\]\.convention: 'hardware' is not reported by spikingformer_cifar_2_384 for "
+     r"energy_mJ \(allowed: \['paper', 'common', 'memory'\]\)"),
+    (lambda d: d["objectives"][1].update(name="sops_G", convention="memory"),
+     r"x\.yaml\.objectives\[1\]\.convention: 'memory' is not reported by spikingformer_cifar_2_384 for "
+     r"sops_G \(allowed: \['paper', 'common'\]\)"),
     (lambda d: d["objectives"][1].pop("convention"),
      r"x\.yaml\.objectives\[1\]\.convention: None is not allowed \(energy_mJ is counted under a convention"),
     (lambda d: d["objectives"][0].update(convention="common"),
@@ -128,6 +132,9 @@ def test_objectives_read_final_figures_under_their_convention() -> None:
     search = load_search(PARETO)
     assert search.asha is None and search.directions == ["maximize", "minimize"]
     assert [o.figure for o in search.objectives] == ["best_top1", "energy_mJ_common"]
+    memory = yaml.safe_load(PARETO.read_text())
+    memory["objectives"][1]["convention"] = "memory"  # the memory-inclusive estimate every trial logs
+    assert Search.from_dict(memory, where=str(PARETO)).objectives[1].figure == evaluate.ENERGY_MJ_MEMORY
     assert search.objective_names == ["top1", "energy_mJ [common]"]
     assert load_search(DEMO).objective_names == ["top1"] and load_search(DEMO).directions == ["maximize"]
 
@@ -186,6 +193,7 @@ def test_asha_stops_laggards_but_never_a_trial_at_its_last_epoch() -> None:
 
 
 @pytest.mark.ray
+@pytest.mark.train
 def test_search_prunes_what_asha_stops_grows_one_study_and_tracks_every_trial(
         ray_head: RayNode, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Seed 10 draws a learning rate that learns, then one that cannot (1e-9): ASHA stops the second after its
@@ -240,6 +248,7 @@ def test_search_prunes_what_asha_stops_grows_one_study_and_tracks_every_trial(
 
 
 @pytest.mark.ray
+@pytest.mark.train
 def test_pareto_search_keeps_two_objectives_and_writes_a_front_that_trains_and_draws(
         ray_head: RayNode, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = yaml.safe_load(PARETO.read_text())
