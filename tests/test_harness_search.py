@@ -4,6 +4,8 @@ every trial is one MLflow run, and the best trial comes out as an experiment fil
 from __future__ import annotations
 
 import copy
+import math
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,7 +25,9 @@ from harness.experiment import Experiment, load_experiment
 from harness.experiment.search_space import Sampler, Search, load_search
 from harness.run import pareto
 from harness.run.search import OPTUNA_TRIAL, STOPPED_EARLY, scheduler
-from harness.run.study import MLFLOW_RUN_ID
+from harness.run.specs import trial_specs
+from harness.run.study import FAIL_REASON, MLFLOW_RUN_ID, StudySearcher
+from harness.run.trial import FAILED
 from spikingformer import evaluate
 from spikingformer._validation import ConfigError
 
@@ -190,6 +194,37 @@ def test_asha_stops_laggards_but_never_a_trial_at_its_last_epoch() -> None:
     assert [report(late, e, 60.0) for e in (1, 2, 3)] == [TrialScheduler.CONTINUE] * 3
     assert report(late, 4, 1.0) == TrialScheduler.CONTINUE  # its energy pass and final figures still run
     assert scheduler(load_search(DEMO), epochs=1) is None
+
+
+def test_searcher_tells_the_study_how_each_trial_ended(tmp_path: Path) -> None:
+    """Results fed as Tune hands them over (an epoch's result, then the trial's end): finished, stopped by ASHA
+    (whose stopping epoch arrives only with the end), failed in training, lost; a pickled copy goes on."""
+    search = load_search(DEMO)  # 4 epochs under the budget
+    uri, study_url = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    [spec] = trial_specs(search.experiment(), name="demo-search", rows=None, seeds=1, tracking_uri=uri,
+                         train_storage=str(tmp_path / "train"), smoke=False, data_root=None, energy_batches=1,
+                         max_failures=0)
+    searcher = StudySearcher(search, study_url, "demo-search", spec)
+    assert [searcher.suggest(t)["optuna_trial"] for t in ("done", "stopped", "failed", "lost")] == [0, 1, 2, 3]
+    for epoch in range(4):
+        searcher.on_trial_result("done", {"epoch": epoch, "top1": 20.0 + epoch})
+    searcher.on_trial_complete("done", {"epoch": 3, "top1": 23.0})
+    searcher.on_trial_result("stopped", {"epoch": 0, "top1": 5.0})
+    searcher.on_trial_complete("stopped", {"epoch": 1, "top1": 6.0})
+    searcher.on_trial_complete("failed", {"epoch": 0, "top1": math.nan, FAILED: "rank 0: FloatingPointError: nan"})
+    searcher.on_trial_complete("lost", None, error=True)
+
+    study = optuna.load_study(study_name="demo-search", storage=study_url)
+    done, stopped, failed, lost = study.trials
+    assert (done.state, done.value, done.intermediate_values) == (TrialState.COMPLETE, 23.0,
+                                                                  {0: 20.0, 1: 21.0, 2: 22.0, 3: 23.0})
+    assert (stopped.state, stopped.value, stopped.intermediate_values) == (TrialState.PRUNED, 6.0, {0: 5.0, 1: 6.0})
+    assert (failed.state, failed.user_attrs[FAIL_REASON]) == (TrialState.FAIL, "rank 0: FloatingPointError: nan")
+    assert lost.state == TrialState.FAIL and "process failed" in lost.user_attrs[FAIL_REASON]
+    assert study.metric_names == ["top1"]
+
+    clone = pickle.loads(pickle.dumps(searcher))  # what Tune keeps of it: no study, no open trial
+    assert clone.suggest("next")["optuna_trial"] == 4
 
 
 @pytest.mark.ray
