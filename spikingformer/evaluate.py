@@ -127,11 +127,12 @@ def first_images(loader, count: int) -> list[torch.Tensor]:
 
 def evaluate_run(
     config: TrainConfig, result: FitResult, *, energy_batches: int, device: torch.device | None = None,
-    memory_images: int = 2,
+    memory_images: int = 2, neurobench: bool = True,
 ) -> FinalFigures:
     """Best/last top-1 of ``result`` and the energy pass (best weights, ``energy_batches`` eval batches, fp32), then
-    the memory-inclusive estimate and its quantized ANN on the first ``memory_images`` evaluation images, and
-    NeuroBench's metrics (``neurobench/*``) on the first evaluation batch."""
+    the memory-inclusive estimate and its quantized ANN on the first ``memory_images`` evaluation images (none for
+    0), and NeuroBench's metrics (``neurobench/*``) on the first evaluation batch. The last two take several passes
+    of their own (on a 224x224 model on CPU, minutes): a caller that has them already may leave them out."""
     model = build_model(config.model.name, **config.model.kwargs)
     weights: Path | None = result.best_checkpoint or result.last_checkpoint
     if weights is not None:
@@ -139,12 +140,15 @@ def evaluate_run(
     model = model.to(device or "cpu")
     loader = build_eval_loader(config)
     reports = measure_final(model, loader, max_batches=energy_batches)
-    memory = measure_memory_inclusive(model, [x.to(device or "cpu") for x in first_images(loader, memory_images)])
+    memory = None
+    if memory_images > 0:
+        memory = measure_memory_inclusive(model, [x.to(device or "cpu") for x in first_images(loader, memory_images)])
     batch = eval_batch_size(config)
-    field = neurobench_metrics(model, first_images(loader, batch), batch_size=batch)
+    field = neurobench_metrics(model, first_images(loader, batch), batch_size=batch) if neurobench else {}
     metrics = {BEST_TOP1: result.best_top1, BEST_EPOCH: float(result.best_epoch), LAST_TOP1: result.last_top1}
     metrics.update(energy_figures(reports))
-    metrics.update(memory.metrics())
+    if memory is not None:
+        metrics.update(memory.metrics())
     metrics.update(field)
     selection = {k: v for k, v in result.selection.items() if k != "ema_top1" or result.ema_top1 is not None}
     return FinalFigures(metrics, reports, selection, memory)

@@ -19,15 +19,20 @@ from spikingformer.models import build_model
 from spikingformer.training.engine import fit
 
 
-def train_smoke_row(experiment: Experiment, row: str, tmp_path: Path) -> None:
-    """Fails unless the row trains a finite step and every figure and convention it reports is measured."""
+def train_smoke_row(experiment: Experiment, row: str, tmp_path: Path, *, memory_and_neurobench: bool = True) -> None:
+    """Fails unless the row trains a finite step and every figure and convention it reports is measured; the
+    memory-inclusive estimate and NeuroBench's metrics (minutes for a 224x224 model here) only when asked."""
     [spec] = trial_specs(experiment, name=f"{experiment.name}-smoke", rows=[row], seeds=1, tracking_uri="-",
                          train_storage=str(tmp_path), smoke=True)
     config = spec.config
     result = fit(config, checkpoint_dir=tmp_path)
     assert math.isfinite(result.history[-1]["train_loss"]) and result.best_checkpoint is not None
-    final = evaluate_run(config, result, energy_batches=spec.energy_batches)
+    final = evaluate_run(config, result, energy_batches=spec.energy_batches,
+                         memory_images=1 if memory_and_neurobench else 0, neurobench=memory_and_neurobench)
     figures = final.metrics
+    if memory_and_neurobench:
+        assert final.memory is not None and figures[evaluate.figure(evaluate.ENERGY_MJ, evaluate.MEMORY)] > 0
+        assert figures["neurobench/parameter_count"] == figures[evaluate.PARAMS]
     # An untrained network barely fires on eval statistics (SDT's not at all): SOPs may be 0 here, the encoder's
     # MACs are not.
     assert figures[evaluate.PARAMS] > 1e6 and figures[evaluate.ENERGY_MJ] > 0 and figures[evaluate.SOPS_G] >= 0
