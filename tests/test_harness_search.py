@@ -26,7 +26,7 @@ from harness.experiment.search_space import Sampler, Search, load_search
 from harness.run import pareto
 from harness.run.search import OPTUNA_TRIAL, STOPPED_EARLY, scheduler
 from harness.run.specs import trial_specs
-from harness.run.study import FAIL_REASON, MLFLOW_RUN_ID, StudySearcher
+from harness.run.study import FAIL_REASON, MLFLOW_RUN_ID, StudySearcher, fail_running
 from harness.run.trial import FAILED
 from spikingformer import evaluate
 from spikingformer._validation import ConfigError
@@ -225,6 +225,9 @@ def test_searcher_tells_the_study_how_each_trial_ended(tmp_path: Path) -> None:
 
     clone = pickle.loads(pickle.dumps(searcher))  # what Tune keeps of it: no study, no open trial
     assert clone.suggest("next")["optuna_trial"] == 4
+    fail_running(study, 4, "the search's driver failed: OutOfMemoryError")  # the driver died with trial 4 open
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED] + [TrialState.FAIL] * 3
+    assert study.trials[4].user_attrs[FAIL_REASON] == "the search's driver failed: OutOfMemoryError"
 
 
 @pytest.mark.ray
