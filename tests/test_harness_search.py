@@ -354,3 +354,13 @@ def test_published_rows_join_the_front_only_where_counted_the_same_way() -> None
     common = _pareto_search("imagenet.yaml", "8-384", "common")
     points, why = published_points(common, common.objectives[1], common.objectives[0])
     assert points == [] and "needs its trained weights" in why
+
+
+def test_front_from_the_runs_is_the_studys_best_trials() -> None:
+    objectives = load_search(PARETO).objectives
+    values = [[70.8, 0.0044], [72.9, 0.0081], [72.9, 0.0081], [67.1, 0.0032], [60.0, 0.0050], [72.9, 0.0090]]
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for v in values:
+        study.add_trial(optuna.trial.create_trial(values=v))
+    expected = [t.number in {b.number for b in study.best_trials} for t in study.trials]
+    assert pareto.on_front(values, objectives) == expected == [True, True, True, True, False, False]

@@ -44,6 +44,18 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(study.best_trials, key=lambda t: t.values[0])
 
 
+def on_front(values: Sequence[Sequence[float]], objectives: Sequence[Objective]) -> list[bool]:
+    """Which of ``values`` (one list per trial) no other one dominates: at least as good on every objective and
+    better on one. What ``study.best_trials`` holds, for readers of the MLflow runs alone."""
+    signs = [1 if o.mode == "max" else -1 for o in objectives]
+
+    def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+        pairs = [(s * u, s * v) for s, u, v in zip(signs, a, b, strict=True)]
+        return all(u >= v for u, v in pairs) and any(u > v for u, v in pairs)
+
+    return [not any(dominates(other, mine) for other in values) for mine in values]
+
+
 def axes(objectives: Sequence[Objective]) -> tuple[int, int]:
     """Which objectives the figure plots (x, y): top-1 up the y axis where searched, else the first; the next
     one along x."""
