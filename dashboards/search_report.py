@@ -53,6 +53,14 @@ def _values(run: Run, objectives: tuple[Objective, ...]) -> list[float] | None:
     return values if all(v is not None and math.isfinite(v) for v in values) else None
 
 
+def _merge_repeats(points: list[Point]) -> list[Point]:
+    """One point per position: trials that drew the same configuration share it, labelled together."""
+    labels: dict[tuple[float, float], list[str]] = {}
+    for p in points:
+        labels.setdefault((p.x, p.y), []).append(p.label)
+    return [Point(", ".join(names), x, y) for (x, y), names in labels.items()]
+
+
 def write_search_report(search: Search, uri: str, out: Path, name: str | None = None) -> Path:
     """``out/<name>/index.html`` for the search tracked as ``name`` (default: the search's name)."""
     if not search.objectives:
@@ -74,6 +82,7 @@ def write_search_report(search: Search, uri: str, out: Path, name: str | None = 
         sampled = ", ".join(f"{k}={run.data.params.get(k, '?')}" for k in search.space)
         rows.append([markup.text_cell(point.label), *(f"{v:.4g}" for v in values), "yes" if flag else "",
                      markup.text_cell(sampled), markup.text_cell(run.info.run_id[:8], run.info.run_id)])
+    front = _merge_repeats(front)
     folder = out / name
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     published, why = published_points(search, x, y)
