@@ -1,8 +1,9 @@
 """A multi-objective search's page: every finished trial on the two plotted objectives, the Pareto front
 highlighted, and the base experiment's published rows on the same axes where they are counted the same way.
 
-Read from MLflow only: the trial runs of the search's experiment, their final figures (the objectives' values)
-and the ``sfh.search.front`` tag the search puts on the front's runs. Published rows are the papers' own
+Read from MLflow only: the trial runs of the search's experiment and their final figures (the objectives'
+values), the front being the finished runs no other one dominates (the study's ``best_trials``, even after an
+invocation that failed before it tagged the front). Published rows are the papers' own
 figures, so they join only axes counted under the family's paper convention (or none: top-1, params);
 under any other convention (the common ruler, ...) the published models would need their trained weights to be
 counted again, and the page says so.
@@ -20,7 +21,7 @@ from dashboards import markup
 from harness import tracking
 from harness.experiment.objectives import Objective
 from harness.experiment.search_space import Search
-from harness.run.pareto import FRONT_TAG, Point, axes, draw_front
+from harness.run.pareto import Point, axes, draw_front, on_front
 from harness.run.search import OPTUNA_TRIAL
 from spikingformer.evaluate import PAPER
 
@@ -52,6 +53,14 @@ def _values(run: Run, objectives: tuple[Objective, ...]) -> list[float] | None:
     return values if all(v is not None and math.isfinite(v) for v in values) else None
 
 
+def _merge_repeats(points: list[Point]) -> list[Point]:
+    """One point per position: trials that drew the same configuration share it, labelled together."""
+    labels: dict[tuple[float, float], list[str]] = {}
+    for p in points:
+        labels.setdefault((p.x, p.y), []).append(p.label)
+    return [Point(", ".join(names), x, y) for (x, y), names in labels.items()]
+
+
 def write_search_report(search: Search, uri: str, out: Path, name: str | None = None) -> Path:
     """``out/<name>/index.html`` for the search tracked as ``name`` (default: the search's name)."""
     if not search.objectives:
@@ -61,19 +70,19 @@ def write_search_report(search: Search, uri: str, out: Path, name: str | None = 
     runs = tracking.Tracking(uri).trial_runs(name)
     ix, iy = axes(search.objectives)
     x, y = search.objectives[ix], search.objectives[iy]
+    finished = [(r, v) for r in sorted(runs, key=lambda r: int(r.data.tags.get(OPTUNA_TRIAL, "-1")))
+                if r.info.status == "FINISHED" and (v := _values(r, search.objectives)) is not None]
+    front_flags = on_front([v for _, v in finished], search.objectives)
     trials, front, rows = [], [], []
-    for run in sorted(runs, key=lambda r: int(r.data.tags.get(OPTUNA_TRIAL, "-1"))):
-        values = _values(run, search.objectives)
-        if run.info.status != "FINISHED" or values is None:
-            continue
-        label = f"trial {run.data.tags.get(OPTUNA_TRIAL, '?')}"
-        on_front = run.data.tags.get(FRONT_TAG) == "true"
-        trials.append(Point(label, values[ix], values[iy]))
-        if on_front:
-            front.append(Point(label, values[ix], values[iy]))
+    for (run, values), flag in zip(finished, front_flags, strict=True):
+        point = Point(f"trial {run.data.tags.get(OPTUNA_TRIAL, '?')}", values[ix], values[iy])
+        trials.append(point)
+        if flag:
+            front.append(point)
         sampled = ", ".join(f"{k}={run.data.params.get(k, '?')}" for k in search.space)
-        rows.append([markup.text_cell(label), *(f"{v:.4g}" for v in values), "yes" if on_front else "",
+        rows.append([markup.text_cell(point.label), *(f"{v:.4g}" for v in values), "yes" if flag else "",
                      markup.text_cell(sampled), markup.text_cell(run.info.run_id[:8], run.info.run_id)])
+    front = _merge_repeats(front)
     folder = out / name
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     published, why = published_points(search, x, y)

@@ -26,7 +26,7 @@ from harness.experiment.search_space import Sampler, Search, load_search
 from harness.run import pareto
 from harness.run.search import OPTUNA_TRIAL, STOPPED_EARLY, scheduler
 from harness.run.specs import trial_specs
-from harness.run.study import FAIL_REASON, MLFLOW_RUN_ID, StudySearcher
+from harness.run.study import FAIL_REASON, MLFLOW_RUN_ID, StudySearcher, fail_running
 from harness.run.trial import FAILED
 from spikingformer import evaluate
 from spikingformer._validation import ConfigError
@@ -225,6 +225,9 @@ def test_searcher_tells_the_study_how_each_trial_ended(tmp_path: Path) -> None:
 
     clone = pickle.loads(pickle.dumps(searcher))  # what Tune keeps of it: no study, no open trial
     assert clone.suggest("next")["optuna_trial"] == 4
+    fail_running(study, 4, "the search's driver failed: OutOfMemoryError")  # the driver died with trial 4 open
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED] + [TrialState.FAIL] * 3
+    assert study.trials[4].user_attrs[FAIL_REASON] == "the search's driver failed: OutOfMemoryError"
 
 
 @pytest.mark.ray
@@ -312,7 +315,8 @@ def test_pareto_search_keeps_two_objectives_and_writes_a_front_that_trains_and_d
     assert f"Pareto front of study t-pareto (top1, energy_mJ [common]): {len(front)} point(s)" in printed
     assert front
     assert {rid for rid, r in runs.items() if r.data.tags[pareto.FRONT_TAG] == "true"} == {
-        t.user_attrs[MLFLOW_RUN_ID] for t in front}
+        t.user_attrs[MLFLOW_RUN_ID] for t in study.best_trials}
+    assert len(front) == len({repr(sorted(t.params.items())) for t in study.best_trials})  # one per configuration
     [parent] = {r.data.tags[tracking.PARENT_RUN_ID] for r in runs.values()}
     assert {a.path for a in store.client.list_artifacts(parent)} >= {pareto.FRONT_TABLE, pareto.FRONT_FIGURE}
 
@@ -351,3 +355,13 @@ def test_published_rows_join_the_front_only_where_counted_the_same_way() -> None
     common = _pareto_search("imagenet.yaml", "8-384", "common")
     points, why = published_points(common, common.objectives[1], common.objectives[0])
     assert points == [] and "needs its trained weights" in why
+
+
+def test_front_from_the_runs_is_the_studys_best_trials() -> None:
+    objectives = load_search(PARETO).objectives
+    values = [[70.8, 0.0044], [72.9, 0.0081], [72.9, 0.0081], [67.1, 0.0032], [60.0, 0.0050], [72.9, 0.0090]]
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for v in values:
+        study.add_trial(optuna.trial.create_trial(values=v))
+    expected = [t.number in {b.number for b in study.best_trials} for t in study.trials]
+    assert pareto.on_front(values, objectives) == expected == [True, True, True, True, False, False]

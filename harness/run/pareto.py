@@ -40,8 +40,27 @@ class Point:
 
 
 def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The study's Pareto front, in order of its first objective."""
-    return sorted(study.best_trials, key=lambda t: t.values[0])
+    """The study's Pareto front, one trial per configuration (the first that sampled it: in a small space a sampler
+    draws some again, with the same figures), in order of its first objective."""
+    seen, points = set(), []
+    for trial in sorted(study.best_trials, key=lambda t: t.number):
+        key = repr(sorted(trial.params.items()))
+        if key not in seen:
+            seen.add(key)
+            points.append(trial)
+    return sorted(points, key=lambda t: t.values[0])
+
+
+def on_front(values: Sequence[Sequence[float]], objectives: Sequence[Objective]) -> list[bool]:
+    """Which of ``values`` (one list per trial) no other one dominates: at least as good on every objective and
+    better on one. What ``study.best_trials`` holds, for readers of the MLflow runs alone."""
+    signs = [1 if o.mode == "max" else -1 for o in objectives]
+
+    def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+        pairs = [(s * u, s * v) for s, u, v in zip(signs, a, b, strict=True)]
+        return all(u >= v for u, v in pairs) and any(u > v for u, v in pairs)
+
+    return [not any(dominates(other, mine) for other in values) for mine in values]
 
 
 def axes(objectives: Sequence[Objective]) -> tuple[int, int]:
@@ -120,7 +139,7 @@ def log_front(store: tracking.Tracking, parent: str, search: Search, study: optu
               folder: Path) -> None:
     """Mark the front on the trials' runs, and log its table and figure on the invocation's parent run."""
     points = front(study)
-    on_front = {t.user_attrs.get(MLFLOW_RUN_ID) for t in points}
+    on_front = {t.user_attrs.get(MLFLOW_RUN_ID) for t in study.best_trials}
     for t in study.get_trials(deepcopy=False):
         run_id = t.user_attrs.get(MLFLOW_RUN_ID)
         if run_id is not None:

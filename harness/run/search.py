@@ -26,7 +26,7 @@ from harness.options import default_study_storage
 from harness.run import claim, pareto, sweep
 from harness.run.progress import Progress
 from harness.run.specs import TrialSpec, check_data_folders, sampled_run_key, trial_specs
-from harness.run.study import FAIL_REASON, StudySearcher, epochs_run, open_study
+from harness.run.study import FAIL_REASON, StudySearcher, epochs_run, fail_running, open_study
 
 OPTUNA_STUDY, OPTUNA_TRIAL, STOPPED_EARLY = "sfh.optuna.study", "sfh.optuna.trial", "sfh.search.stopped_early"
 
@@ -159,12 +159,16 @@ def _search(args: argparse.Namespace, search: Search, spec: TrialSpec, name: str
         trials = args.trials or search.num_samples
         print(f"{name}: {trials} trial(s) of up to {epochs} epochs, study {name} ({before} trials so far) in "
               f"{study_url}; Tune state in {sweep.join(storage, invocation)}; MLflow {uri}", flush=True)
-        drive.results = sweep.run(
-            name=invocation, storage=storage, param_space={"trial": spec.to_mapping()},
-            searcher=StudySearcher(search, study_url, name, spec), scheduler=scheduler(search, epochs),
-            metric=search.metric, mode=search.mode, num_samples=trials, max_concurrent=search.max_concurrent,
-            callbacks=[SearchProgress(), TrialRuns(uri, name)],
-        )
+        try:
+            drive.results = sweep.run(
+                name=invocation, storage=storage, param_space={"trial": spec.to_mapping()},
+                searcher=StudySearcher(search, study_url, name, spec), scheduler=scheduler(search, epochs),
+                metric=search.metric, mode=search.mode, num_samples=trials, max_concurrent=search.max_concurrent,
+                callbacks=[SearchProgress(), TrialRuns(uri, name)],
+            )
+        except Exception as err:
+            fail_running(study, before, f"the search's driver failed: {type(err).__name__}: {err}"[:500])
+            raise
     code = drive.conclude([])
     results, parent = drive.results, drive.parent
     if code == sweep.EXIT_INTERRUPTED:

@@ -62,6 +62,15 @@ def sampler(search: Search, study: optuna.Study) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(n_startup_trials=search.startup_trials, seed=seed)
 
 
+def fail_running(study: optuna.Study, since: int, reason: str) -> None:
+    """The trials of an invocation whose driver failed (numbers from ``since``) that are still RUNNING: FAIL with
+    ``reason`` (only that driver writes the study, under the experiment's lock)."""
+    for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
+        if trial.number >= since:
+            optuna.Trial(study, trial._trial_id).set_user_attr(FAIL_REASON, reason)
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
 def epochs_run(result: dict[str, Any] | None) -> int:
     """Epochs a trial's last result says it has run (its engine counts from 0)."""
     return int(result["epoch"]) + 1 if result and "epoch" in result else 0
