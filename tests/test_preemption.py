@@ -118,6 +118,7 @@ def test_sigterm_sets_the_stop_request_and_the_old_handler_comes_back() -> None:
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.train  # three training processes and one in-process run
 def test_sigterm_to_a_torchrun_free_training_process_checkpoints_and_resume_finishes(tmp_path: Path) -> None:
     """``python -m spikingformer.train`` under SIGTERM: it checkpoints inside the epoch, exits with its own
     code and says how to resume; resuming finishes the run with the uninterrupted weights."""
