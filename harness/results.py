@@ -537,6 +537,9 @@ def format_table(experiment: Experiment, tracking_uri: str, *, name: str | None 
     if grid:
         title += (f"Grid over {' x '.join(grid)}: {len(experiment.rows)} points; a point equal to a paper row carries "
                   f"its numbers (paper row column), the others have {NO_REFERENCE}.\n\n")
+    notes = [f"- {row.id}: {note}" for row in experiment.rows if (note := experiment.accumulation_note(row))]
+    if notes:
+        title += "Gradient accumulation keeps the paper's global batch:\n" + "\n".join(notes) + "\n\n"
     store = tracking.Tracking(tracking_uri)
     plan = latest_plan(store, name or experiment.name)
     costs = render_costs(row_costs(store, rows, plan), plan)
