@@ -24,7 +24,7 @@ TABLES := imagenet cifar10 cifar100 cifar10-dvs dvs128-gesture \
           spikformer-imagenet spikformer-cifar10 spikformer-cifar100
 TABLES += qkformer-imagenet qkformer-cifar10 qkformer-cifar100 qkformer-cifar10-dvs qkformer-dvs128-gesture
 
-.PHONY: install test test-fast lint demo bench params gpu-check
+.PHONY: install test test-fast lint demo bench params gpu-check help clean
 
 install: $(STAMP)
 
@@ -101,10 +101,10 @@ report: install
 
 # The MLflow UI on 127.0.0.1:PORT (default 5000), printing each experiment's results link; JOBS=1 also starts
 # MLflow's job runner (GenAI jobs), off by default.
-PORT ?= 5000
+PORT ?=
 JOBS ?=
 mlflow-ui: install
-	$(BIN)/python -m dashboards.mlflow_ui --port $(PORT) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI)) \
+	$(BIN)/python -m dashboards.mlflow_ui --port $(or $(PORT),5000) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI)) \
 	  $(if $(JOBS),--jobs)
 
 # Headless Chromium (Debian package) for the report's browser test; installed only when missing.
@@ -134,11 +134,11 @@ search-pareto: install
 	  $(if $(TRIALS),--trials $(TRIALS))
 	$(SFH) report --search $(PARETO) $(TRACKING_FLAGS)
 
-# The searches' Optuna studies (runs/optuna.db, or STUDY_STORAGE=<Optuna URL>) in optuna-dashboard on 127.0.0.1:PORT.
-PORT ?= 8080
+# The searches' Optuna studies (runs/optuna.db, or STUDY_STORAGE=<Optuna URL>) in optuna-dashboard on 127.0.0.1:PORT
+# (default 8080).
 STUDY_STORAGE ?=
 optuna-dashboard: install
-	$(BIN)/python -m dashboards.optuna_ui --port $(PORT) $(if $(STUDY_STORAGE),--study-storage $(STUDY_STORAGE))
+	$(BIN)/python -m dashboards.optuna_ui --port $(or $(PORT),8080) $(if $(STUDY_STORAGE),--study-storage $(STUDY_STORAGE))
 
 # What a table costs, measured here before it trains: make plan EXP=experiments/imagenet.yaml [STEPS=2] [WATTS=300]
 # (each row's step timed on this device, projected to wall-clock, device-hours and kWh; logged to MLflow).
@@ -150,3 +150,22 @@ plan: install
 	$(if $(EXP),,$(error EXP=<experiment file> is required, e.g. make plan EXP=experiments/imagenet.yaml))
 	$(SFH) plan $(EXP) $(CLUSTER_FLAGS) $(TRACKING_FLAGS) $(if $(DATA),--data-root $(DATA)) $(if $(ROWS),--rows $(ROWS)) \
 	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STEPS),--steps $(STEPS)) $(if $(WATTS),--watts $(WATTS))
+
+# What each target does (the manual: docs/commands.md).
+help:
+	@echo "make demo              both demo rows on this CPU (digits), then the table (runs/reports/demo.md)"
+	@echo "make report [EXP=...]  the HTML report of every experiment with runs (runs/reports/<name>/index.html)"
+	@echo "make mlflow-ui [PORT=5000] [JOBS=1]   the MLflow UI on 127.0.0.1, with each experiment's results link"
+	@echo "make table [EXP=...]   paper vs reproduced, from MLflow"
+	@echo "make plan EXP=...      what a table costs, measured here before it trains [STEPS= WATTS=]"
+	@echo "make reproduce-<table> one paper table, e.g. make reproduce-cifar10 DATA=/data [STORAGE= TRACKING_URI=]"
+	@echo "make resume NAME=...   continue an interrupted reproduction"
+	@echo "make demo-grid | search | search-pareto | optuna-dashboard [PORT=8080]   grids and searches on digits"
+	@echo "make test | test-fast | lint | bench | gpu-check | params   checks and measurements"
+	@echo "make clean             remove what a build or a test leaves (caches, egg-info, generated reports)"
+	@echo "                       keeps .venv and runs/ (your MLflow store and Tune state); see docs/commands.md"
+
+# Everything regenerable, and nothing a user made: caches, build metadata, the generated reports.
+clean:
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache build *.egg-info runs/reports

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-VERDICT_CLASSES = ("PASS", "WARN", "FAIL", "ERROR", "RUNNING", "INTERRUPTED", "NOT RUN", "NOT COMPARABLE", "n/a", "no reference")
+VERDICT_CLASSES = ("PASS", "WARN", "FAIL", "ERROR", "RUNNING", "INTERRUPTED", "NOT RUN", "NOT COMPARABLE", "n/a",
+                   "no reference")
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "DejaVu Sans", sans-serif; margin: 0; color: #1d1d1f;

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from spikingformer._validation import ConfigError, deep_merge, load_yaml
+from spikingformer._validation import ConfigError, deep_merge, did_you_mean, load_yaml
 from spikingformer.config import ModelConfig
 from spikingformer.models import build_model
 from spikingformer.recipes import RECIPES, load_recipe
@@ -28,11 +28,23 @@ MACHINE_KEYS = frozenset({"data.root", "data.num_workers", "runtime.device", "ru
                           "runtime.lif_backend"})
 
 
+def _siblings(path: Path) -> str:
+    """What the missing file's folder does hold: the closest YAML files first, or all of them if few."""
+    folder = path.parent if path.parent.is_dir() else None
+    found = sorted(p.name for p in folder.glob("*.yaml")) if folder is not None else []
+    if not found:
+        return ""
+    near = did_you_mean(path.name, found)
+    if near:
+        return f"; did you mean {near} in {folder}/?"
+    return f"; {folder}/ holds {', '.join(found[:12])}{' ...' if len(found) > 12 else ''}"
+
+
 def read_yaml(path: str | Path, what: str) -> Any:
     """Parse a YAML file; a missing file or a syntax error names the file (and the parser's line and column)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist{_siblings(path)}")
     try:
         return load_yaml(path.read_text())
     except yaml.MarkedYAMLError as err:

@@ -27,6 +27,7 @@ from harness.run import cluster, preemption
 from harness.run.specs import TrialSpec, bind, path_name, trial_resources
 from harness.run.trial import METRIC
 from harness.run.trial import trainable as training_trial
+from spikingformer._validation import did_you_mean
 
 #: What the sweep was started with, beside Tune's own state: the resume command reads it back.
 INVOCATION = "sfh_invocation.json"
@@ -253,4 +254,24 @@ def read_invocation(storage: str, name: str) -> dict[str, Any]:
         with filesystem.open_input_stream(f"{path}/{INVOCATION}") as src:
             return json.loads(src.read().decode())
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{path} holds no {INVOCATION}: it was not started by `sfh reproduce`") from err
+        raise FileNotFoundError(f"nothing to resume named {name!r} in {storage}{_resumable(storage, name)}") from err
+
+
+def resumable(storage: str) -> list[str]:
+    """The experiments under ``storage`` that ``sfh resume`` can continue (a reproduce or search started there)."""
+    filesystem, path = _folder(storage, "")
+    try:
+        entries = filesystem.get_file_info(fs.FileSelector(path.rstrip("/"), allow_not_found=True))
+    except OSError:
+        return []
+    return sorted(e.base_name for e in entries if e.type == fs.FileType.Directory
+                  and filesystem.get_file_info(f"{e.path}/{INVOCATION}").type == fs.FileType.File)
+
+
+def _resumable(storage: str, name: str) -> str:
+    """The end of the refusal: the closest resumable experiment, or the list, or how to start one."""
+    names = resumable(storage)
+    if not names:
+        return ": no experiment was started there yet; start one with `sfh reproduce EXPERIMENT.yaml`"
+    near = did_you_mean(name, names)
+    return f"; did you mean {near}?" if near else f"; resumable there: {', '.join(names)}"
