@@ -16,7 +16,7 @@ import torch
 
 from spikingformer.checkpoints.training import load_checkpoint
 from spikingformer.config import TrainConfig
-from spikingformer.data.loaders import build_eval_loader, eval_batch_size
+from spikingformer.data.loaders import build_eval_loader
 from spikingformer.energy import GIGA, EnergyReport, measure_conventions
 from spikingformer.energy.memory import MemoryInclusiveReport, measure_memory_inclusive
 from spikingformer.energy.neurobench import neurobench_metrics
@@ -130,8 +130,8 @@ def evaluate_run(
     memory_images: int = 2,
 ) -> FinalFigures:
     """Best/last top-1 of ``result`` and the energy pass (best weights, ``energy_batches`` eval batches, fp32), then
-    the memory-inclusive estimate and its quantized ANN on the first ``memory_images`` evaluation images, and
-    NeuroBench's metrics (``neurobench/*``) on the first evaluation batch."""
+    the memory-inclusive estimate and its quantized ANN, and NeuroBench's metrics (``neurobench/*``), on the
+    first ``memory_images`` evaluation images, one at a time."""
     model = build_model(config.model.name, **config.model.kwargs)
     weights: Path | None = result.best_checkpoint or result.last_checkpoint
     if weights is not None:
@@ -139,9 +139,10 @@ def evaluate_run(
     model = model.to(device or "cpu")
     loader = build_eval_loader(config)
     reports = measure_final(model, loader, max_batches=energy_batches)
-    memory = measure_memory_inclusive(model, [x.to(device or "cpu") for x in first_images(loader, memory_images)])
-    batch = eval_batch_size(config)
-    field = neurobench_metrics(model, first_images(loader, batch), batch_size=batch)
+    images = first_images(loader, memory_images)
+    memory = measure_memory_inclusive(model, [x.to(device or "cpu") for x in images])
+    # NeuroBench keeps every neuron's output of a batch: a few images, one at a time (as the memory pass)
+    field = neurobench_metrics(model, images, batch_size=1)
     metrics = {BEST_TOP1: result.best_top1, BEST_EPOCH: float(result.best_epoch), LAST_TOP1: result.last_top1}
     metrics.update(energy_figures(reports))
     metrics.update(memory.metrics())
