@@ -59,6 +59,8 @@ __all__ = [
     "reference_energy",
 ]  # fmt: skip
 
+#: The verdict of a row whose seeds were stopped before they finished, none of them by a failure.
+INTERRUPTED = "INTERRUPTED"
 #: The verdict of a row whose convergence guard stopped a seed below the authors' curve.
 STOPPED = guard.STOPPED
 #: The per-epoch gap of a trial to its row's reference curve (the report's gap figure).
@@ -158,8 +160,8 @@ def summarize(
         result.verdict = "NOT RUN"
     elif any(r.status in ("RUNNING", "SCHEDULED") for r in runs):
         result.verdict = "RUNNING"
-    elif not done:
-        result.verdict = "ERROR"
+    elif not done:  # stopped by Ctrl-C or a lost driver (KILLED): `sfh resume` goes on; a failure is an error
+        result.verdict = "ERROR" if any(r.status == "FAILED" for r in runs) else INTERRUPTED
     elif result.delta is None:
         result.verdict = NA
     else:

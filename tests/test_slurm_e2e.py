@@ -89,12 +89,11 @@ def test_a_chain_goes_through_its_time_limit_and_a_requeue_and_trains_every_epoc
     experiment = tmp_path / "demo.yaml"
     experiment.write_text(yaml.safe_dump(demo))
     submitted = time.time()
-    done = subprocess.run(
-        [str(SFH), "slurm", "submit", str(experiment), "--rows", "spikingformer",
-         "--epochs", str(EPOCHS), "--time", "3", "--signal-lead", "60", "--cpus-per-node", "2",
-         "--ray-node-ip", RAY_IP, "--storage", str(storage), "--tracking-uri", uri],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    submit_args = [str(experiment), "--rows", "spikingformer", "--epochs", str(EPOCHS), "--time", "3",
+                   "--signal-lead", "60", "--cpus-per-node", "2", "--ray-node-ip", RAY_IP, "--storage", str(storage),
+                   "--tracking-uri", uri]
+    done = subprocess.run([str(SFH), "slurm", "submit", *submit_args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     job = re.search(r"submitted job (\d+)", done.stdout).group(1)
     chain = storage / "slurm" / NAME
@@ -128,7 +127,7 @@ def test_a_chain_goes_through_its_time_limit_and_a_requeue_and_trains_every_epoc
     except TimeoutError:
         print((chain / f"job-{job}.out").read_text()[-6000:])
         raise
-    assert int(slurm.job(job)["RestartCnt"]) >= 2
+    assert int(slurm.job(job)["Restarts"]) >= 2
     assert slurm.job(job)["JobState"] == "COMPLETED"
     assert first_requeue > submitted
 
@@ -143,6 +142,20 @@ def test_a_chain_goes_through_its_time_limit_and_a_requeue_and_trains_every_epoc
     assert f"{KEY:<40} FINISHED    epochs {EPOCHS}/{EPOCHS}" in chain_status
     assert "next: done (all 1 (row, seed) run(s) FINISHED)" in chain_status
     assert f"job {job}: COMPLETED, requeued" in chain_status
+
+    # A job of a chain with nothing left ends at once: no Ray, no requeue.
+    again = subprocess.run([str(SFH), "slurm", "submit", *submit_args], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    second = re.search(r"submitted job (\d+)", again.stdout).group(1)
+    wait_for(lambda: slurm.job(second)["JobState"] == "COMPLETED", 300, "the second chain's job to end", every=2)
+    assert slurm.job(second)["Restarts"] == "0"
+    assert said(f"job {second} run 0: done: all 1 (row, seed) run(s) FINISHED")
+    assert not said(f"job {second} run 0: reproduce") and not said(f"job {second} run 0: resume")
+    cancelled = subprocess.run([str(SFH), "slurm", "cancel", NAME, "--storage", str(storage)], env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert cancelled.returncode == 0 and f"{NAME}: cancelled" in cancelled.stdout
+    assert "next: stop (cancelled by `sfh slurm cancel`" in status()
 
     # What it cost: submit to the first epoch, and per interruption the training since the last checkpoint.
     ends = sorted(m.timestamp / 1000 for m in history)

@@ -68,7 +68,7 @@ def test_submit_refuses_a_signal_lead_past_the_time_limit(tmp_path: Path, capsys
 
 
 def test_the_imagenet_script_on_two_nodes_of_four_gpus(tmp_path: Path, capsys) -> None:
-    storage = tmp_path / "shared" / "ray"
+    storage = tmp_path / "cluster-fs" / "ray"
     code = main(["slurm", "submit", str(IMAGENET), "--nodes", "2", "--gpus-per-node", "4", "--time", "24:00:00",
                  "--partition", "gpu", "--account", "snn", "--sbatch-option=--qos=long", "--storage", str(storage),
                  "--tracking-uri", "http://mlflow.example:5000", "--data-root", "/shared/data", "--dry-run"])
@@ -83,7 +83,8 @@ def test_the_imagenet_script_on_two_nodes_of_four_gpus(tmp_path: Path, capsys) -
     assert f"REPRODUCE=({IMAGENET} --storage {storage} --tracking-uri http://mlflow.example:5000 --data-root " \
            "/shared/data" in script
     assert 'RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$CHAIN/ray-token"' in script
-    assert '"$RAY" start --head --block' in script and '--exclude="$HEAD_NODE"' in script
+    assert '"$RAY" start --head --block --node-ip-address="$RAY_NODE_IP" \\\n  --port="$BASE"' in script
+    assert '--exclude="$HEAD_NODE" \\\n    "$RAY" start --block --address="$ADDRESS"' in script
     assert "scontrol requeue" in script and "ray stop" not in script.replace("`ray stop`", "")
     assert subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True).returncode == 0
     assert not (storage / "slurm" / "imagenet" / "chain.json").exists()  # a dry run starts no chain
@@ -101,7 +102,7 @@ def _chain(tmp_path: Path) -> tuple[Chain, Reproduction]:
     return chain, plan
 
 
-def test_a_job_reproduces_then_ends_when_all_is_finished_and_stops_on_a_failure_since_the_chain_began(
+def test_a_job_reproduces_then_ends_when_all_is_finished_and_stops_on_a_deterministic_failure_of_the_chain(
         tmp_path: Path) -> None:
     chain, plan = _chain(tmp_path)
     step = next_step(chain)
@@ -125,6 +126,10 @@ def test_a_job_reproduces_then_ends_when_all_is_finished_and_stops_on_a_failure_
     step = next_step(later)
     assert step.action == "stop"
     assert step.why == "demo-e2/spikingformer/seed0 FAILED (deterministic): rank 0: FloatingPointError: loss is nan"
+    store.record_failure(run_id, "node lost", "", kind="retries exhausted")  # a passing cause: trained again
+    step = next_step(later)
+    assert (step.action, step.why) == ("reproduce", "2 of 2 (row, seed) run(s) left, 4 epoch(s); trained again: "
+                                                    "demo-e2/spikingformer/seed0 (retries exhausted)")
     (later.folder / CANCELLED).write_text("at now\n")
     assert next_step(later).why == "cancelled by `sfh slurm cancel` (at now)"
 

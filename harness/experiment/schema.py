@@ -19,6 +19,7 @@ from harness.experiment.resolve import check_model, check_recipe, read_yaml, tra
 from harness.reference.curves import ReferenceCurve, load_curve
 from spikingformer._validation import (
     ConfigError,
+    Problems,
     Section,
     deep_merge,
     require,
@@ -173,16 +174,18 @@ class Experiment(Section):
         try:
             experiment = section_from_dict(cls, data, where)
         except ConfigError as err:
-            raise ConfigError(_by_row_id(str(err), data)) from None
+            raise ConfigError(*[_by_row_id(problem, data) for problem in err.problems]) from None
         experiment.source = where
+        problems = Problems()  # every row checked: all of a file's mistakes in one answer
         for row in experiment.rows:
-            config = experiment.train_config(row)
-            if not grid:  # the pre-pass built every point's model already
-                check_model(config.model, f"{where}: row {row.id}")
-            experiment.resources_for(row)
-            experiment.reference_for(row)
-            experiment.guard_for(row)
+            config = problems.check(experiment.train_config, row)
+            if config is not None and not grid:  # the pre-pass built every point's model already
+                problems.check(check_model, config.model, f"{where}: row {row.id}")
+            problems.check(experiment.resources_for, row)
+            problems.check(experiment.reference_for, row)
+            problems.check(experiment.guard_for, row)
             experiment._configs[row.id] = config
+        problems.raise_any()
         return experiment
 
     def validate(self, where: str) -> None:

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 RECORD, EVENTS, SCRIPT, TOKEN, CANCELLED = "chain.json", "events.log", "job.sbatch", "ray-token", "cancelled"
+#: The failure kind that stops a chain (a NaN loss, a config or data error): the same would happen in every job.
+DETERMINISTIC = "deterministic"
 #: What ``sfh reproduce`` writes beside Tune's state once its trials are planned (``harness.run.sweep.INVOCATION``,
 #: named again here so that a job's decision does not import the launcher).
 INVOCATION = "sfh_invocation.json"
@@ -100,8 +102,9 @@ class RowProgress:
 
 @dataclass(frozen=True)
 class Step:
-    """What a job does next: ``reproduce`` (the chain's first driver), ``resume`` (its Tune state exists),
-    ``done`` (every run FINISHED) or ``stop`` (a run failed since the chain began, or it was cancelled)."""
+    """What a job does next: ``reproduce`` (the chain's first driver, or runs that failed for a passing reason),
+    ``resume`` (its Tune state exists), ``done`` (every run FINISHED) or ``stop`` (a run failed deterministically
+    since the chain began, or the chain was cancelled)."""
 
     action: str
     why: str
@@ -135,13 +138,17 @@ def next_step(chain: Chain) -> Step:
         return Step("stop", f"cancelled by `sfh slurm cancel` ({(chain.folder / CANCELLED).read_text().strip()})")
     rows = progress(chain)
     failed = [r for r in rows if r.status == "FAILED" and (r.ended or 0) >= chain.created]
-    if failed:
-        return Step("stop", "; ".join(f"{r.key} FAILED ({r.kind or 'no kind'}): {r.failure}" for r in failed))
+    deterministic = [r for r in failed if r.kind == DETERMINISTIC]
+    if deterministic:
+        return Step("stop", "; ".join(f"{r.key} FAILED ({r.kind}): {r.failure}" for r in deterministic))
     left = [r for r in rows if r.status != "FINISHED"]
     if not left:
         return Step("done", f"all {len(rows)} (row, seed) run(s) FINISHED")
     epochs = sum(r.epochs - r.epochs_done for r in left)
     what = f"{len(left)} of {len(rows)} (row, seed) run(s) left, {epochs} epoch(s)"
+    if failed:  # lost nodes, memory, a driver error: trained again from their checkpoints (Tune took them as done)
+        return Step("reproduce", f"{what}; trained again: " + "; ".join(f"{r.key} ({r.kind or 'no kind'})"
+                                                                        for r in failed))
     from ray import tune
 
     state = Path(chain.storage) / chain.name

@@ -30,7 +30,7 @@ def submit(script: Path) -> str:
 
 
 def job(job_id: str) -> dict[str, str] | None:
-    """``scontrol show job``'s fields of a job (JobState, RestartCnt, RunTime, TimeLimit, NodeList, Reason, ...),
+    """``scontrol show job``'s fields of a job (JobState, Restarts, RunTime, TimeLimit, NodeList, Reason, ...),
     None once Slurm has forgotten it."""
     done = _run("scontrol", "show", "job", "-o", job_id)
     if done.returncode or not done.stdout.strip():

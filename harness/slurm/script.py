@@ -3,8 +3,9 @@
 It follows Ray's documented way of running a cluster inside a Slurm allocation: ``ray start --head --block`` under
 ``srun`` on the first node, ``ray start --address ... --block`` under ``srun`` on the others, the driver in the
 batch shell itself. The driver has to be there: ``--signal=B:USR1@LEAD`` reaches the batch shell only, which hands
-it on to the driver as a Ctrl-C (``ray symmetric-run`` would run the driver inside a job step, out of the shell's
-reach, and ends with ``ray stop``, which stops every Ray of the user on the node).
+it on to the driver as a SIGTERM, on which every trial checkpoints at its next step (``ray symmetric-run`` would run
+the driver inside a job step, out of the shell's reach, and ends with ``ray stop``, which stops every Ray of the
+user on the node).
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ _TEMPLATE = """\
 #
 # Each run of this job asks `sfh slurm next` what is left (nothing: it ends at once), starts a Ray cluster on its
 # nodes, runs `sfh reproduce` the first time and `sfh resume` afterwards, and stops the cluster. Slurm sends
-# SIGUSR1 before the time limit: the driver stops its trials at their last checkpoint and the job requeues itself
-# while runs remain. On SIGTERM (preemption, `scontrol requeue`, scancel) the driver stops the same way and Slurm
-# decides what follows. Each step is logged to $CHAIN/events.log; `sfh slurm status {name}` shows the chain.
+# SIGUSR1 before the time limit: the driver gets a SIGTERM, every trial writes a checkpoint at its next optimizer
+# step and stops, and the job requeues itself while runs remain. On SIGTERM (preemption, `scontrol requeue`,
+# scancel) the driver is stopped the same way and Slurm decides what follows. Each step is logged to
+# $CHAIN/events.log; `sfh slurm status {name}` shows the chain.
 {header}
 
 set -u
@@ -96,13 +98,14 @@ export MLFLOW_DISABLE_TELEMETRY=true
 RUN=${{SLURM_RESTART_COUNT:-0}}
 log() {{ echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) job $SLURM_JOB_ID run $RUN: $*" | tee -a "$CHAIN/events.log"; }}
 
-# Signals arrive while Ray starts, too: note them; once the driver runs, stop it as a Ctrl-C would.
+# Signals arrive while Ray starts, too: note them; once the driver runs, hand it a SIGTERM (every trial checkpoints
+# at its next step and stops).
 stopping=
 driver=
 on_signal() {{
   stopping=$1
-  log "SIG$1 ($2): stopping the driver; its trials keep their last checkpoint"
-  if [ -n "$driver" ]; then kill -INT "$driver" 2>/dev/null; fi
+  log "SIG$1 ($2): stopping the driver; its trials checkpoint at their next step"
+  if [ -n "$driver" ]; then kill -TERM "$driver" 2>/dev/null; fi
 }}
 trap 'on_signal USR1 "time limit ahead"' USR1
 trap 'on_signal TERM "preempted, requeued or cancelled"' TERM
@@ -133,35 +136,42 @@ ray_steps=()
 stop_ray() {{
   if [ ${{#ray_steps[@]}} -gt 0 ]; then kill "${{ray_steps[@]}}" 2>/dev/null; wait "${{ray_steps[@]}}" 2>/dev/null; fi
 }}
+wait_nodes() {{  # until $1 nodes have joined; gives up at once when the head's step has ended
+  "$SFH" slurm wait-nodes "$ADDRESS" "$1" &
+  local waiter=$!
+  while kill -0 "$waiter" 2>/dev/null; do
+    if ! kill -0 "${{ray_steps[0]}}" 2>/dev/null; then kill "$waiter" 2>/dev/null; fi
+    sleep 2
+  done
+  wait "$waiter"
+}}
 # The head has one logical CPU more than its cores: the trials' drivers and Train controllers only wait.
 srun --nodes=1 --ntasks=1 --overlap -w "$HEAD_NODE" "$RAY" start --head --block --node-ip-address="$RAY_NODE_IP" \\
   --port="$BASE" --ray-client-server-port=$((BASE + 7)) --dashboard-port=$((BASE + 8)) "${{NODE_PORTS[@]}}" \\
   --num-cpus=$((CPUS + 1)) --num-gpus="$GPUS" --disable-usage-stats &
 ray_steps+=($!)
-if "$SFH" slurm wait-nodes "$ADDRESS" 1 && [ "$SLURM_JOB_NUM_NODES" -gt 1 ]; then
+if wait_nodes 1 && [ "$SLURM_JOB_NUM_NODES" -gt 1 ]; then
   srun --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks-per-node=1 --overlap --exclude="$HEAD_NODE" \\
     "$RAY" start --block --address="$ADDRESS" "${{NODE_PORTS[@]}}" --num-cpus="$CPUS" --num-gpus="$GPUS" \\
     --disable-usage-stats &
   ray_steps+=($!)
 fi
-if ! "$SFH" slurm wait-nodes "$ADDRESS" "$SLURM_JOB_NUM_NODES"; then
+ray_up=yes
+if ! wait_nodes "$SLURM_JOB_NUM_NODES"; then
   log "Ray did not start on all $SLURM_JOB_NUM_NODES node(s) (the output above says why)"
-  stop_ray
-  exit 1
+  ray_up=
 fi
 
 # 3. The driver, in this shell so that the signals above reach it.
-code=0
-if [ -z "$stopping" ]; then
+code=1
+if [ -z "$stopping" ] && [ -n "$ray_up" ]; then
   log "$action with Ray at $ADDRESS on ${{NODES[*]}}"
-  set -m  # job control: the driver gets its own process group and, unlike a plain background job, takes SIGINT
   if [ "$action" = reproduce ]; then
     "$SFH" reproduce "${{REPRODUCE[@]}}" --address "$ADDRESS" &
   else
     "$SFH" resume "$NAME" --storage "$STORAGE" --address "$ADDRESS" &
   fi
   driver=$!
-  set +m
   wait "$driver"; code=$?
   while kill -0 "$driver" 2>/dev/null; do wait "$driver"; code=$?; done  # a signal ends `wait` early
   log "driver exited with $code"
@@ -169,12 +179,13 @@ fi
 stop_ray
 
 # 4. What follows. On SIGTERM Slurm decides (a preempted or requeued job runs again). Otherwise the driver's status
-# says: 0, every run FINISHED; 130, it stopped at the signal with runs left; anything else is looked into.
+# says: 0, every run FINISHED; 143 (SIGTERM) or 130 (Ctrl-C), it stopped with runs left; anything else (a driver
+# that failed, or none because Ray did not start) is looked into.
 if [ "$stopping" = TERM ]; then exit "$code"; fi
 if [ -e "$CHAIN/cancelled" ]; then log "not requeued: the chain was cancelled"; exit 0; fi
 case $code in
   0) log "done: every run FINISHED"; exit 0 ;;
-  130) why="runs left after SIG${{stopping:-INT}}" ;;
+  130 | 143) why="runs left after SIG${{stopping:-INT}}" ;;
   *)
     read -r action why < <("$SFH" slurm next "$CHAIN")
     case ${{action:-error}} in

@@ -20,7 +20,7 @@ def report(chain: Chain) -> str:
         if info is None:
             lines.append(f"  job {job}: no longer known to Slurm (ended; its events below)")
             continue
-        lines.append(f"  job {job}: {info.get('JobState', '?')}, requeued {info.get('RestartCnt', '0')} time(s), "
+        lines.append(f"  job {job}: {info.get('JobState', '?')}, requeued {info.get('Restarts', '0')} time(s), "
                      f"run time {info.get('RunTime', '?')} of {info.get('TimeLimit', '?')}, "
                      f"nodes {info.get('NodeList', '?')}, reason {info.get('Reason', '?')}")
     events = chain.event_lines()
