@@ -16,7 +16,7 @@ import torch
 
 from spikingformer.checkpoints.training import load_checkpoint
 from spikingformer.config import TrainConfig
-from spikingformer.data.loaders import build_eval_loader, eval_batch_size
+from spikingformer.data.loaders import build_eval_loader
 from spikingformer.energy import GIGA, EnergyReport, measure_conventions
 from spikingformer.energy.memory import MemoryInclusiveReport, measure_memory_inclusive
 from spikingformer.energy.neurobench import neurobench_metrics
@@ -130,9 +130,9 @@ def evaluate_run(
     memory_images: int = 2, neurobench: bool = True,
 ) -> FinalFigures:
     """Best/last top-1 of ``result`` and the energy pass (best weights, ``energy_batches`` eval batches, fp32), then
-    the memory-inclusive estimate and its quantized ANN on the first ``memory_images`` evaluation images (none for
-    0), and NeuroBench's metrics (``neurobench/*``) on the first evaluation batch. The last two take several passes
-    of their own (on a 224x224 model on CPU, minutes): a caller that has them already may leave them out."""
+    the memory-inclusive estimate and its quantized ANN, and NeuroBench's metrics (``neurobench/*``), on the
+    first ``memory_images`` evaluation images, one at a time. Those two take several passes of their own (on a
+    224x224 model on CPU, minutes): ``memory_images=0`` and ``neurobench=False`` leave them out."""
     model = build_model(config.model.name, **config.model.kwargs)
     weights: Path | None = result.best_checkpoint or result.last_checkpoint
     if weights is not None:
@@ -140,11 +140,10 @@ def evaluate_run(
     model = model.to(device or "cpu")
     loader = build_eval_loader(config)
     reports = measure_final(model, loader, max_batches=energy_batches)
-    memory = None
-    if memory_images > 0:
-        memory = measure_memory_inclusive(model, [x.to(device or "cpu") for x in first_images(loader, memory_images)])
-    batch = eval_batch_size(config)
-    field = neurobench_metrics(model, first_images(loader, batch), batch_size=batch) if neurobench else {}
+    images = first_images(loader, memory_images) if memory_images > 0 else []
+    memory = measure_memory_inclusive(model, [x.to(device or "cpu") for x in images]) if images else None
+    # NeuroBench keeps every neuron's output of a batch: a few images, one at a time (as the memory pass)
+    field = neurobench_metrics(model, images or first_images(loader, 1), batch_size=1) if neurobench else {}
     metrics = {BEST_TOP1: result.best_top1, BEST_EPOCH: float(result.best_epoch), LAST_TOP1: result.last_top1}
     metrics.update(energy_figures(reports))
     if memory is not None:
