@@ -11,6 +11,7 @@ rates of a converged CIFAR model differ, and the break-even rate is the figure t
 from __future__ import annotations
 
 import copy
+import json
 import math
 import tempfile
 import time
@@ -27,13 +28,13 @@ MODELS = {
     "Spike-driven Transformer": ("sdt_cifar_2_512", {}),
     "QKFormer": ("qkformer_cifar_4_384", {"num_heads": 8}),
 }
-EPOCHS, TRAIN_IMAGES, ENERGY_BATCHES, MEMORY_IMAGES = 1, 512, 2, 4
+EPOCHS, TRAIN_IMAGES, EVAL_IMAGES, ENERGY_BATCHES, MEMORY_IMAGES = 1, 256, 60, 1, 2
 
 
 def _config(model: str, kwargs: dict) -> TrainConfig:
     mapping = copy.deepcopy(load_recipe("digits"))
     mapping["model"] = {"name": model, "kwargs": {"num_classes": 10, **kwargs}}
-    mapping["data"].update({"train_size": TRAIN_IMAGES, "eval_size": 120})
+    mapping["data"].update({"train_size": TRAIN_IMAGES, "eval_size": EVAL_IMAGES, "eval_batch_size": EVAL_IMAGES})
     mapping["schedule"]["epochs"] = EPOCHS
     mapping["runtime"].update({"device": "cpu", "amp": "none"})
     return TrainConfig.from_dict(mapping, where=f"bench {model}")
@@ -64,6 +65,7 @@ def run() -> list[dict]:
         ):
             rows.append({"name": f"{name}:{family}", "value": value, "unit": unit, "convention": convention,
                          **context})
+        print(f"{family}: {json.dumps(rows[-8:])}", flush=True)  # each family as it ends: minutes apart
     return rows
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-VERDICT_CLASSES = ("PASS", "WARN", "FAIL", "ERROR", "RUNNING", "NOT RUN", "NOT COMPARABLE", "n/a", "no reference")
+VERDICT_CLASSES = ("PASS", "WARN", "FAIL", "ERROR", "RUNNING", "INTERRUPTED", "NOT RUN", "NOT COMPARABLE", "n/a", "no reference")
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "DejaVu Sans", sans-serif; margin: 0; color: #1d1d1f;
@@ -36,7 +36,7 @@ td.verdict { font-weight: 600; text-align: center; white-space: nowrap; }
 .PASS { background: #d3f2dc; color: #11652d; }
 .WARN { background: #fff1c2; color: #7a5200; }
 .FAIL, .ERROR { background: #fbd5d5; color: #9b1c1c; }
-.RUNNING { background: #d6e6ff; color: #1a4fa0; }
+.RUNNING, .INTERRUPTED { background: #d6e6ff; color: #1a4fa0; }
 .NOT-RUN, .NOT-COMPARABLE, .n-a, .no-reference { background: #eceef1; color: #5f6b7a; }
 .small { font-size: 11.5px; color: #5f6b7a; }
 .counts span { display: inline-block; padding: 1px 8px; margin-right: 6px; border-radius: 10px; font-size: 12px; }

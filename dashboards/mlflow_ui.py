@@ -45,8 +45,9 @@ def experiment_links(tracking_uri: str, port: int) -> list[str]:
 
 
 def base_url(port: int) -> str:
-    """The experiments list, in MLflow's model-training mode (its UI opens in GenAI mode otherwise)."""
-    return f"http://{HOST}:{port}/#/experiments?workflowType=machine_learning"
+    """The experiments list. MLflow 3's UI keeps its GenAI / Model training switch per browser, not per experiment
+    (it does not read the experiment's kind tag): a link to the list cannot choose it, a results link can."""
+    return f"http://{HOST}:{port}/#/experiments"
 
 
 def experiment_url(port: int, experiment_id: str) -> str:
@@ -71,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = ui_command(uri, args.port)
     links = experiment_links(uri, args.port)
-    print(f"MLflow UI for {uri} (Ctrl-C stops it), ready in under a minute at\n  {base_url(args.port)}", flush=True)
+    print(f"MLflow UI for {uri} (Ctrl-C stops it), ready in under a minute at\n  {base_url(args.port)}\n"
+          "  (first time in this browser: click 'Model training' at the top left, it is remembered)", flush=True)
     if links:
-        print("each experiment's results:\n" + "\n".join(links), flush=True)
+        print("each experiment's results (its runs, best top-1 first):\n" + "\n".join(links), flush=True)
     os.execve(command[0], command, ui_environment(args.jobs))
 
 

@@ -59,6 +59,8 @@ __all__ = [
     "reference_energy",
 ]  # fmt: skip
 
+#: The verdict of a row whose seeds were stopped before they finished, none of them by a failure.
+INTERRUPTED = "INTERRUPTED"
 #: The verdict of a row whose convergence guard stopped a seed below the authors' curve.
 STOPPED = guard.STOPPED
 #: The per-epoch gap of a trial to its row's reference curve (the report's gap figure).
@@ -158,8 +160,8 @@ def summarize(
         result.verdict = "NOT RUN"
     elif any(r.status in ("RUNNING", "SCHEDULED") for r in runs):
         result.verdict = "RUNNING"
-    elif not done:
-        result.verdict = "ERROR"
+    elif not done:  # stopped by Ctrl-C or a lost driver (KILLED): `sfh resume` goes on; a failure is an error
+        result.verdict = "ERROR" if any(r.status == "FAILED" for r in runs) else INTERRUPTED
     elif result.delta is None:
         result.verdict = NA
     else:
@@ -535,6 +537,9 @@ def format_table(experiment: Experiment, tracking_uri: str, *, name: str | None 
     if grid:
         title += (f"Grid over {' x '.join(grid)}: {len(experiment.rows)} points; a point equal to a paper row carries "
                   f"its numbers (paper row column), the others have {NO_REFERENCE}.\n\n")
+    notes = [f"- {row.id}: {note}" for row in experiment.rows if (note := experiment.accumulation_note(row))]
+    if notes:
+        title += "Gradient accumulation keeps the paper's global batch:\n" + "\n".join(notes) + "\n\n"
     store = tracking.Tracking(tracking_uri)
     plan = latest_plan(store, name or experiment.name)
     costs = render_costs(row_costs(store, rows, plan), plan)

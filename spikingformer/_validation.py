@@ -9,6 +9,7 @@ experiment schema are written in it. Private: the sections are the API, this is 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -19,7 +20,41 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type or impossible; the message names the key."""
+    """A configuration value is unknown, of the wrong type or impossible; the message names the key.
+
+    One error may carry several problems (``problems``), each naming its key: a file is checked whole, so that
+    every mistake in it is reported at once rather than one per attempt.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)
+        super().__init__(problems[0] if len(problems) == 1 else
+                         f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class Problems:
+    """Collects the ConfigErrors of several checks, to raise them as one (``raise_any``)."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def check(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, or None with its ConfigError's problems kept."""
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as err:
+            self.found += err.problems
+            return None
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise ConfigError(*self.found)
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """``"'x'"`` (or ``"'x' or 'y'"``) for the choices close to ``word``, else ``""``."""
+    near = difflib.get_close_matches(str(word), [str(c) for c in choices], n=2, cutoff=0.6)
+    return " or ".join(repr(n) for n in near)
 
 
 class _Yaml12Floats(yaml.SafeLoader):
@@ -71,7 +106,10 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         item_types = get_args(tp)
         if len(item_types) == 2 and item_types[1] is Ellipsis:
-            return tuple(_check_type(v, item_types[0], f"{where}[{i}]") for i, v in enumerate(value))
+            problems = Problems()
+            items = tuple(problems.check(_check_type, v, item_types[0], f"{where}[{i}]") for i, v in enumerate(value))
+            problems.raise_any()
+            return items
         if len(value) != len(item_types):
             raise ConfigError(f"{where}: expected {len(item_types)} values, got {len(value)}")
         return tuple(_check_type(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, item_types, strict=True)))
@@ -105,16 +143,19 @@ def section_from_dict(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    problems = Problems()
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+        guesses = "".join(f" ({key!r}: did you mean {near}?)" for key in unknown if (near := did_you_mean(key, fields)))
+        problems.found.append(f"{where}: unknown key(s) {unknown}{guesses}; allowed: {sorted(fields)}")
     kwargs = {}
     for name, f in fields.items():
         path = f"{where}.{name}" if where else name
         if name in data:
-            kwargs[name] = _check_type(data[name], hints[name], path)
+            kwargs[name] = problems.check(_check_type, data[name], hints[name], path)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{path}: required key is missing")
+            problems.found.append(f"{path}: required key is missing")
+    problems.raise_any()
     obj = cls(**kwargs)
     obj.validate(where)
     return obj

@@ -51,6 +51,8 @@ MEMORY_TABLE_ARTIFACT = "energy_memory.md"
 ENERGY_MJ_MEMORY = "energy_mJ_memory"
 ENERGY_MJ_QANN = "energy_mJ_qann"
 BREAK_EVEN_RATE = "break_even_rate"
+#: Conventions with an energy figure only (``energy_mJ_<label>``), beside those the family declares.
+MEMORY = "memory"
 FIRING_RATE_SPIKES = "firing_rate_spikes"
 #: Tag prefix of the protocol that selected each top-1 figure.
 SELECTION_TAG = "sfh.selection."

@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 import yaml
 from helpers.ray_nodes import RayNode
-from helpers.upstream_energy_log import load_energy_log
 
 from dashboards.report import write_report
 from harness import results, tracking
 from harness.cli import main as sfh
 from harness.experiment import load_experiment, tracked_name
+from harness.reference.logs import load_energy_log
 from spikingformer import build_model
 from spikingformer.energy import energy_from_rates, profile_ops
 
@@ -51,9 +51,9 @@ EXPERIMENT = {
 
 def _energy_json() -> str:
     """Our 8-512 costed at the upstream log's per-layer rates (layers align in forward order)."""
-    log = load_energy_log("spikingformer_8_512")
+    log = load_energy_log("spikingformer-imagenet-8-512")
     profile = profile_ops(build_model("spikingformer_8_512"))
-    rates = {s.name: (None if u.rate_percent == 100.0 else u.rate_percent / 100)
+    rates = {s.name: (None if u.rate == 1.0 else u.rate)
              for s, u in zip(profile.layers, log.layers, strict=True)}
     qkv = {a.name: (0.10, 0.04, 0.07) for a in profile.attention}
     return energy_from_rates(profile, rates, qkv).to_json()

@@ -10,12 +10,12 @@ import pytest
 import torch
 from helpers.golden import GOLDEN
 from helpers.spikes import lively
-from helpers.upstream_energy_log import EnergyLog, load_energy_log
 from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCounter, SynOpCounter
 from test_data import write_cifar
 from torch import nn
 
 from harness.cli import main
+from harness.reference.logs import EnergyLog, load_energy_log
 from spikingformer import build_model
 from spikingformer._validation import deep_merge
 from spikingformer.checkpoints.loading import load_weights, read_checkpoint
@@ -67,7 +67,7 @@ def test_dense_ops_match_spec_table(name: str, overrides: dict, dense_g: float, 
         assert profile.layers[0].dense_ops / GIGA == pytest.approx(first_conv_g, abs=0.0005)
 
 
-# --- Replay the upstream energy logs (reference/upstream_energy) through our op counts-----------------------------
+# --- Replay the upstream energy logs (experiments/reference/*.energy.json) through our op counts -------------
 
 
 def replay(log: EnergyLog, name: str, num_heads: int) -> EnergyReport:
@@ -77,7 +77,7 @@ def replay(log: EnergyLog, name: str, num_heads: int) -> EnergyReport:
     for ours, theirs in zip(profile.layers, log.layers, strict=True):
         assert ours.dense_ops == pytest.approx(theirs.dense_ops, rel=1e-8), (ours.name, theirs.name)
     rates = {
-        ours.name: None if theirs.rate_percent == 100.0 else theirs.rate_percent / 100
+        ours.name: None if theirs.rate == 1.0 else theirs.rate
         for ours, theirs in zip(profile.layers, log.layers, strict=True)
     }
     qkv = {attn.name: qkv_rates for attn, qkv_rates in zip(profile.attention, log.qkv_rates, strict=True)}
@@ -85,8 +85,8 @@ def replay(log: EnergyLog, name: str, num_heads: int) -> EnergyReport:
 
 
 def test_reproduces_upstream_8_512() -> None:
-    log = load_energy_log("spikingformer_8_512")
-    assert log.ssa_info["Nheads"] == 8 and log.energy_mj == pytest.approx(7.4635, abs=1e-4)
+    log = load_energy_log("spikingformer-imagenet-8-512")
+    assert log.ssa_info["Nheads"] == 8 and log.energy_mJ == pytest.approx(7.4635, abs=1e-4)
     report = replay(log, "spikingformer_8_512", num_heads=8)
     print(f"\n8-512: {report.energy_mj:.6f} mJ, ACs {report.acs / GIGA:.6f} G, MACs {report.macs / GIGA:.6f} G")
     assert report.energy_mj == pytest.approx(7.4635, rel=0.002)
@@ -98,17 +98,17 @@ def test_reproduces_upstream_8_512() -> None:
     assert report.macs / GIGA == pytest.approx(0.3473, abs=1e-4)
     # All batches were full (50000 / 16), so even the per-layer ACs agree with the log's.
     for ours, theirs in zip(report.layers, log.layers, strict=True):
-        assert ours.ac_ops == pytest.approx(theirs.ac_ops, rel=1e-7)
-        assert ours.mac_ops == pytest.approx(theirs.mac_ops, rel=1e-8)
+        assert ours.ac_ops == pytest.approx(theirs.acs, rel=1e-7)
+        assert ours.mac_ops == pytest.approx(theirs.macs, rel=1e-8)
 
 
 def test_reproduces_upstream_8_768_with_12_and_8_heads() -> None:
-    log = load_energy_log("spikingformer_8_768")
+    log = load_energy_log("spikingformer-imagenet-8-768")
     assert log.ssa_info["Nheads"] == 12
     logged = replay(log, "spikingformer_8_768", num_heads=12)
     # The log's last batch holds 8 of 12 images: upstream's per-batch-averaged rates then differ from
     # its op-weighted ACs by ~3e-6, which is all that separates us from its 13.658865 mJ.
-    assert logged.energy_mj == pytest.approx(log.energy_mj, rel=1e-5)
+    assert logged.energy_mj == pytest.approx(log.energy_mJ, rel=1e-5)
     assert logged.energy_mj == pytest.approx(13.6589, rel=0.002)
     assert logged.acs / GIGA == pytest.approx(12.5137, abs=1e-4)
     assert logged.macs / GIGA == pytest.approx(0.5210, abs=1e-4)

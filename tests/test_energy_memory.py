@@ -4,6 +4,7 @@ break-even firing rate follows from the spiking model measured firing and silent
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -11,6 +12,11 @@ import torch
 from spikingjelly.activation_based.neuron.base_node import BaseNode
 from spikingjelly.activation_based.op_counter.analytical_energy import estimate_lemaire_energy
 
+from harness.experiment.objectives import Objective, check_reported
+from spikingformer import evaluate
+from spikingformer._validation import ConfigError
+from spikingformer.config import ModelConfig
+from spikingformer.energy import memory
 from spikingformer.energy.memory import MemoryCosts, MemoryInclusiveReport, ann_twin, measure_memory_inclusive
 from spikingformer.models import build_model
 
@@ -82,3 +88,25 @@ def test_break_even_edge_cases() -> None:
     assert costly.break_even_rate == 0.0 and costly.saving == pytest.approx(-1.0)
     cheap = MemoryInclusiveReport(**base, snn_mJ=1.0, snn_silent_mJ=0.5, ann_mJ=3.0)
     assert cheap.break_even_rate == pytest.approx(0.5) and math.isclose(cheap.saving, 2 / 3)
+
+
+def test_the_memory_inclusive_figures_are_named_as_a_convention_a_search_can_minimise() -> None:
+    named = evaluate.figure(evaluate.ENERGY_MJ, evaluate.MEMORY)
+    assert named == evaluate.ENERGY_MJ_MEMORY == f"energy_mJ_{memory.MEMORY}"
+    model = ModelConfig(name="spikingformer_cifar_2_384")
+    objective = Objective(name="energy_mJ", mode="min", convention="memory")
+    check_reported((objective,), model, "search.yaml")
+    assert objective.figure == "energy_mJ_memory"
+    with pytest.raises(ConfigError, match="'memory' is not reported by spikingformer_cifar_2_384 for sops_G"):
+        check_reported((Objective(name="sops_G", mode="min", convention="memory"),), model, "search.yaml")
+
+
+def test_sfh_energy_prints_the_memory_inclusive_estimate(capsys: pytest.CaptureFixture[str]) -> None:
+    from spikingformer.energy.cli import main
+
+    args = ["--model", "spikingformer_cifar_2_384", "--num-classes", "10", "--T", "1", "--data", "synthetic:2",
+            "--memory", "1", "--device", "cpu", "--format", "json"]
+    assert main(args) == 0
+    found = json.loads(capsys.readouterr().out)["memory_inclusive"]
+    assert found["images"] == 1 and found["ann_bits"] == 1 and found["snn_mJ"] > 0 and found["ann_mJ"] > 0
+    assert "Lemaire et al. 2022" in found["costs"]["source"]

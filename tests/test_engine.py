@@ -314,6 +314,29 @@ def test_fit_reports_metrics_checkpoints_and_labels(tmp_path: Path) -> None:
     assert torch.equal(torch.get_rng_state(), ckpt["rng"][0]["torch"])  # the generators were put back
 
 
+class StopAfter(Callback):
+    """Asks the engine to stop once ``epochs`` epochs are done, as the convergence guard does."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs, self.done = epochs, 0
+
+    def on_epoch_end(self, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
+        self.done += 1
+
+    def stop_reason(self) -> str | None:
+        return "enough" if self.done >= self.epochs else None
+
+
+@pytest.mark.train
+def test_a_callback_stops_training_and_the_result_says_why(tmp_path: Path) -> None:
+    config = TrainConfig.from_dict(deep_merge(AUGMENTED, {"schedule": {"epochs": 3}}))
+    recorder = Recorder()
+    result = fit(config, callbacks=[StopAfter(1), recorder], checkpoint_dir=tmp_path)
+    assert [m["epoch"] for m, _ in recorder.epochs] == [0] and len(result.history) == 1
+    assert result.stopped == "enough" and recorder.result is result  # on_fit_end still runs
+    assert fit(config, callbacks=[StopAfter(9)]).stopped is None
+
+
 @pytest.mark.train
 def test_mixup_switches_off_at_its_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     mixed: list[list[bool]] = [[]]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.ray_nodes import RayNode, wait_for
+from helpers.ray_nodes import wait_for
 
 from harness import tracking
 from spikingformer.checkpoints.training import load_checkpoint
@@ -28,7 +28,7 @@ recipe: digits
 train:
   data: {train_size: 256, eval_size: 60, batch_size: 16}
   schedule: {epochs: 3}
-  runtime: {device: cpu, amp: none, checkpoint_every_minutes: null}
+  runtime: {device: cpu, amp: none, checkpoint_every_minutes: null, lif_backend: spikingjelly}
 resources: {num_workers: 1, use_gpu: false, cpus_per_worker: 1}
 rows:
   - id: ok
@@ -36,16 +36,16 @@ rows:
 """
 
 
-def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_there(
-        ray_head: RayNode, tmp_path: Path) -> None:
+def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_there(tmp_path: Path) -> None:
+    """On the private local Ray each command starts (the flag lives in that cluster, as on a real one)."""
     experiment = tmp_path / "stop.yaml"
     experiment.write_text(EXPERIMENT)
     storage, name = tmp_path / "ray", "stop"
     store = tracking.Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    common = ["--address", ray_head.address, "--storage", str(storage)]
+    common = ["--storage", str(storage)]
     log = (tmp_path / "driver.log").open("w")
     driver = subprocess.Popen([str(BIN / "sfh"), "reproduce", str(experiment), *common, "--tracking-uri", store.uri],
-                              cwd=REPO, env=ray_head.driver_env(), stdout=log, stderr=subprocess.STDOUT,
+                              cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
 
     def run():
@@ -57,7 +57,12 @@ def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_the
         return sorted(m.step for m in store.client.get_metric_history(found.info.run_id, "epoch")) if found else []
 
     try:
-        wait_for(lambda: len(epochs_logged()) >= 1, 300, "the first epoch")
+        try:
+            wait_for(lambda: "epoch 1/3" in (tmp_path / "driver.log").read_text() or driver.poll() is not None, 600,
+                     "the first epoch")
+        except TimeoutError:
+            pytest.fail(f"no epoch logged; the driver said:\n{(tmp_path / 'driver.log').read_text()[-3000:]}")
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
         driver.send_signal(signal.SIGTERM)
         code = driver.wait(timeout=300)
     finally:
@@ -75,8 +80,8 @@ def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_the
     assert 0 < batches < 16, "the stop landed on an epoch boundary: nothing shows the in-epoch checkpoint"
     assert f"after {batches} batch(es) of epoch {epoch}" in stopped.data.tags[tracking.FAILURE]
 
-    resumed = subprocess.run([str(BIN / "sfh"), "resume", name, *common], cwd=REPO, env=ray_head.driver_env(),
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([str(BIN / "sfh"), "resume", name, *common], cwd=REPO, capture_output=True, text=True,
+                             timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     finished = run()
     assert finished.info.status == "FINISHED"

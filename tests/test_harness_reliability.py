@@ -207,7 +207,7 @@ def test_a_restarted_rank_resumes_from_the_newest_intact_of_the_checkpoints_ray_
         (newest / name).write_bytes((newest / name).read_bytes()[:100])
     work, scratch = tmp_path / "scratch" / "checkpoints", tmp_path / "scratch"
     work.mkdir(parents=True)
-    resume = _resume_point(ray.train.Checkpoint(str(newest)), work, scratch)
+    resume = _resume_point(ray.train.Checkpoint(str(newest)), "", work, scratch)
     assert resume.path == scratch / "older-0" / "last.pt"
     assert resume.tags["sfh.resume.from"] == f"{older / 'last.pt'} (epoch 0)"
     skipped = resume.tags["sfh.resume.skipped"]
@@ -215,3 +215,30 @@ def test_a_restarted_rank_resumes_from_the_newest_intact_of_the_checkpoints_ray_
     assert f"cannot read checkpoint {newest / 'best.pt'}: it is truncated or corrupt" in skipped
     assert not list(work.iterdir()), "the unreadable local copies are gone"
     assert (newest / "last.pt").stat().st_size == 100, "the storage itself is left as it is"
+
+
+def test_a_restarted_rank_resumes_from_the_in_epoch_checkpoint_when_it_got_further(tmp_path: Path) -> None:
+    """Rank 0's in-epoch checkpoint in the Train storage beats Ray's epoch-end one when it is further on, and
+    is found with no Ray checkpoint at all (a kill inside the first epoch)."""
+    import ray.train
+    import torch
+
+    from harness.run.trial import IN_EPOCH, _resume_point, upload_in_epoch
+    from spikingformer.checkpoints.training import save_checkpoint
+
+    run = tmp_path / "storage" / "run"
+    epoch_end = run / "checkpoint_2026-12-01_10-00-00.000001"
+    save_checkpoint({"epoch": 0, "model": {"w": torch.zeros(4)}}, epoch_end / "last.pt")
+    local = save_checkpoint({"epoch": 1, "position": {"batches": 3}, "model": {"w": torch.ones(4)}},
+                            tmp_path / "work-of-rank0" / "last.pt")
+    upload_in_epoch(local, str(run / IN_EPOCH))
+    scratch = tmp_path / "scratch"
+    (scratch / "checkpoints").mkdir(parents=True)
+    resume = _resume_point(ray.train.Checkpoint(str(epoch_end)), str(run / IN_EPOCH), scratch / "checkpoints",
+                           scratch)
+    assert resume.path == scratch / IN_EPOCH / "last.pt"
+    assert resume.tags["sfh.resume.from"] == f"{run / IN_EPOCH / 'last.pt'} (epoch 1, batch 3)"
+    assert not list((run / IN_EPOCH).glob(".*.tmp"))
+    alone = _resume_point(None, str(run / IN_EPOCH), scratch / "checkpoints", tmp_path / "scratch2")
+    assert alone.tags["sfh.resume.from"].endswith("(epoch 1, batch 3)")
+    assert _resume_point(None, str(tmp_path / "nothing"), scratch / "checkpoints", tmp_path / "scratch3") is None

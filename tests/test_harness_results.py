@@ -22,7 +22,7 @@ EXPERIMENT = {
     "rows": [
         {"id": row, "model": {"name": "spikingformer_cifar_2_384"},
          "paper": {"top1": 90.0, "params_M": 0.1, "sops_G": 0.002, "energy_mJ": 0.01, "source": f"src {row}"}}
-        for row in ("pass", "warn", "fail", "running", "notrun", "error", "noref")
+        for row in ("pass", "warn", "fail", "running", "notrun", "error", "stopped", "noref")
     ],
 }
 EXPERIMENT["rows"][-1]["paper"] = {}
@@ -62,13 +62,15 @@ def test_open_trial_run_finds_the_same_run_by_key(store: tracking.Tracking) -> N
 def test_epoch_log_logs_each_epoch_once_and_backfills(store: tracking.Tracking) -> None:
     run_id = trial(store, "pass", 1, "RUNNING", experiment="epochs")
     log = tracking.EpochLog(store, run_id)
-    log.log({"epoch": 0, "top1": 10.0, "lr": 0.1})
-    log.log({"epoch": 1, "top1": math.nan, "lr": 0.2})  # not evaluated: top1 left out
+    log.log({"epoch": 0, "train_loss": 2.0, "top1": 10.0, "lr": 0.1})
+    log.log({"epoch": 1, "train_loss": 1.5, "top1": math.nan, "lr": 0.2})  # not evaluated: top1 left out
     restarted = tracking.EpochLog(store, run_id)  # a worker restarted from the epoch-0 checkpoint
-    restarted.log({"epoch": 1, "top1": 11.0, "lr": 0.2})
-    restarted.backfill([{"epoch": 0, "top1": 99.0}, {"epoch": 1, "top1": 11.0}, {"epoch": 2, "top1": 12.0}])
-    history = store.client.get_metric_history(run_id, "epoch")
+    restarted.log({"epoch": 1, "train_loss": 1.5, "top1": 11.0, "lr": 0.2})
+    restarted.backfill([{"epoch": 0, "train_loss": 2.0, "top1": 99.0}, {"epoch": 1, "train_loss": 1.5, "top1": 11.0},
+                        {"epoch": 2, "train_loss": 1.0, "top1": 12.0}])
+    history = store.client.get_metric_history(run_id, tracking.EPOCH_KEY)
     assert sorted(m.step for m in history) == [0, 1, 2]
+    assert store.client.get_metric_history(run_id, "epoch") == []  # the epoch is each value's step
     assert [(m.step, m.value) for m in store.client.get_metric_history(run_id, "top1")] == [(0, 10.0), (2, 12.0)]
 
 
@@ -91,6 +93,7 @@ def test_collect_aggregates_seeds_and_judges_rows(store: tracking.Tracking, tmp_
     trial(store, "running", 1, "FINISHED", best_top1=90.0, last_top1=90.0)
     trial(store, "running", 2, "RUNNING", top1=50.0)
     trial(store, "error", 1, "FAILED", top1=10.0)
+    trial(store, "stopped", 1, "KILLED", top1=10.0)  # Ctrl-C: to resume, not an error
     trial(store, "noref", 1, "FINISHED", best_top1=70.0, last_top1=69.0)
     searched = store.open_trial_run("table", "table/pass/seed1/trial_x", run_name="s",
                                     tags={tracking.ROW: "pass", tracking.SEED: "1"}, params={})
@@ -99,7 +102,7 @@ def test_collect_aggregates_seeds_and_judges_rows(store: tracking.Tracking, tmp_
     rows = {r.row_id: r for r in results.collect(experiment, store.uri)}
     assert {k: r.verdict for k, r in rows.items()} == {
         "pass": "PASS", "warn": "WARN", "fail": "FAIL", "running": "RUNNING", "notrun": "NOT RUN",
-        "error": "ERROR", "noref": "n/a",
+        "error": "ERROR", "stopped": "INTERRUPTED", "noref": "n/a",
     }
     ok = rows["pass"]
     assert [r.seed for r in ok.runs] == [1, 2] and ok.paper.source == "src pass"

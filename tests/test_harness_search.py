@@ -4,6 +4,8 @@ every trial is one MLflow run, and the best trial comes out as an experiment fil
 from __future__ import annotations
 
 import copy
+import math
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,13 +18,17 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
+from dashboards.search_report import published_points
 from harness import tracking
 from harness.cli import main
 from harness.experiment import Experiment, load_experiment
 from harness.experiment.search_space import Sampler, Search, load_search
 from harness.run import pareto
 from harness.run.search import OPTUNA_TRIAL, STOPPED_EARLY, scheduler
-from harness.run.study import MLFLOW_RUN_ID
+from harness.run.specs import trial_specs
+from harness.run.study import FAIL_REASON, MLFLOW_RUN_ID, StudySearcher
+from harness.run.trial import FAILED
+from spikingformer import evaluate
 from spikingformer._validation import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -98,9 +104,12 @@ BAD_OBJECTIVES = [
      r"x\.yaml\.objectives\[1\]\.name: 'energy' is not one of \['top1', 'energy_mJ', 'sops_G', 'macs_G', 'params', "),
     (lambda d: d["objectives"][0].update(mode="maximize"),
      r"x\.yaml\.objectives\[0\]\.mode: 'maximize' is not one of \['max', 'min'\]"),
-    (lambda d: d["objectives"][1].update(convention="memory"),
-     r"x\.yaml\.objectives\[1\]\.convention: 'memory' is not reported by spikingformer_cifar_2_384 \(its "
-     r"conventions: \['paper', 'common'"),
+    (lambda d: d["objectives"][1].update(convention="hardware"),
+     r"x\.yaml\.objectives\[1\]\.convention: 'hardware' is not reported by spikingformer_cifar_2_384 for "
+     r"energy_mJ \(allowed: \['paper', 'common', 'memory'\]\)"),
+    (lambda d: d["objectives"][1].update(name="sops_G", convention="memory"),
+     r"x\.yaml\.objectives\[1\]\.convention: 'memory' is not reported by spikingformer_cifar_2_384 for "
+     r"sops_G \(allowed: \['paper', 'common'\]\)"),
     (lambda d: d["objectives"][1].pop("convention"),
      r"x\.yaml\.objectives\[1\]\.convention: None is not allowed \(energy_mJ is counted under a convention"),
     (lambda d: d["objectives"][0].update(convention="common"),
@@ -127,6 +136,9 @@ def test_objectives_read_final_figures_under_their_convention() -> None:
     search = load_search(PARETO)
     assert search.asha is None and search.directions == ["maximize", "minimize"]
     assert [o.figure for o in search.objectives] == ["best_top1", "energy_mJ_common"]
+    memory = yaml.safe_load(PARETO.read_text())
+    memory["objectives"][1]["convention"] = "memory"  # the memory-inclusive estimate every trial logs
+    assert Search.from_dict(memory, where=str(PARETO)).objectives[1].figure == evaluate.ENERGY_MJ_MEMORY
     assert search.objective_names == ["top1", "energy_mJ [common]"]
     assert load_search(DEMO).objective_names == ["top1"] and load_search(DEMO).directions == ["maximize"]
 
@@ -184,7 +196,39 @@ def test_asha_stops_laggards_but_never_a_trial_at_its_last_epoch() -> None:
     assert scheduler(load_search(DEMO), epochs=1) is None
 
 
+def test_searcher_tells_the_study_how_each_trial_ended(tmp_path: Path) -> None:
+    """Results fed as Tune hands them over (an epoch's result, then the trial's end): finished, stopped by ASHA
+    (whose stopping epoch arrives only with the end), failed in training, lost; a pickled copy goes on."""
+    search = load_search(DEMO)  # 4 epochs under the budget
+    uri, study_url = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    [spec] = trial_specs(search.experiment(), name="demo-search", rows=None, seeds=1, tracking_uri=uri,
+                         train_storage=str(tmp_path / "train"), smoke=False, data_root=None, energy_batches=1,
+                         max_failures=0)
+    searcher = StudySearcher(search, study_url, "demo-search", spec)
+    assert [searcher.suggest(t)["optuna_trial"] for t in ("done", "stopped", "failed", "lost")] == [0, 1, 2, 3]
+    for epoch in range(4):
+        searcher.on_trial_result("done", {"epoch": epoch, "top1": 20.0 + epoch})
+    searcher.on_trial_complete("done", {"epoch": 3, "top1": 23.0})
+    searcher.on_trial_result("stopped", {"epoch": 0, "top1": 5.0})
+    searcher.on_trial_complete("stopped", {"epoch": 1, "top1": 6.0})
+    searcher.on_trial_complete("failed", {"epoch": 0, "top1": math.nan, FAILED: "rank 0: FloatingPointError: nan"})
+    searcher.on_trial_complete("lost", None, error=True)
+
+    study = optuna.load_study(study_name="demo-search", storage=study_url)
+    done, stopped, failed, lost = study.trials
+    assert (done.state, done.value, done.intermediate_values) == (TrialState.COMPLETE, 23.0,
+                                                                  {0: 20.0, 1: 21.0, 2: 22.0, 3: 23.0})
+    assert (stopped.state, stopped.value, stopped.intermediate_values) == (TrialState.PRUNED, 6.0, {0: 5.0, 1: 6.0})
+    assert (failed.state, failed.user_attrs[FAIL_REASON]) == (TrialState.FAIL, "rank 0: FloatingPointError: nan")
+    assert lost.state == TrialState.FAIL and "process failed" in lost.user_attrs[FAIL_REASON]
+    assert study.metric_names == ["top1"]
+
+    clone = pickle.loads(pickle.dumps(searcher))  # what Tune keeps of it: no study, no open trial
+    assert clone.suggest("next")["optuna_trial"] == 4
+
+
 @pytest.mark.ray
+@pytest.mark.train
 def test_search_prunes_what_asha_stops_grows_one_study_and_tracks_every_trial(
         ray_head: RayNode, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Seed 10 draws a learning rate that learns, then one that cannot (1e-9): ASHA stops the second after its
@@ -239,6 +283,7 @@ def test_search_prunes_what_asha_stops_grows_one_study_and_tracks_every_trial(
 
 
 @pytest.mark.ray
+@pytest.mark.train
 def test_pareto_search_keeps_two_objectives_and_writes_a_front_that_trains_and_draws(
         ray_head: RayNode, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = yaml.safe_load(PARETO.read_text())
@@ -285,3 +330,24 @@ def test_pareto_search_keeps_two_objectives_and_writes_a_front_that_trains_and_d
     page = (tmp_path / "reports" / "t-pareto" / "index.html").read_text()
     assert "figures/pareto.png" in page and page.count("trial ") >= 2
     assert (tmp_path / "reports" / "t-pareto" / "figures" / "pareto.png").stat().st_size > 10_000
+
+
+def _pareto_search(experiment: str, row: str, energy_convention: str) -> Search:
+    data = yaml.safe_load(PARETO.read_text())
+    data["base"] = {"experiment": str(EXPERIMENTS / experiment), "row": row}
+    data["budget"] = {}
+    data["space"] = {"optim.lr": {"loguniform": [1.0e-4, 1.0e-3]}}
+    data["objectives"][1]["convention"] = energy_convention
+    return Search.from_dict(data, where=str(PARETO))
+
+
+def test_published_rows_join_the_front_only_where_counted_the_same_way() -> None:
+    paper = _pareto_search("imagenet.yaml", "8-384", "paper")
+    x, y = paper.objectives[1], paper.objectives[0]
+    points, why = published_points(paper, x, y)
+    assert why == "" and ("8-384 (paper)", 4.69, 72.45) in [(p.label, p.x, p.y) for p in points]
+    assert len(points) == len([r for r in load_experiment(EXPERIMENTS / "imagenet.yaml").rows
+                               if r.paper.energy_mJ is not None and r.paper.top1 is not None])
+    common = _pareto_search("imagenet.yaml", "8-384", "common")
+    points, why = published_points(common, common.objectives[1], common.objectives[0])
+    assert points == [] and "needs its trained weights" in why

@@ -22,7 +22,7 @@ from spikingformer.training.preemption import Preempted, StopRequest, stop_on_si
 
 #: 64 digits at batch 16: 4 updates per epoch, 2 epochs; no time-based checkpoints (the test decides when).
 BASE = deep_merge(AUGMENTED, {"data": {"train_size": 64, "eval_size": 32}, "schedule": {"epochs": 2},
-                              "runtime": {"checkpoint_every_minutes": None}})
+                              "runtime": {"checkpoint_every_minutes": None, "lif_backend": "spikingjelly"}})
 
 
 class AtUpdate:
@@ -133,11 +133,11 @@ def test_sigterm_to_a_torchrun_free_training_process_checkpoints_and_resume_fini
         lines.append(line)
         if line.startswith("epoch 1/3"):  # the first epoch is logged: SIGTERM inside the second
             proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout=120)
+    code = proc.wait(timeout=600)
     text = "".join(lines)
     assert code == 143, text
     assert "checkpointed" in text and f"--resume {out}" in text, text
     assert load_checkpoint(out)["position"] is not None
-    done = subprocess.run([*cmd, "--resume", str(out)], env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run([*cmd, "--resume", str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert fit(three_epochs).weights_sha256 == json.loads((out / "result.json").read_text())["weights_sha256"]

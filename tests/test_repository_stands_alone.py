@@ -23,7 +23,7 @@ OUTSIDE = re.compile(
     "|".join([
         r"\.\./" + "shared", r"\b" + "shared/reference", r"\b" + "SPEC" + r"(?: §| section| \d)", r"\bSPEC's\b",
         "PEERS" + r"\.md", "STACK" + r"\.md", "DESIGN" + r"\.md", r"\(" + "PEERS" + r" [a-z]\)", "/work/",
-        r'/ "' + 'shared"', r"\b" + "shared_dir" + r"\b",
+        r'(?:\.parent|\])\s*/\s*"' + 'shared"', r"\b" + "shared_dir" + r"\b",
     ])
 )
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".cfg", ".html", ".json", ".sh", ""}

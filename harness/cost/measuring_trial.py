@@ -185,7 +185,8 @@ def measure_rows(
         row = result.config["trial"]["row"]
         if result.error is not None or MEASURED not in (result.metrics or {}):
             why = first_line(result.error) if result.error is not None else "interrupted"
-            raise RuntimeError(f"{name}: the measurement of row {row} did not finish ({why}); log in {result.path}")
+            raise RuntimeError(f"{name}: the measurement of row {row} did not finish ({why}); log in {result.path}"
+                               ) from result.error  # the cause (e.g. Ray's out-of-memory kill) for the CLI's line
         found[row] = read_measured(result.metrics)
         began.append(float(result.metrics[BEGAN]))
     return found, min(began)

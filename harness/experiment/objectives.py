@@ -4,7 +4,8 @@ image under a named convention, SOPs, MACs, params, firing rate), each maximised
 The figures are the ones every trial logs when it ends (:mod:`spikingformer.evaluate`), so an objective is a
 name, a direction and, for the figures counted under an energy convention, the convention's label. The labels a
 trial reports are the ones its model's family declares (its paper's, the common ruler, any further ones), read
-from the model itself, so a convention the library adds is searchable without a change here.
+from the model itself, so a convention a family adds is searchable without a change here; energy is also
+reported under the memory-inclusive estimate (``memory``) every trial measures.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from spikingformer import evaluate
 from spikingformer._validation import ConfigError, Section, require
 from spikingformer.config import ModelConfig
+from spikingformer.energy.memory import MEMORY
 from spikingformer.models import build_model
 
 #: Objective name -> the final figure it reads (per-convention figures get the convention's suffix).
@@ -60,16 +62,20 @@ class Objective(Section):
         return f"{self.name} [{self.convention}]" if self.convention else self.name
 
 
-def reported_conventions(model: ModelConfig) -> list[str]:
-    """The energy convention labels a trial of ``model`` reports (its family's, built on the meta device)."""
+def reported_conventions(model: ModelConfig, name: str) -> list[str]:
+    """The convention labels under which a trial of ``model`` reports figure ``name``: its family's (built on the
+    meta device), and for energy also the memory-inclusive estimate every trial adds."""
     with torch.device("meta"):
-        return list(build_model(model.name, **model.kwargs).energy_conventions())
+        labels = list(build_model(model.name, **model.kwargs).energy_conventions())
+    return [*labels, MEMORY] if name == "energy_mJ" else labels
 
 
 def check_reported(objectives: tuple[Objective, ...], model: ModelConfig, where: str) -> None:
-    """Every objective must be a figure the trial reports: its convention one the model's family declares."""
-    known = reported_conventions(model)
+    """Every objective must be a figure the trial reports: its convention one the trial measures it under."""
     for k, objective in enumerate(objectives):
-        if objective.convention is not None and objective.convention not in known:
+        if objective.convention is None:
+            continue
+        known = reported_conventions(model, objective.name)
+        if objective.convention not in known:
             raise ConfigError(f"{where}.objectives[{k}].convention: {objective.convention!r} is not reported by "
-                              f"{model.name} (its conventions: {known})")
+                              f"{model.name} for {objective.name} (allowed: {known})")

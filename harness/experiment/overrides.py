@@ -20,7 +20,7 @@ def tracked_name(experiment: Experiment, *, smoke: bool = False, epochs: int | N
 SMOKE_OVERRIDES: dict[str, Any] = {
     "data": {
         "dataset": "synthetic", "root": None, "batch_size": 2, "eval_batch_size": 2, "num_workers": 0,
-        "train_size": 2, "eval_size": 2, "max_train_batches": 1, "max_eval_batches": 1,
+        "train_size": 2, "eval_size": 2, "max_train_batches": 1, "max_eval_batches": 1, "recipe_global_batch": None,
     },
     "schedule": {"epochs": 1, "warmup_epochs": 0, "cooldown_epochs": 0},
     "runtime": {"device": "cpu", "amp": "none"},

@@ -19,6 +19,7 @@ from harness.experiment.resolve import check_model, check_recipe, read_yaml, tra
 from harness.reference.curves import ReferenceCurve, load_curve
 from spikingformer._validation import (
     ConfigError,
+    Problems,
     Section,
     deep_merge,
     require,
@@ -173,16 +174,18 @@ class Experiment(Section):
         try:
             experiment = section_from_dict(cls, data, where)
         except ConfigError as err:
-            raise ConfigError(_by_row_id(str(err), data)) from None
+            raise ConfigError(*[_by_row_id(problem, data) for problem in err.problems]) from None
         experiment.source = where
+        problems = Problems()  # every row checked: all of a file's mistakes in one answer
         for row in experiment.rows:
-            config = experiment.train_config(row)
-            if not grid:  # the pre-pass built every point's model already
-                check_model(config.model, f"{where}: row {row.id}")
-            experiment.resources_for(row)
-            experiment.reference_for(row)
-            experiment.guard_for(row)
+            config = problems.check(experiment.train_config, row)
+            if config is not None and not grid:  # the pre-pass built every point's model already
+                problems.check(check_model, config.model, f"{where}: row {row.id}")
+            problems.check(experiment.resources_for, row)
+            problems.check(experiment.reference_for, row)
+            problems.check(experiment.guard_for, row)
             experiment._configs[row.id] = config
+        problems.raise_any()
         return experiment
 
     def validate(self, where: str) -> None:
@@ -212,9 +215,23 @@ class Experiment(Section):
         return self._configs[row.id]
 
     def train_config(self, row: Row, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        """Validated TrainConfig of ``row``, with ``overrides`` (smoke, CLI, search) laid on top."""
+        """Validated TrainConfig of ``row``, with ``overrides`` (smoke, CLI, search) laid on top, accumulating
+        gradients where the row's workers are fewer than the paper's GPUs (:func:`accumulation_steps`)."""
         mapping = deep_merge(self.train_mapping(row), overrides or {})
-        return TrainConfig.from_dict(mapping, where=f"{self.source}: row {row.id}")
+        where = f"{self.source}: row {row.id}"
+        config = TrainConfig.from_dict(mapping, where=where)
+        steps = accumulation_steps(config, self.resources_for(row).num_workers, where)
+        if steps == config.optim.grad_accum_steps:
+            return config
+        return TrainConfig.from_dict(deep_merge(mapping, {"optim": {"grad_accum_steps": steps}}), where=where)
+
+    def accumulation_note(self, row: Row) -> str | None:
+        """How the row reaches the paper's global batch when it accumulates gradients to do so, else None."""
+        config, workers = self.config(row), self.resources_for(row).num_workers
+        if config.data.recipe_global_batch is None or config.optim.grad_accum_steps == 1:
+            return None
+        return (f"{workers} worker(s) x {config.data.batch_size} per rank x {config.optim.grad_accum_steps} "
+                f"accumulated = {config.data.recipe_global_batch}, the paper's global batch")
 
     def guard_for(self, row: Row) -> Guard:
         merged = deep_merge(vars(self.guard), row.guard)
@@ -237,6 +254,23 @@ class Experiment(Section):
     def resources_for(self, row: Row) -> Resources:
         merged = deep_merge(vars(self.resources), row.resources)
         return section_from_dict(Resources, merged, f"{self.source}: row {row.id}: resources")
+
+
+def accumulation_steps(config: TrainConfig, workers: int, where: str) -> int:
+    """Gradient accumulation steps that keep the paper's global batch (``data.recipe_global_batch``) on ``workers``
+    ranks; a row whose per-rank batch and workers cannot reach it exactly is refused rather than trained at another
+    effective batch. No recipe global batch: the row's own setting."""
+    target, steps = config.data.recipe_global_batch, config.optim.grad_accum_steps
+    per_update = config.data.batch_size * workers
+    if target is None or per_update * steps == target:
+        return steps
+    if target % per_update:
+        raise ConfigError(
+            f"{where}: {workers} worker(s) x data.batch_size {config.data.batch_size} cannot reach the paper's global "
+            f"batch {target} (data.recipe_global_batch) by accumulating gradients: choose workers and batch_size whose "
+            f"product divides {target}, or set data.recipe_global_batch to train at another global batch on purpose"
+        )
+    return target // per_update
 
 
 def _by_row_id(message: str, data: Any) -> str:

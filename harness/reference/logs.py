@@ -20,10 +20,12 @@ numbers against the figures the logs' own summary lines print (best metric and i
 
 from __future__ import annotations
 
+import ast
 import bisect
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from harness.reference.curves import REFERENCE_DIR
 
@@ -48,6 +50,9 @@ _MAE_EPOCH = re.compile(_TIME + r"Epoch: \[(\d+)\]", re.M)
 _MAE_TRAIN = re.compile(_TIME + rf"Averaged stats: lr: ({_FLOAT})\s+loss: {_FLOAT} \(({_FLOAT})\)", re.M)
 _MAE_TEST = re.compile(_TIME + rf"\* Acc@1 ({_FLOAT}) Acc@5 ({_FLOAT}) loss ({_FLOAT})", re.M)
 _ENERGY_LAYER = re.compile(r"^\('([^']+)', (\w+)\(.*\), array\(\[([^\]]+)\]\)\)\s*$", re.M)
+#: The line after each heading holds a Python literal (a dict, a list of [q, k, v] rates).
+_ENERGY_SSA = re.compile(r"^SSA info:\s*\n(.+)$", re.M)
+_ENERGY_QKV = re.compile(r"^Firing rate of Q/K/V inputs in each block:\s*\n(.+)$", re.M)
 _ENERGY_TOTALS = re.compile(
     rf"^Number of operations: ({_FLOAT}) G MACs, ({_FLOAT}) G ACs\s*\nEnergy consumption: ({_FLOAT}) mJ", re.M
 )
@@ -106,6 +111,10 @@ class EnergyLog:
     macs_G: float
     acs_G: float
     energy_mJ: float
+    #: The script's attention settings (``SSA info``: heads, tokens, ...) and each block's Q/K/V input rates, which
+    #: the totals' SSA matmul ACs were counted from.
+    ssa_info: dict[str, Any] = field(default_factory=dict)
+    qkv_rates: tuple[tuple[float, float, float], ...] = ()
 
     @property
     def ssa_acs_G(self) -> float:
@@ -173,9 +182,11 @@ def parse_energy_log(text: str) -> EnergyLog:
         dense, acs, macs, rate_pct = (float(x) for x in m.group(3).split(","))
         layers.append(EnergyLayer(m.group(1), m.group(2), dense, acs, macs, rate_pct / 100.0))
     totals = _ENERGY_TOTALS.search(text)
-    if not layers or totals is None:
-        raise ValueError("not an upstream energy log: no per-layer tuples or no totals")
-    return EnergyLog(tuple(layers), float(totals.group(1)), float(totals.group(2)), float(totals.group(3)))
+    ssa, qkv = _ENERGY_SSA.search(text), _ENERGY_QKV.search(text)
+    if not layers or totals is None or ssa is None or qkv is None:
+        raise ValueError("not an upstream energy log: no per-layer tuples, SSA info, Q/K/V rates or totals")
+    return EnergyLog(tuple(layers), float(totals.group(1)), float(totals.group(2)), float(totals.group(3)),
+                     ast.literal_eval(ssa.group(1)), tuple(tuple(r) for r in ast.literal_eval(qkv.group(1))))
 
 
 def load_energy_log(name: str) -> EnergyLog | None:
@@ -185,4 +196,5 @@ def load_energy_log(name: str) -> EnergyLog | None:
         return None
     data = json.loads(path.read_text())
     layers = tuple(EnergyLayer(**layer) for layer in data["layers"])
-    return EnergyLog(layers, data["macs_G"], data["acs_G"], data["energy_mJ"])
+    return EnergyLog(layers, data["macs_G"], data["acs_G"], data["energy_mJ"], data["ssa_info"],
+                     tuple(tuple(r) for r in data["qkv_rates"]))

@@ -1,4 +1,5 @@
-"""Joining Ray: a given cluster, or a private local one that only listens on loopback.
+"""Joining Ray: a given cluster, or a private local one on a loopback node address (Ray still opens some ports
+on every interface: docs/reliability.md).
 
 Ray rewrites ``127.0.0.1``/``localhost`` to the machine's outward address, but keeps other loopback
 addresses; a local run therefore lives on 127.0.0.2, which Ray leaves as it is.

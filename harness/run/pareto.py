@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import optuna
+import yaml
+
+from harness import tracking
+from harness.experiment.objectives import Objective
+from harness.experiment.search_space import Search
+from harness.run.study import MLFLOW_RUN_ID
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import yaml  # noqa: E402
-
-from harness import tracking  # noqa: E402
-from harness.experiment.objectives import Objective  # noqa: E402
-from harness.experiment.search_space import Search  # noqa: E402
-from harness.run.study import MLFLOW_RUN_ID  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 #: Tag on every trial run of a multi-objective search: "true" on the front's points, "false" elsewhere.
 FRONT_TAG = "sfh.search.front"

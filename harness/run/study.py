@@ -12,6 +12,7 @@ run id as the user attribute ``mlflow_run_id``.
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,13 @@ class StudySearcher(Searcher):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_study": None, "_trials": {}, "_steps": {}}
+
+    def save(self, checkpoint_path: str) -> None:
+        """Tune's periodic experiment checkpoint: the search's settings (the study itself is in its storage)."""
+        Path(checkpoint_path).write_bytes(pickle.dumps(self.__getstate__()))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
 
     @property
     def study(self) -> optuna.Study:

@@ -37,6 +37,7 @@ from harness import tracking
 from harness.cost.actuals import TrialMeter, log_actual
 from harness.experiment import Resources
 from harness.experiment.resolve import flatten
+from harness.failures import plain
 from harness.reference import guard
 from harness.reference.guard import ConvergenceGuard, GuardSpec
 from harness.run import preemption
@@ -182,7 +183,7 @@ def stop_cause(err: TrainingFailedError) -> str | None:
 
 def first_line(err: BaseException) -> str:
     """The first informative line of a (multi-line, traceback-carrying) error message."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    lines = [plain(line).strip() for line in str(err).splitlines() if plain(line).strip()]
     return next((line for line in lines if not line.startswith("Training failed due to")), type(err).__name__)
 
 

@@ -33,6 +33,8 @@ from spikingformer.checkpoints.loading import load_weights, model_config, read_c
 from spikingformer.config import ModelConfig, TrainConfig
 from spikingformer.data.loaders import build_eval_loader
 from spikingformer.energy import E_AC_PJ, E_MAC_PJ, GIGA, EnergyConvention, EnergyReport, measure_conventions
+from spikingformer.energy.memory import measure_memory_inclusive
+from spikingformer.evaluate import first_images
 from spikingformer.models.registry import InputSpec, input_spec, unknown_model
 from spikingformer.recipes import RECIPES, load_recipe
 from spikingformer.training.distributed import default_device
@@ -222,9 +224,14 @@ def run(args: argparse.Namespace) -> int:
     (report,) = measure(main_cfg.name, main.to(device), loader, batches, [convention], **energy)
     # what the convention counts, and where the paper's own figure cannot be recomputed (it says so)
     table = report.to_table() + f"\n- counting: {counting(convention)}"
+    memory = None
+    if args.memory:  # the memory-inclusive estimate and its bit-matched quantized ANN, on the first images
+        memory = measure_memory_inclusive(main, [x.to(device) for x in first_images(loader, args.memory)])
+        table += "\n" + memory.to_table()
     if baseline is None:
-        print(json.dumps({**report.to_dict(), "counting": counting(convention)}, indent=2) if args.format == "json"
-              else table)
+        data = {**report.to_dict(), "counting": counting(convention)}
+        print(json.dumps({**data, "memory_inclusive": memory.to_dict() if memory else None}, indent=2)
+              if args.format == "json" else table)
         return 0
     conventions = baseline_conventions(baseline[1])
     baselines = measure(baseline[0].name, baseline[1].to(device), loader, batches, conventions, **energy)
@@ -289,6 +296,13 @@ def build_parser(prog: str = "python -m spikingformer.energy") -> argparse.Argum
     )
     parser.add_argument("--baseline", type=model_name, metavar="NAME", help="second model, e.g. spikformer_8_768")
     parser.add_argument("--baseline-checkpoint", metavar="PATH", help="the baseline's checkpoint, as --checkpoint")
+    parser.add_argument(
+        "--memory",
+        type=_positive,
+        metavar="N",
+        help="also the memory-inclusive estimate (compute plus weight, membrane and spike memory traffic, Lemaire "
+        "et al. 2022) against the same network as a quantized ANN, and the break-even firing rate, on N images",
+    )
     parser.add_argument("--e-mac", type=float, default=E_MAC_PJ, help="pJ per MAC (default %(default)s)")
     parser.add_argument("--e-ac", type=float, default=E_AC_PJ, help="pJ per AC (default %(default)s)")
     parser.set_defaults(func=run)
