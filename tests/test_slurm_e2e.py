@@ -134,7 +134,7 @@ def test_a_chain_goes_through_its_time_limit_and_a_requeue_and_trains_every_epoc
     store = tracking.Tracking(uri)
     [run] = store.trial_runs(NAME)  # one MLflow run for the key, through every job of the chain
     assert run.data.tags[tracking.RUN_KEY] == KEY and run.info.status == "FINISHED"
-    history = store.client.get_metric_history(run.info.run_id, "epoch")
+    history = store.client.get_metric_history(run.info.run_id, tracking.EPOCH_KEY)
     assert sorted(int(m.step) for m in history) == list(range(EPOCHS))  # every epoch logged once
     # No epoch was trained twice: each run went on from the epoch after the last one reported before it.
     assert _epochs_printed(chain, job) == list(range(1, EPOCHS + 1))
