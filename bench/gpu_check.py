@@ -154,7 +154,7 @@ def _epochs_logged(uri: str, name: str) -> int:
 
     store = tracking.Tracking(uri)
     runs = store.trial_runs(name) if store.find_experiment(name) else []
-    return max((len(store.client.get_metric_history(r.info.run_id, "epoch")) for r in runs), default=0)
+    return max((len(store.client.get_metric_history(r.info.run_id, tracking.EPOCH_KEY)) for r in runs), default=0)
 
 
 def kill_resume(scale: Scale, work: Path) -> dict:

@@ -142,7 +142,7 @@ def test_worker_and_driver_kills_then_resume(ray_head: RayNode, store: tracking.
     try:
         def epochs_logged(row: str) -> int:
             run = runs_by_key(store, name).get(f"{name}/{row}/seed0")
-            return len(store.client.get_metric_history(run.info.run_id, "epoch")) if run else 0
+            return len(store.client.get_metric_history(run.info.run_id, tracking.EPOCH_KEY)) if run else 0
 
         wait_for(lambda: epochs_logged("ddp") >= 1, 300, "the first epoch of the DDP row")
         workers = wait_for(lambda: ray_head.pids(TRAIN_WORKER), 30, "the Train workers")
@@ -217,7 +217,7 @@ rows:
 
 def _epochs_logged(store: tracking.Tracking, name: str, row: str) -> int:
     run = runs_by_key(store, name).get(f"{name}/{row}/seed0")
-    return len(store.client.get_metric_history(run.info.run_id, "epoch")) if run else 0
+    return len(store.client.get_metric_history(run.info.run_id, tracking.EPOCH_KEY)) if run else 0
 
 
 def _status(store: tracking.Tracking, name: str, row: str) -> str | None:
@@ -267,9 +267,9 @@ def test_one_driver_per_experiment_nan_fails_once_and_ctrl_c_kills(ray_head: Ray
     assert "FloatingPointError: epoch 0: training loss is nan" in failure.read_text()  # with the worker traceback
     seconds = (nan.info.end_time - nan.info.start_time) / 1000
     print(f"NaN trial: FAILED {seconds:.1f} s after its run opened")  # the figure in the closing note
-    assert not store.client.get_metric_history(nan.info.run_id, "epoch")  # no epoch of a diverged run
+    assert not store.client.get_metric_history(nan.info.run_id, tracking.EPOCH_KEY)  # no epoch of a diverged run
     assert ok.info.status == "KILLED" and ok.data.tags[tracking.FAILURE_KIND] == "interrupted"
-    logged = sorted(m.step for m in store.client.get_metric_history(ok.info.run_id, "epoch"))
+    logged = sorted(m.step for m in store.client.get_metric_history(ok.info.run_id, tracking.EPOCH_KEY))
     assert logged == list(range(len(logged))), "an epoch logged twice or skipped"
     parent = store.client.get_run(ok.data.tags[tracking.PARENT_RUN_ID])
     assert parent.info.status == "KILLED"

@@ -55,7 +55,9 @@ def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_the
 
     def epochs_logged() -> list[int]:
         found = run()
-        return sorted(m.step for m in store.client.get_metric_history(found.info.run_id, "epoch")) if found else []
+        if found is None:
+            return []
+        return sorted(m.step for m in store.client.get_metric_history(found.info.run_id, tracking.EPOCH_KEY))
 
     try:
         try:

@@ -15,7 +15,7 @@ def runs_by_key(store: tracking.Tracking, name: str) -> dict[str, object]:
 def check_finished_trial(store: tracking.Tracking, run) -> None:
     """A finished trial run holds its figures, params, provenance, artifacts and one entry per epoch."""
     assert run.info.status == "FINISHED"
-    for key in ("best_top1", "last_top1", "params", "dense_flops_G", "sops_G", "macs_G", "acs_G", "energy_mJ",
+    for key in ("best_top1", "last_top1", "params", "dense_flops_G", "sops_G", "macs_G", "energy_mJ",
                 "firing_rate_mean"):
         assert key in run.data.metrics, key
     assert run.data.metrics["energy_mJ"] > 0 and 0 <= run.data.metrics["firing_rate_mean"] <= 1
@@ -42,6 +42,6 @@ def check_finished_trial(store: tracking.Tracking, run) -> None:
                 "neurobench/synops_effective_acs", "neurobench/synops_effective_macs"):
         assert key in run.data.metrics, key
     assert run.data.metrics["neurobench/parameter_count"] == run.data.metrics["params"]
-    epochs = sorted(m.step for m in store.client.get_metric_history(run.info.run_id, "epoch"))
+    epochs = sorted(m.step for m in store.client.get_metric_history(run.info.run_id, tracking.EPOCH_KEY))
     total = int(run.data.params["schedule.epochs"]) + int(run.data.params["schedule.cooldown_epochs"])
     assert epochs == list(range(total))
