@@ -41,6 +41,8 @@ def test_fewer_workers_accumulate_to_the_papers_global_batch_and_the_table_says_
 def test_a_row_that_would_change_the_effective_batch_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         load_experiment(_imagenet_on(tmp_path, 5))
-    message = str(refused.value)
-    assert "\n" not in message and "row 8-384" in message and str(tmp_path / "imagenet.yaml") in message
-    assert "5 worker(s) x data.batch_size 36 cannot reach the paper's global batch 288" in message
+    problems = str(refused.value).splitlines()  # every row that cannot reach it, one line each
+    assert problems[0] == "3 problems:" and len(problems) == 4
+    first = problems[1]
+    assert "row 8-384" in first and str(tmp_path / "imagenet.yaml") in first
+    assert "5 worker(s) x data.batch_size 36 cannot reach the paper's global batch 288" in first
