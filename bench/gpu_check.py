@@ -157,6 +157,19 @@ def _epochs_logged(uri: str, name: str) -> int:
     return max((len(store.client.get_metric_history(r.info.run_id, tracking.EPOCH_KEY)) for r in runs), default=0)
 
 
+def _reported(storage: Path) -> list[dict]:
+    """The results Tune received for the check's trial, oldest first."""
+    results = sorted(storage.glob("gpucheck/*/result.json"))
+    return [json.loads(line) for p in results for line in p.read_text().splitlines() if line.strip()]
+
+
+def _tag(uri: str, name: str, key: str) -> str | None:
+    from harness import tracking
+
+    runs = tracking.Tracking(uri).trial_runs(name)
+    return runs[0].data.tags.get(key) if runs else None
+
+
 def kill_resume(scale: Scale, work: Path) -> dict:
     experiment, storage = work / "gpucheck.yaml", work / "ray"
     experiment.write_text(yaml.safe_dump(_experiment(scale)))
@@ -167,7 +180,11 @@ def kill_resume(scale: Scale, work: Path) -> dict:
                                "--tracking-uri", uri, "--skip-data-check", *scale.cluster_args()], cwd=REPO, env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 600
-    while _epochs_logged(uri, "gpucheck") < 1 and driver.poll() is None and time.monotonic() < deadline:
+    # Kill once MLflow and Tune have epoch 0 (Ray Train registered its checkpoint before passing the report on).
+    def between_epochs() -> bool:
+        return bool(_reported(storage)) and _epochs_logged(uri, "gpucheck") >= 1
+
+    while not between_epochs() and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     finished_early = driver.poll() is not None
     if not finished_early:
@@ -180,8 +197,7 @@ def kill_resume(scale: Scale, work: Path) -> dict:
                 f"{finished_early})", "log": (work / "driver.log").read_text()[-3000:]}
     resumed = subprocess.run([str(SFH), "resume", "gpucheck", "--storage", str(storage), *scale.cluster_args()],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    results = sorted(storage.glob("gpucheck/*/result.json"))
-    reported = [json.loads(line) for p in results for line in p.read_text().splitlines()]
+    reported = _reported(storage)
     last_pid = reported[-1]["pid"] if reported else None
     after_resume = [int(r["epoch"]) for r in reported if r["pid"] == last_pid]
     device = torch.device(scale.device)
@@ -192,10 +208,12 @@ def kill_resume(scale: Scale, work: Path) -> dict:
         now = rng_state(device)
         key = "cuda" if device.type == "cuda" else "torch"
         restored.append(state[key] is not None and torch.equal(now[key], state[key]))
-    ok = resumed.returncode == 0 and after_resume == [1] and _epochs_logged(uri, "gpucheck") == 2 and restored \
-        and all(restored)
+    resumed_from = _tag(uri, "gpucheck", "sfh.resume.from")
+    ok = (resumed.returncode == 0 and after_resume == [1] and bool(resumed_from)
+          and _epochs_logged(uri, "gpucheck") == 2 and restored and all(restored))
     return {"ok": ok, "resume_rc": resumed.returncode, "epochs_after_resume": after_resume,
-            "checkpoints_restored": restored, "resume_tail": (resumed.stdout + resumed.stderr)[-2000:]}
+            "resumed_from": resumed_from, "checkpoints_restored": restored,
+            "resume_tail": (resumed.stdout + resumed.stderr)[-2000:]}
 
 
 def energy(scale: Scale, work: Path) -> dict:

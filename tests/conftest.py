@@ -13,18 +13,16 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from helpers.ray_nodes import ENV as RAY_ENV
-from helpers.ray_nodes import SESSION_HEAD_CPUS, SESSION_HEAD_IP, RayNode, free_port, wait_for
+from helpers.ray_nodes import SESSION_HEAD_CPUS, SESSION_HEAD_IP, RayNode, free_port
+from helpers.serving import wait_until_serving
 
 from harness.cli import TELEMETRY_OFF
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -60,15 +58,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         cwd=folder, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
     try:
-        wait_for(healthy, 120, "the MLflow server", every=1.0)
+        wait_until_serving(f"http://127.0.0.1:{port}/health", 120, "the MLflow server")
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 from helpers.chromium import CHROMIUM, Tab
-from helpers.ray_nodes import free_port, wait_for
+from helpers.ray_nodes import free_port
+from helpers.serving import wait_until_serving
 
 from dashboards.mlflow_ui import main, ui_command
 from harness import tracking
@@ -57,15 +57,7 @@ def test_ui_opens_an_experiment_on_its_runs_table_with_top1(tmp_path: Path) -> N
         printed = [ui.stdout.readline() for _ in range(5)]
         base, link = printed[1].strip(), printed[4].split(": ", 1)[1].strip()
         assert base.endswith("/#/experiments") and "viewStateShareKey=" in link and "ui-demo: " in printed[4]
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, 120, "the MLflow UI", every=1.0)
+        wait_until_serving(f"http://127.0.0.1:{port}/health", 120, "the MLflow UI")
         server = psutil.Process(ui.pid)  # the launcher became `mlflow ui`: its workers, and no job runner
         commands = [" ".join(p.cmdline()) for p in [server, *server.children(recursive=True)]]
         assert not [c for c in commands if "huey" in c or "jobs" in c], commands

@@ -9,12 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import optuna
 import pytest
-from helpers.ray_nodes import free_port, wait_for
+from helpers.ray_nodes import free_port
+from helpers.serving import wait_until_serving
 
 from dashboards.optuna_ui import dashboard_command, main
 from harness.run.study import MLFLOW_RUN_ID
@@ -59,14 +59,7 @@ def test_optuna_dashboard_shows_the_studys_trials_in_headless_chromium(tmp_path:
                                str(port)], cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
-        def up() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/meta", timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_for(up, 60, "optuna-dashboard", every=0.5)
+        wait_until_serving(f"http://127.0.0.1:{port}/api/meta", 60, "optuna-dashboard")
         study_id = study._study_id
         page = f"http://127.0.0.1:{port}/dashboard/studies/{study_id}/trials"
         command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.datasets import write_cifar, write_cifar10_dvs, write_events
 from PIL import Image
 
 from spikingformer._validation import deep_merge
@@ -33,29 +34,6 @@ def config(dataset: str, root: Path | None = None, model: str = "spikingformer_c
 
 
 # --- CIFAR python batches -----------------------------------------------------------------------------------
-
-
-def write_cifar(root: Path, name: str, per_file: int = 6) -> None:
-    rng = np.random.default_rng(0)
-    classes = 10 if name == "cifar10" else 100
-
-    def batch(n: int, offset: int) -> dict:
-        labels = [(offset + i) % classes for i in range(n)]
-        key = "labels" if name == "cifar10" else "fine_labels"
-        return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), key: labels}
-
-    if name == "cifar10":
-        folder = root / "cifar-10-batches-py"
-        files = {f"data_batch_{i}": batch(per_file, (i - 1) * per_file) for i in range(1, 6)}
-        files |= {"test_batch": batch(per_file, 0), "batches.meta": {"label_names": [f"c{i}" for i in range(10)]}}
-    else:
-        folder = root / "cifar-100-python"
-        files = {"train": batch(5 * per_file, 0), "test": batch(per_file, 0),
-                 "meta": {"fine_label_names": [f"c{i}" for i in range(100)]}}
-    folder.mkdir(parents=True)
-    for file, entry in files.items():
-        with (folder / file).open("wb") as f:
-            pickle.dump(entry, f)
 
 
 @pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
@@ -147,15 +125,6 @@ def test_imagenet_layout_errors(tmp_path: Path) -> None:
 # --- DVS event files (spikingjelly builds the frames offline) ----------------------------------------------------
 
 
-def write_events(folder: Path, count: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    for i in range(count):
-        n = 400
-        np.savez(folder / f"{i:03d}.npz", t=np.sort(rng.integers(0, 10**6, n)), x=rng.integers(0, 128, n),
-                 y=rng.integers(0, 128, n), p=rng.integers(0, 2, n))
-
-
 DVS = {"model": "spikingformer_dvs_2_256", "embed_dim": 16, "depth": 1, "num_heads": 2, "T": 4}
 
 
@@ -193,13 +162,6 @@ def test_cifar10_dvs_split_is_the_first_90_percent_of_each_class(tmp_path: Path)
     assert test.indices == [c * 10 + 9 for c in range(10)]
     assert train.info["fingerprint"] == test.info["fingerprint"] == split_fingerprint(train.indices, test.indices)
     assert CIFAR10_DVS_TRAIN_RATIO == 0.9
-
-
-def write_cifar10_dvs(root: Path, per_class: int) -> None:
-    from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS_CLASS_NAMES
-
-    for k, name in enumerate(CIFAR10DVS_CLASS_NAMES):
-        write_events(root / "events_np" / name, per_class, seed=k)
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.datasets import write_cifar
 from helpers.golden import GOLDEN
 from helpers.spikes import lively
 from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCounter, SynOpCounter
-from test_data import write_cifar
 from torch import nn
 
 from harness.cli import main

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.training import AUGMENTED, TINY_MODEL, Crash, untimed
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
@@ -21,21 +22,9 @@ from spikingformer.config import TrainConfig
 from spikingformer.models import build_model
 from spikingformer.recipes import list_recipes, load_recipe
 from spikingformer.training.distributed import default_device
-from spikingformer.training.engine import SELECTION, TIMING_KEYS, Callback, FitResult, fit, set_up
+from spikingformer.training.engine import SELECTION, Callback, FitResult, fit, set_up
 from spikingformer.training.epoch import RunState, amp_dtype, build_criterion, train_one_epoch
 from spikingformer.training.optim import build_optimizer, build_scheduler, scaled_lr
-
-TINY_MODEL = {"name": "spikingformer_cifar_2_384", "kwargs": {"embed_dim": 16, "depth": 1, "num_heads": 2, "T": 1}}
-#: Digits subset with every random part of the recipe on: RandAugment, erasing, mixup/cutmix switching, EMA.
-AUGMENTED = {
-    "model": TINY_MODEL,
-    "data": {"dataset": "digits", "batch_size": 16, "train_size": 96, "eval_size": 48, "num_workers": 0},
-    "optim": {"lr": 2e-3},
-    "schedule": {"epochs": 4, "warmup_epochs": 1, "warmup_lr": 1e-4, "cooldown_epochs": 0},
-    "augment": {"auto_augment": "rand-m9-n1-mstd0.4-inc1", "re_prob": 0.25, "mixup_alpha": 0.5, "cutmix_alpha": 1.0,
-                "mixup_off_epoch": 3},
-    "runtime": {"seed": 7, "ema_decay": 0.9},
-}
 
 
 def lrs(recipe: str, epochs: list[int]) -> list[float]:
@@ -241,15 +230,6 @@ class Recorder(Callback):
 
     def on_fit_end(self, result: FitResult) -> None:
         self.result = result
-
-
-def untimed(history: list[dict]) -> list[dict]:
-    """Histories without machine timings, NaN (epochs not evaluated) as None so they compare equal."""
-    return [{k: None if v != v else v for k, v in h.items() if k not in TIMING_KEYS} for h in history]
-
-
-class Crash(Exception):
-    pass
 
 
 class CrashAfter(Callback):

@@ -39,7 +39,7 @@ def test_digits_grid_trains_tracks_and_reports_by_axes(ray_head: RayNode, tmp_pa
     # The table by axes: both points finished, no paper number for digits, the other four not run.
     assert "| row | T | embed_dim | paper row |" in out
     assert "| spikingformer/T=1/embed_dim=32 | 1 | 32 | no reference | n/a |" in out
-    assert out.count("| no reference |\n") == 2 and out.count("| NOT RUN |") == 4
+    assert out.count("| no reference | no published log |\n") == 2 and out.count("| NOT RUN |") == 4
     # Run again: both points are FINISHED, nothing trains and no run is added.
     assert main([str(a) for a in args]) == 0
     assert capsys.readouterr().out.count("already FINISHED") == 2

@@ -13,13 +13,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers.driver import REPO, SFH, Driver
 from helpers.ray_nodes import SESSION_HEAD_CPUS, RayNode, wait_for
 from helpers.runs import check_finished_trial, runs_by_key
 
@@ -29,8 +29,6 @@ from harness.run.cluster import LOCAL_NODE_IP
 
 pytestmark = pytest.mark.ray
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 EXPERIMENTS = REPO / "experiments"
 TRAIN_WORKER = "RayTrainWorker"
 
@@ -52,14 +50,14 @@ def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_serv
     # Both in processes of their own, as users run them.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     planned = subprocess.run(
-        [str(BIN / "sfh"), "plan", str(EXPERIMENTS / "demo.yaml"), "--smoke", "--seeds", "2", "--rows", "spikingformer",
+        [str(SFH), "plan", str(EXPERIMENTS / "demo.yaml"), "--smoke", "--seeds", "2", "--rows", "spikingformer",
          "--steps", "1", "--tracking-uri", mlflow_server, "--storage", str(tmp_path / "plan")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert planned.returncode == 0, planned.stdout + planned.stderr
     env["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.2"
     driver = subprocess.run(
-        [str(BIN / "sfh"), "reproduce", str(EXPERIMENTS / "demo.yaml"), "--smoke", "--seeds", "2", "--rows",
+        [str(SFH), "reproduce", str(EXPERIMENTS / "demo.yaml"), "--smoke", "--seeds", "2", "--rows",
          "spikingformer", "--storage", str(tmp_path / "ray"), "--tracking-uri", mlflow_server],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
@@ -133,13 +131,10 @@ def test_worker_and_driver_kills_then_resume(ray_head: RayNode, store: tracking.
     experiment.write_text(yaml.safe_dump(CHAOS))
     storage = tmp_path / "ray"
     name = f"chaos-e{EPOCHS}"
-    log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen(
-        [str(BIN / "sfh"), "reproduce", str(experiment), "--epochs", str(EPOCHS), "--max-concurrent", "1",
-         "--address", ray_head.address, "--storage", str(storage), "--tracking-uri", store.uri],
-        cwd=REPO, env=ray_head.driver_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
+    launch = Driver(["reproduce", experiment, "--epochs", EPOCHS, "--max-concurrent", "1", "--address",
+                     ray_head.address, "--storage", storage, "--tracking-uri", store.uri], tmp_path / "driver.log",
+                    env=ray_head.driver_env())
+    with launch as driver:
         def epochs_logged(row: str) -> int:
             run = runs_by_key(store, name).get(f"{name}/{row}/seed0")
             return len(store.client.get_metric_history(run.info.run_id, tracking.EPOCH_KEY)) if run else 0
@@ -154,12 +149,8 @@ def test_worker_and_driver_kills_then_resume(ray_head: RayNode, store: tracking.
         driver.wait(timeout=30)
         wait_for(lambda: not ray_head.pids(TRAIN_WORKER), 120, "the dead driver's workers to go")
         logged_before_kill = epochs_logged("single")
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        log.close()
     ddp_reports = reported_epochs(storage, "ddp")  # the restarted group went on from its checkpoint
-    assert ddp_reports == list(range(EPOCHS)), (ddp_reports, (tmp_path / "driver.log").read_text())
+    assert ddp_reports == list(range(EPOCHS)), (ddp_reports, launch.out())
     assert logged_before_kill < EPOCHS
     held = json.loads((storage / name / "sfh.lock").read_text())
     assert held["pid"] == driver.pid
@@ -232,29 +223,23 @@ def test_one_driver_per_experiment_nan_fails_once_and_ctrl_c_kills(ray_head: Ray
     experiment = tmp_path / "rely.yaml"
     experiment.write_text(RELIABILITY)
     storage, name = tmp_path / "ray", "rely-e30"
-    command = [str(BIN / "sfh"), "reproduce", str(experiment), "--epochs", "30", "--address", ray_head.address,
-               "--storage", str(storage), "--tracking-uri", store.uri]
-    log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen(command, cwd=REPO, env=ray_head.driver_env(), stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
+    command = ["reproduce", str(experiment), "--epochs", "30", "--address", ray_head.address, "--storage", str(storage),
+               "--tracking-uri", store.uri]
+    launch = Driver(command, tmp_path / "driver.log", env=ray_head.driver_env())
+    with launch as driver:
         wait_for(lambda: _status(store, name, "ok") == "RUNNING", 300, "the first driver's trials")
         began = time.monotonic()
-        second = subprocess.run(command, cwd=REPO, env=ray_head.driver_env(), capture_output=True, text=True,
-                                timeout=300)
+        second = subprocess.run([str(SFH), *command], cwd=REPO, env=ray_head.driver_env(), capture_output=True,
+                                text=True, timeout=300)
         print(f"second launch refused after {time.monotonic() - began:.1f} s (process start included)")
         assert second.returncode == 75, second.stdout + second.stderr
         assert f"experiment {name} is already running" in second.stderr and f"pid {driver.pid}" in second.stderr
         # The driver's line, not the MLflow status: the trial records its failure before Tune hears of it.
-        wait_for(lambda: "FAILED after" in (tmp_path / "driver.log").read_text(), 300, "the NaN trial to fail")
+        wait_for(lambda: "FAILED after" in launch.out(), 300, "the NaN trial to fail")
         wait_for(lambda: _epochs_logged(store, name, "ok") >= 1, 300, "an epoch of the healthy row")
         driver.send_signal(signal.SIGINT)
         code = driver.wait(timeout=300)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        log.close()
-    out = (tmp_path / "driver.log").read_text()
+    out = launch.out()
     assert code == 130, out
     assert f"sfh resume {name} --storage {storage}" in out and f"make resume NAME={name}" in out, out
     assert "Tuner.restore" not in out and "retrying" not in out, out  # the NaN trial had one attempt

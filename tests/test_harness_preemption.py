@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers.driver import REPO, SFH, Driver
 from helpers.ray_nodes import wait_for
 
 from harness import tracking
@@ -17,8 +17,6 @@ from spikingformer.checkpoints.training import load_checkpoint
 
 pytestmark = pytest.mark.ray
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 #: One digits row, 16 updates per epoch (seconds each), 8 epochs so that SIGTERM after the first lands in
 #: training; no in-epoch checkpoint except the one SIGTERM asks for.
@@ -44,10 +42,7 @@ def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_the
     storage, name = tmp_path / "ray", "stop"
     store = tracking.Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
     common = ["--storage", str(storage)]
-    log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen([str(BIN / "sfh"), "reproduce", str(experiment), *common, "--tracking-uri", store.uri],
-                              cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    launch = Driver(["reproduce", experiment, *common, "--tracking-uri", store.uri], tmp_path / "driver.log")
 
     def run():
         runs = [r for r in store.trial_runs(name) if r.data.tags[tracking.RUN_KEY] == f"{name}/ok/seed0"]
@@ -59,20 +54,15 @@ def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_the
             return []
         return sorted(m.step for m in store.client.get_metric_history(found.info.run_id, tracking.EPOCH_KEY))
 
-    try:
+    with launch as driver:
         try:
-            wait_for(lambda: "epoch 1/8" in (tmp_path / "driver.log").read_text() or driver.poll() is not None, 600,
-                     "the first epoch")
+            wait_for(lambda: "epoch 1/8" in launch.out() or driver.poll() is not None, 600, "the first epoch")
         except TimeoutError:
-            pytest.fail(f"no epoch logged; the driver said:\n{(tmp_path / 'driver.log').read_text()[-3000:]}")
-        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            pytest.fail(f"no epoch logged; the driver said:\n{launch.out()[-3000:]}")
+        assert driver.poll() is None, launch.out()[-3000:]
         driver.send_signal(signal.SIGTERM)
         code = driver.wait(timeout=300)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        log.close()
-    out = (tmp_path / "driver.log").read_text()
+    out = launch.out()
     assert code == 143, out
     assert "stopped by SIGTERM" in out and f"sfh resume {name} --storage {storage}" in out, out
     stopped = run()
@@ -83,7 +73,7 @@ def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_the
     assert 0 < batches < 16, "the stop landed on an epoch boundary: nothing shows the in-epoch checkpoint"
     assert f"after {batches} batch(es) of epoch {epoch}" in stopped.data.tags[tracking.FAILURE]
 
-    resumed = subprocess.run([str(BIN / "sfh"), "resume", name, *common], cwd=REPO, capture_output=True, text=True,
+    resumed = subprocess.run([str(SFH), "resume", name, *common], cwd=REPO, capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     finished = run()

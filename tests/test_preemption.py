@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_engine import AUGMENTED, Crash, untimed
+from helpers.training import AUGMENTED, Crash, untimed
 
 from spikingformer._validation import deep_merge
 from spikingformer.checkpoints.training import load_checkpoint

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data import write_cifar, write_cifar10_dvs
+from helpers.datasets import write_cifar, write_cifar10_dvs
 
 from spikingformer.data.events import event_frames
 from spikingformer.data.images import cifar_batches
