@@ -34,15 +34,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Tests run in TEST_WORKERS processes (pytest-xdist; each has its own Ray head, and the tests that start the
+# private local Ray share one process): Ray's start-ups and waits overlap the other worker's computing.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup
+
 # The whole suite (what CI runs), timed, with its 15 slowest tests.
 test: install test-deps
-	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 tests; code=$$?; \
+	@start=$$(date +%s); $(PYTEST) tests; code=$$?; \
 	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$code
 
 # The edit loop: everything but what needs Ray, trains for long, compiles or drives a browser (markers in
 # pyproject.toml).
 test-fast: install
-	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=15 -m "not ray and not train and not compile and not browser and not slurm" tests; \
+	@start=$$(date +%s); $(PYTEST) -m "not ray and not train and not compile and not browser and not slurm" tests; \
 	  code=$$?; echo "make test-fast: $$(( $$(date +%s) - start )) s"; exit $$code
 
 lint: install

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.ray_nodes import ENV as RAY_ENV
-from helpers.ray_nodes import SESSION_HEAD_CPUS, SESSION_HEAD_IP, RayNode, free_port
+from helpers.ray_nodes import SESSION_HEAD_CPUS, RayNode, free_port, session_head_ip
 from helpers.serving import wait_until_serving
 
 from harness.cli import TELEMETRY_OFF
@@ -39,9 +39,23 @@ def pytest_configure(config: pytest.Config) -> None:
                    capture_output=True)
 
 
+#: What a test needs, slowest first (pyproject.toml's markers): the order tests start in.
+_NEEDS_ORDER = {"slurm": 0, "ray": 1, "train": 2, "browser": 2, "compile": 2}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slowest kinds first (Slurm, then Ray, then training, browsers, compilers; each kept in file order):
+    under ``pytest -n`` the long end-to-end tests start at once, beside the short ones, instead of last."""
+    def needs(item: pytest.Item) -> int:
+        return min((_NEEDS_ORDER[m.name] for m in item.iter_markers() if m.name in _NEEDS_ORDER), default=3)
+
+    items.sort(key=needs)
+
+
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayNode]:
-    node = RayNode(SESSION_HEAD_IP, num_cpus=SESSION_HEAD_CPUS, log=tmp_path_factory.mktemp("ray") / "head.log")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
+    node = RayNode(session_head_ip(worker), num_cpus=SESSION_HEAD_CPUS, log=tmp_path_factory.mktemp("ray") / "head.log")
     yield node
     node.stop()
 

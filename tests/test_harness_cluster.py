@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
-from helpers.ray_nodes import RayNode, wait_for
+from helpers.ray_nodes import PRIVATE_LOCAL_RAY, RayNode, wait_for
 
 from harness import tracking
 from harness.run import cluster
@@ -68,6 +68,7 @@ TRAIN_WORKER = "ray::RayTrainWorker"
 
 
 @pytest.mark.ray
+@PRIVATE_LOCAL_RAY
 def test_trial_survives_losing_the_worker_node(tmp_path: Path, two_nodes: tuple[RayNode, RayNode]) -> None:
     head, worker = two_nodes
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -110,6 +111,7 @@ def test_trial_survives_losing_the_worker_node(tmp_path: Path, two_nodes: tuple[
 
 
 @pytest.mark.ray
+@PRIVATE_LOCAL_RAY
 def test_private_local_ray_is_on_loopback_and_gives_back_the_users_gcs_port(monkeypatch: pytest.MonkeyPatch) -> None:
     started = {}
     monkeypatch.setenv("RAY_GCS_SERVER_PORT", "6390")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers.driver import REPO, SFH, Driver
-from helpers.ray_nodes import SESSION_HEAD_CPUS, RayNode, wait_for
+from helpers.ray_nodes import PRIVATE_LOCAL_RAY, SESSION_HEAD_CPUS, RayNode, wait_for
 from helpers.runs import check_finished_trial, runs_by_key
 
 from harness import tracking
@@ -42,6 +42,7 @@ def sfh(*args: str) -> int:
     return main([str(a) for a in args])
 
 
+@PRIVATE_LOCAL_RAY
 def test_reproduce_on_the_private_local_ray_against_an_mlflow_server(mlflow_server: str, tmp_path: Path,
                                                                     capsys) -> None:
     """Without --address: a private Ray of its own on 127.0.0.2 (the trials' node, as their runs record)."""

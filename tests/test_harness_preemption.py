@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from helpers.driver import REPO, SFH, Driver
-from helpers.ray_nodes import wait_for
+from helpers.ray_nodes import PRIVATE_LOCAL_RAY, wait_for
 
 from harness import tracking
 from spikingformer.checkpoints.training import load_checkpoint
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, PRIVATE_LOCAL_RAY]
 
 
 #: One digits row, 16 updates per epoch (seconds each), 8 epochs so that SIGTERM after the first lands in

@@ -1,7 +1,8 @@
 """A chain on a real Slurm: Debian's slurmctld, slurmd and munge, one node on this machine, configured in the
 test's own folder (installed by the fixture when missing: a failure to install fails the test).
 
-The demo's Spikingformer row is submitted with a three-minute time limit. Slurm's warning signal (SIGUSR1, a
+The demo's Spikingformer row (on 384 of the digits, so that an epoch takes seconds) is submitted with a
+two-minute time limit. Slurm's warning signal (SIGUSR1, a
 minute ahead) stops the driver and the job requeues itself; the test then lifts the time limit to an hour, and
 once the next run has trained an epoch it requeues the job from outside, as a preemption does; the chain then
 runs until every epoch is trained. At the end
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 SFH = Path(sys.executable).parent / "sfh"
 #: The chain's Ray node (loopback addresses other tests do not use).
 RAY_IP = "127.0.0.9"
-EPOCHS = 12
+EPOCHS = 16
 NAME = f"demo-e{EPOCHS}"
 KEY = f"{NAME}/spikingformer/seed0"
 
@@ -86,10 +87,11 @@ def test_a_chain_goes_through_its_time_limit_and_a_requeue_and_trains_every_epoc
     # of the machine may be doing right then (minutes on a busy 2-core machine, the trial waiting on its lock).
     demo = yaml.safe_load((REPO / "experiments" / "demo.yaml").read_text())
     demo["train"]["runtime"]["lif_backend"] = "spikingjelly"
+    demo["train"]["data"] = {"train_size": 384, "eval_size": 120}
     experiment = tmp_path / "demo.yaml"
     experiment.write_text(yaml.safe_dump(demo))
     submitted = time.time()
-    submit_args = [str(experiment), "--rows", "spikingformer", "--epochs", str(EPOCHS), "--time", "3",
+    submit_args = [str(experiment), "--rows", "spikingformer", "--epochs", str(EPOCHS), "--time", "2",
                    "--signal-lead", "60", "--cpus-per-node", "2", "--ray-node-ip", RAY_IP, "--storage", str(storage),
                    "--tracking-uri", uri]
     done = subprocess.run([str(SFH), "slurm", "submit", *submit_args], cwd=tmp_path, env=env, capture_output=True,

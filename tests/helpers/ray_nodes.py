@@ -20,10 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 RAY = Path(sys.executable).parent / "ray"
-#: The session head's address (127.0.0.2 is the private local Ray's, 127.0.0.3 a test cluster's worker) and its
-#: logical CPUs: more than the cores, so trials overlap their start-up waits.
-SESSION_HEAD_IP, SESSION_HEAD_CPUS = "127.0.0.4", 6
+#: The session head's logical CPUs: more than the cores, so trials overlap their start-up waits. Its address is
+#: :func:`session_head_ip` (127.0.0.2 is the private local Ray's, 127.0.0.3 a test cluster's worker, 127.0.0.9 the
+#: Slurm chain's).
+SESSION_HEAD_CPUS = 6
 #: Every process of a test cluster and every driver joining it.
 ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -41,6 +44,16 @@ ray.get(pg.ready(), timeout=120)
 print("held", flush=True)
 sys.stdin.read()
 """
+#: Tests that start the private local Ray (127.0.0.2) carry this xdist group: under ``pytest -n`` one worker runs
+#: them all, one at a time.
+PRIVATE_LOCAL_RAY = pytest.mark.xdist_group("private-local-ray")
+
+
+def session_head_ip(worker: str) -> str:
+    """The session head's address for xdist worker ``worker``: each has its own head under ``pytest -n N``,
+    ``gw0`` on 127.0.4.1, ``gw1`` on 127.0.4.2, ... (``master``, without -n, on 127.0.4.1)."""
+    index = int(worker[2:]) if worker.startswith("gw") else 0
+    return f"127.0.4.{index + 1}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
