@@ -218,8 +218,9 @@ def training_curves(
         ax.set_xlim(min(lo, -0.5), max(hi, 1.5))  # a run of one or two epochs still gets integer ticks
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if lines:
-            ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+        if lines:  # handles long enough to show a dashed curve as dashed
+            ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False,
+                      handlelength=3.5)
         else:
             ax.text(0.5, 0.5, "no epochs logged yet", ha="center", va="center", transform=ax.transAxes)
     if paper_top1 is not None:
@@ -250,8 +251,10 @@ def gap_curve(path: Path, title: str, gaps: Sequence[Line], band: tuple[Sequence
     return _save(fig, path)
 
 
-def energy_breakdown(path: Path, title: str, layers: Sequence[LayerBar], reference_label: str | None = None) -> Path:
-    """Per-layer input firing rate and energy as horizontal bars; upstream values as black ticks."""
+def energy_breakdown(path: Path, title: str, layers: Sequence[LayerBar], reference_label: str | None = None, *,
+                     energy_limit: float | None = None) -> Path:
+    """Per-layer input firing rate and energy as horizontal bars; upstream values as black ticks. Figures drawn
+    with one ``energy_limit`` (mJ, the largest bar among them) share their energy axis, and all their rate axis."""
     height = max(2.5, 0.16 * len(layers) + 1.2)
     fig, (ax_rate, ax_energy) = plt.subplots(1, 2, figsize=(10, height), dpi=DPI, sharey=True)
     ys = range(len(layers))
@@ -269,6 +272,9 @@ def energy_breakdown(path: Path, title: str, layers: Sequence[LayerBar], referen
     ax_rate.invert_yaxis()
     ax_rate.set_xlabel("input firing rate (%); 100 = non-spike input (MACs)")
     ax_energy.set_xlabel("energy per image (mJ)")
+    ax_rate.set_xlim(0, 105)
+    if energy_limit:
+        ax_energy.set_xlim(0, 1.05 * energy_limit)
     ax_energy.xaxis.set_major_locator(MaxNLocator(nbins=5))
     for ax in (ax_rate, ax_energy):
         ax.grid(axis="x", alpha=0.3)

@@ -72,7 +72,8 @@ _SELF_CHECK = """
     document.body.setAttribute("data-images-ok", ok + "/" + imgs.length);
     document.body.setAttribute("data-errors", JSON.stringify(errors));
     document.getElementById("self-check").textContent =
-      ok + " of " + imgs.length + " figures loaded" + (errors.length ? "; " + errors.length + " error(s)" : "");
+      (imgs.length ? ok + " of " + imgs.length + " figures loaded" : "no figures on this page") +
+      (errors.length ? "; " + errors.length + " error(s)" : "");
   });
 })();
 """

@@ -60,9 +60,10 @@ def write_report(
     ctx = Context(experiment, rows, results.row_setups(experiment), runs, folder, results.reference_curves(experiment))
     sections = [_table(ctx), *_grid(ctx), _tradeoffs(ctx), _curves(ctx), _energy(ctx), _cost(ctx, name)]
     paper = experiment.paper
+    compared = f"Compared with arXiv {paper.arxiv}: {paper.table}." if paper.arxiv != "-" else f"{paper.table}."
     subtitle = (
-        f"{paper.table} (arXiv {paper.arxiv}). Tracking: {runs.uri}. "
-        f"Generated {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}."
+        (f"{experiment.description.rstrip('.')}. " if experiment.description else "") + compared
+        + f" Tracking: {runs.uri}. Generated {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}."
     )
     index = folder / "index.html"
     index.write_text(markup.page(f"Spikingformer reproduction: {name}", subtitle, sections))
@@ -378,40 +379,65 @@ def _run_lines(reader: RunReader, runs: Sequence[SeedRun]) -> tuple[list[figures
 # --- per-layer firing rates and energy -------------------------------------------------------------------
 
 
-def _energy(ctx: Context) -> markup.Section:
-    parts = []
+@dataclass
+class _EnergyPass:
+    """One run's logged energy pass, read before any figure is drawn (they share one energy scale)."""
+
+    row: RowResult
+    run: SeedRun
+    report: dict | None
+    bars: list[figures.LayerBar]
+    matched: bool
+    problem: str | None
+
+
+def _energy_passes(ctx: Context) -> list[_EnergyPass]:
+    passes = []
     for r in ctx.rows:
-        if not r.runs:
-            continue
-        setup = ctx.setups[r.row_id]
-        curve = ctx.curves[r.row_id]
-        reference = results.reference_energy(curve)
-        shown = []
+        reference = results.reference_energy(ctx.curves[r.row_id])
         for run in r.runs:
-            caption = f"{r.row_id} seed {run.seed}"
             report = ctx.runs.json_artifact(run.run_id)
-            if report is None:
-                shown.append(markup.note(f"{caption} ({run.status}): no energy pass logged yet"))
-                continue
-            try:
-                bars, matched = _layer_bars(report, reference)
-                title = f"{caption}: {setup.label}, {report['totals']['energy_mJ']:.4g} mJ per image"
-            except (KeyError, TypeError) as err:  # written by an older harness
-                shown.append(markup.note(f"{caption}: {results.ENERGY_ARTIFACT} lacks {err}; re-run its energy pass"))
-                continue
-            if matched:
-                title += f" (upstream log {reference.energy_mJ:.4g} mJ)"
-            label = curve.label.replace("(authors' log)", "(authors' energy log)") if matched else None
-            path = figures.energy_breakdown(ctx.figure(f"energy-{r.row_id}-seed{run.seed}"), title, bars, label)
-            shown.append(ctx.embed(path, f"{caption}: input firing rate and energy per layer")
-                         + _memory_inclusive(ctx.runs.json_artifact(run.run_id, results.MEMORY_ARTIFACT), caption))
-        more = f"<details><summary>{len(shown) - 1} more seed(s)</summary>{''.join(shown[1:])}</details>"
-        parts.append(f"<h3>{escape(r.row_id)}</h3>" + shown[0] + (more if len(shown) > 1 else ""))
+            bars, matched, problem = [], False, None
+            if report is not None:
+                try:
+                    bars, matched = _layer_bars(report, reference)
+                    report["totals"]["energy_mJ"]  # noqa: B018 (present in every pass this harness writes)
+                except (KeyError, TypeError) as err:  # written by an older harness
+                    problem = f"{results.ENERGY_ARTIFACT} lacks {err}; re-run its energy pass"
+            passes.append(_EnergyPass(r, run, report, bars, matched, problem))
+    return passes
+
+
+def _energy(ctx: Context) -> markup.Section:
+    passes = _energy_passes(ctx)
+    scale = max((max(b.energy_mJ, b.reference_energy_mJ or 0.0) for p in passes for b in p.bars), default=None)
+    shown: dict[str, list[str]] = {}
+    for p in passes:
+        caption = f"{p.row.row_id} seed {p.run.seed}"
+        items = shown.setdefault(p.row.row_id, [])
+        if p.report is None or p.problem:
+            items.append(markup.note(f"{caption}: {p.problem}" if p.problem else
+                                     f"{caption} ({p.run.status}): no energy pass logged yet"))
+            continue
+        curve = ctx.curves[p.row.row_id]
+        title = f"{caption}: {ctx.setups[p.row.row_id].label}, {p.report['totals']['energy_mJ']:.4g} mJ per image"
+        if p.matched:
+            title += f" (upstream log {results.reference_energy(curve).energy_mJ:.4g} mJ)"
+        label = curve.label.replace("(authors' log)", "(authors' energy log)") if p.matched else None
+        path = figures.energy_breakdown(ctx.figure(f"energy-{p.row.row_id}-seed{p.run.seed}"), title, p.bars, label,
+                                        energy_limit=scale)
+        items.append(ctx.embed(path, f"{caption}: input firing rate and energy per layer")
+                     + _memory_inclusive(ctx.runs.json_artifact(p.run.run_id, results.MEMORY_ARTIFACT), caption))
+    parts = []
+    for row_id, items in shown.items():
+        more = f"<details><summary>{len(items) - 1} more seed(s)</summary>{''.join(items[1:])}</details>"
+        parts.append(f"<h3>{escape(row_id)}</h3>" + items[0] + (more if len(items) > 1 else ""))
     if not parts:
         parts.append(markup.note("no run has been tracked yet"))
     intro = (
         "<p class='small'>Per counted layer (the family's paper convention): the input firing rate (100% marks a "
-        "non-spike input, costed as MACs) and the energy per image; the last bar sums the attention matmuls of all "
+        "non-spike input, costed as MACs) and the energy per image, on one energy scale for every row and seed so "
+        "that the families compare bar for bar; the last bar sums the attention matmuls of all "
         "blocks (ACs at the q/k/v rates). Black ticks: the authors' energy log of the same model (released "
         "checkpoint, full ImageNet val; extracted into experiments/reference/), matched layer by layer in forward "
         "order.</p>"

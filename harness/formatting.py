@@ -44,6 +44,11 @@ def format_kwh(value: float | None) -> str:
     return NA if value is None else f"{value:.3g}"
 
 
+def format_money(value: float | None) -> str:
+    """An amount in the user's currency, to the cent: 1,234.56."""
+    return NA if value is None else f"{value:,.2f}"
+
+
 def format_value(value: Any) -> str:
     """An axis value in ids and tables (``0.5``, not ``0.50000``)."""
     return f"{value:g}" if isinstance(value, float) else str(value)

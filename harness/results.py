@@ -36,6 +36,7 @@ from harness.formatting import (
     format_delta,
     format_duration,
     format_kwh,
+    format_money,
     format_number,
     format_pair,
     format_spread,
@@ -52,8 +53,8 @@ __all__ = [
     "ENERGY_ARTIFACT", "NA", "Experiment", "FamilyLine", "RowCost", "RowResult", "RowSetup", "RunReader", "SeedRun",
     "collect", "family_lines", "render_families_csv", "render_families_markdown", "NOT_COMPARABLE", "batch_departures",
     "default_tracking_uri", "discover", "format_delta", "format_number", "format_pair", "format_spread",
-    "format_table", "load_experiment", "render_costs", "render_csv", "render_markdown", "row_costs", "row_setups",
-    "summarize",
+    "format_table", "latest_plan", "load_experiment", "render_costs", "render_csv", "render_markdown", "row_costs",
+    "row_setups", "summarize",
     "NO_REFERENCE", "axes", "format_value", "grid_cells",
     "MEMORY_ARTIFACT", "E_AC_PJ", "EnergyLog", "GAP_TO_REFERENCE", "ReferenceCurve", "STOPPED", "reference_curves",
     "reference_energy",
@@ -409,6 +410,8 @@ class RowCost:
     #: Inference energy per image on neuromorphic hardware (45 nm): ours and the paper's, mJ.
     inference_mJ: float | None
     paper_inference_mJ: float | None
+    #: The plan's price of ``planned_device_hours`` (``sfh plan --price-per-device-hour``), None without one.
+    planned_cost: float | None = None
 
 
 def row_costs(store: tracking.Tracking, rows: list[RowResult], plan: Plan | None) -> list[RowCost]:
@@ -429,6 +432,7 @@ def row_costs(store: tracking.Tracking, rows: list[RowResult], plan: Plan | None
             planned_device_hours=None if per_seed is None else per_seed * (len(done) or planned.seeds),
             plan_ratio=statistics.fmean(times) / planned.train_s if times and planned is not None else None,
             inference_mJ=r.energy_mJ, paper_inference_mJ=r.paper.energy_mJ,
+            planned_cost=None if per_seed is None else plan.cost(per_seed * (len(done) or planned.seeds)),
         ))
     return costs
 
@@ -450,8 +454,11 @@ def render_costs(costs: list[RowCost], plan: Plan | None) -> str:
     if plan is None:
         lines.append("No plan for this experiment yet: `sfh plan EXP` projects it.")
     else:
+        price = plan.cost(plan.device_hours)
         lines.append(f"Plan: {plan.file} on {plan.device}, {format_duration(plan.wall_s)} wall-clock for all its "
-                     f"trials, {plan.device_hours:.3g} device-hours, {format_kwh(plan.energy_kWh)} kWh.")
+                     f"trials, {plan.device_hours:.3g} device-hours, {format_kwh(plan.energy_kWh)} kWh"
+                     + ("." if price is None else
+                        f", {format_money(price)} at {plan.price_per_device_hour:g} per device-hour."))
     for note in sorted({c.energy_note for c in costs if c.energy_note}):
         lines.append(f"- training energy: {note}")
     return "\n".join(lines) + "\n"
@@ -506,21 +513,26 @@ CSV_COLUMNS = (
     "experiment", "row", "paper_top1", "best_top1_mean", "best_top1_sd", "last_top1_mean", "last_top1_sd", "delta",
     "params", "paper_params_M", "sops_G", "paper_sops_G", "energy_mJ", "paper_energy_mJ", "seeds_finished",
     "seeds", "verdict", "paper_source", "point", "reference", "reference_curve", "convergence",
+    # What the row cost, as the markdown's cost table shows it (empty without ``costs``).
+    "device_hours", "planned_device_hours", "time_vs_plan", "training_kWh", "training_energy", "planned_cost",
 )
 
 
-def render_csv(rows: Sequence[RowResult]) -> str:
-    """One header, then one line per row; rows of several experiments go in one call (the experiment column)."""
+def render_csv(rows: Sequence[RowResult], costs: Sequence[RowCost] | None = None) -> str:
+    """One header, then one line per row; rows of several experiments go in one call (the experiment column).
+    ``costs`` (one per row, in order, from :func:`row_costs`) fills the cost columns."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for r in rows:
+    for r, c in zip(rows, costs or [None] * len(rows), strict=True):
+        spent = ["", "", "", "", "", ""] if c is None else [
+            c.device_hours, c.planned_device_hours, c.plan_ratio, c.energy_kWh, c.energy_note, c.planned_cost]
         writer.writerow([
             r.experiment, r.row_id, r.paper.top1, r.best_top1_mean, r.best_top1_sd, r.last_top1_mean, r.last_top1_sd,
             r.delta, r.params, r.paper.params_M, r.sops_G, r.paper.sops_G, r.energy_mJ, r.paper.energy_mJ,
             len(r.finished), len(r.runs), r.verdict, r.paper.source,
             ";".join(f"{k}={format_value(v)}" for k, v in r.point.items()), r.reference or "", r.curve or "",
-            r.convergence,
+            r.convergence, *("" if v is None else v for v in spent),
         ])
     return out.getvalue()
 

@@ -19,8 +19,9 @@ from harness.cost import measuring_trial
 from harness.cost.measure import Measured
 from harness.cost.plans import latest_plan
 from harness.cost.power import EnergyMeter, meter_for, rapl_counter
-from harness.cost.projection import Plan, project, schedule
+from harness.cost.projection import Plan, project, render, schedule
 from harness.experiment import load_experiment
+from harness.formatting import format_money
 from harness.run.specs import trial_specs
 from spikingformer.training.step_cost import StepCost
 
@@ -111,7 +112,7 @@ def test_plan_a_paper_table_on_synthetic_data_and_project_the_full_run(ray_head:
     measured = {first: Measured(StepCost(**smoke.rows[0].cost), None, "n/a: no counter")}
     specs = trial_specs(cifar, name="cifar10", rows=[first], seeds=2, tracking_uri=store.uri, train_storage="")
     full = project(specs, measured, experiment="cifar10", file="cifar10.yaml", device="cpu", steps=2,
-                        capacity={"CPU": 3.0, "GPU": 0.0}, watts=250.0)
+                        capacity={"CPU": 3.0, "GPU": 0.0}, watts=250.0, price_per_device_hour=2.5)
     (row,) = full.rows
     config = cifar.train_config(cifar.rows[0])
     assert row.steps_per_epoch == 50_000 // config.data.batch_size and row.epochs == config.schedule.total_epochs
@@ -121,6 +122,11 @@ def test_plan_a_paper_table_on_synthetic_data_and_project_the_full_run(ray_head:
     assert any("a cluster of one such trial" in note for note in full.notes)
     check_consistent(full)
     assert row.energy_kWh == pytest.approx(row.device_hours * 0.25) and "estimated from --watts 250" in row.energy_basis
+    # A price per device-hour: each row's cost and the table's total, in the user's currency.
+    table = render(full)
+    assert "| kWh | cost |" in table and f"| {format_money(row.device_hours * 2.5)} |" in table
+    assert f"{format_money(full.device_hours * 2.5)} at 2.5 per device-hour." in table
+    assert Plan.from_json(full.to_json()).price_per_device_hour == 2.5
 
 
 def test_schedule_places_trials_as_the_cluster_allows() -> None:

@@ -127,7 +127,11 @@ def test_collect_aggregates_seeds_and_judges_rows(store: tracking.Tracking, tmp_
 
     assert main(["table", str(tmp_path / "table.yaml"), "--tracking-uri", store.uri, "--format", "csv",
                  "--out", str(tmp_path / "t.csv")]) == 0
-    assert (tmp_path / "t.csv").read_text() == results.render_csv(list(rows.values()))
+    costs = results.row_costs(store, list(rows.values()), None)
+    written = (tmp_path / "t.csv").read_text()
+    assert written == results.render_csv(list(rows.values()), costs)  # with what each row cost, as the markdown
+    spent = {r["row"]: r for r in csv.DictReader(io.StringIO(written))}
+    assert spent["pass"]["training_energy"] == "n/a: not recorded by this run" and spent["notrun"]["device_hours"] == ""
 
     # Two experiments in one CSV: one header, each row under its own experiment.
     (tmp_path / "other.yaml").write_text(yaml.safe_dump({**EXPERIMENT, "name": "other"}))

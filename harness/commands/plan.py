@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the cluster has them)")
     parser.add_argument("--watts", type=positive, metavar="W",
                         help="power per device for the energy estimate where the device has no energy counter")
+    parser.add_argument("--price-per-device-hour", type=positive, metavar="PRICE",
+                        help="what one device-hour (a GPU, or a CPU worker) costs on the cluster, in your currency: "
+                             "adds a cost column and the table's total")
     parser.add_argument("--max-concurrent", type=at_least(1), help="trials at once, as in sfh reproduce")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--out", help="also write the table or JSON to this file")

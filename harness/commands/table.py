@@ -25,9 +25,14 @@ def run(args: argparse.Namespace) -> int:
         experiments = [e for e in experiments if store.find_experiment(e.name) is not None]
     if args.name and len(experiments) != 1:
         raise ValueError("--name selects the tracked name of one experiment file; give exactly one")
-    if args.format == "csv":  # one header over the rows of every experiment (its own column)
-        rows = [row for e in experiments for row in results.collect(e, uri, name=args.name)]
-        text = results.render_csv(rows) if experiments else ""
+    if args.format == "csv":  # one header over the rows of every experiment (its own column), with their costs
+        store = Tracking(uri)
+        rows, costs = [], []
+        for e in experiments:
+            collected = results.collect(e, uri, name=args.name)
+            rows += collected
+            costs += results.row_costs(store, collected, results.latest_plan(store, args.name or e.name))
+        text = results.render_csv(rows, costs) if experiments else ""
     else:
         text = "\n".join(results.format_table(e, uri, name=args.name) for e in experiments)
     if args.out:

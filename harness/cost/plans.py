@@ -122,7 +122,7 @@ def make_plan(args: argparse.Namespace) -> int:
     projection = project(
         specs, measured, experiment=name, file=str(args.experiment), device="cuda" if gpu else "cpu",
         steps=args.steps, capacity=capacity, launch_s=first_trial_at - psutil.Process().create_time(),
-        max_concurrent=args.max_concurrent, watts=args.watts,
+        max_concurrent=args.max_concurrent, watts=args.watts, price_per_device_hour=args.price_per_device_hour,
     )
     run_id = log_plan(tracking.Tracking(uri), projection, {
         **tracking.provenance_tags(), "sfh.experiment_file": str(args.experiment),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.cost.measure import Measured
-from harness.formatting import format_duration, format_kwh
+from harness.formatting import format_duration, format_kwh, format_money
 from harness.run.specs import TrialSpec, trial_resources
 from spikingformer.training.step_cost import run_steps
 
@@ -71,6 +71,12 @@ class Plan:
     energy_basis: str
     rows: list[RowPlan] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: What one device-hour costs (``--price-per-device-hour``, in the user's currency), None when not given.
+    price_per_device_hour: float | None = None
+
+    def cost(self, device_hours: float) -> float | None:
+        """The price of ``device_hours``, None without a price."""
+        return None if self.price_per_device_hour is None else device_hours * self.price_per_device_hour
 
     def row(self, row_id: str) -> RowPlan | None:
         return next((r for r in self.rows if r.row == row_id), None)
@@ -124,6 +130,7 @@ def project(
     launch_s: float = 0.0,
     max_concurrent: int | None = None,
     watts: float | None = None,
+    price_per_device_hour: float | None = None,
 ) -> Plan:
     """Scale each row's measured step to all its trials and schedule them on ``capacity`` after ``launch_s``."""
     gpu = device != "cpu"
@@ -172,17 +179,20 @@ def project(
         device_hours=sum(r.device_hours for r in rows.values()),
         energy_kWh=sum(energies) if all(e is not None for e in energies) else None,
         energy_basis="; ".join(bases), rows=list(rows.values()), notes=notes,
+        price_per_device_hour=price_per_device_hour,
     )
 
 
 def render(plan: Plan) -> str:
-    """The plan as markdown: one line per row, then the experiment's totals and the notes."""
+    """The plan as markdown: one line per row, then the experiment's totals and the notes; with a price per
+    device-hour, what each row and the whole table cost."""
+    priced = plan.price_per_device_hour is not None
     lines = [
         f"## plan: {plan.experiment} ({plan.file}) on {plan.device}, {plan.steps} timed step(s) per row",
         "",
         "| row | data | precision | batch/worker | s/step | img/s/worker | peak MB/worker | steps/epoch x epochs "
-        "| seeds x workers | start-up + train + final / trial | device-h | kWh |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| seeds x workers | start-up + train + final / trial | device-h | kWh |" + (" cost |" if priced else ""),
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if priced else ""),
     ]
     for r in plan.rows:
         c = r.cost
@@ -193,13 +203,16 @@ def render(plan: Plan) -> str:
             f"| {c['peak_mem_mb']:,.0f} | {r.steps_per_epoch:,} x {r.epochs} | {r.seeds} x {r.workers} "
             f"| {format_duration(r.startup_s)} + {format_duration(r.train_s)} + {format_duration(r.final_s)} "
             f"| {r.device_hours:.3g} | {format_kwh(r.energy_kWh)} |"
+            + (f" {format_money(plan.cost(r.device_hours))} |" if priced else "")
         )
     lines += [
         "",
         f"Total: {format_duration(plan.wall_s)} wall-clock ({format_duration(plan.launch_s)} to launch, then "
         f"{plan.trials_side_by_side} trial(s) side by side on "
         f"{', '.join(f'{v:g} {k}' for k, v in plan.capacity.items() if v)}), {plan.device_hours:.3g} device-hours, "
-        f"{format_kwh(plan.energy_kWh)} kWh (energy: {plan.energy_basis}).",
+        f"{format_kwh(plan.energy_kWh)} kWh (energy: {plan.energy_basis})"
+        + (f", {format_money(plan.cost(plan.device_hours))} at {plan.price_per_device_hour:g} per device-hour."
+           if priced else "."),
     ]
     for r in plan.rows:
         if r.cost["note"]:
