@@ -14,6 +14,7 @@ import fcntl
 import getpass
 import hashlib
 import json
+import logging
 import math
 import os
 import subprocess
@@ -131,6 +132,10 @@ def dataset_inputs(data_info: Mapping[str, Mapping[str, Any]]) -> list[DatasetIn
     return inputs
 
 
+#: What MLflow and alembic log at INFO while they create or migrate a sqlite store's tables.
+SQLITE_SETUP_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration")
+
+
 def _create_sqlite(uri: str) -> MlflowClient:
     """A client of a sqlite store, its tables created or migrated under an exclusive file lock beside it.
 
@@ -140,6 +145,8 @@ def _create_sqlite(uri: str) -> MlflowClient:
     """
     db = Path(uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
+    for name in SQLITE_SETUP_LOGGERS:  # "Creating initial MLflow database tables...": noise among our lines
+        logging.getLogger(name).setLevel(logging.WARNING)
     with open(db.with_name(f"{db.name}.init-lock"), "a") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
         try:

@@ -22,9 +22,12 @@ DRIVER_SLACK_CPUS = 1
 
 
 def quiet() -> None:
-    """Our progress lines replace Tune's tables and box (``RAY_AIR_NEW_OUTPUT=0`` + ``verbose=0``)."""
+    """Our progress lines replace Tune's tables and box (``RAY_AIR_NEW_OUTPUT=0`` + ``verbose=0``), and Ray's
+    start-up notes go."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    # Ray's note that a new local cluster runs with token auth (its default, which the private local Ray keeps).
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
 def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import platform
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +47,8 @@ def extension_name() -> str:
 @functools.cache
 def _load() -> ModuleType | KernelBuildError:
     """Build (once per machine) and import the extension; a failure is kept, so it is not retried per call."""
+    # Importing it on a host without CUDA warns "No CUDA runtime is found": true, and nothing to do with a CPU build.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         from torch.utils import cpp_extension
 
