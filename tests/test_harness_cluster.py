@@ -123,3 +123,56 @@ def test_private_local_ray_is_on_loopback_and_gives_back_the_users_gcs_port(monk
     assert cluster.connect() == f"Ray local at {cluster.LOCAL_NODE_IP}: 1 node(s), 3 CPU, 0 GPU"
     assert (started["address"], started["_node_ip_address"]) == ("local", cluster.LOCAL_NODE_IP)
     assert started["port"] != "6390" and os.environ["RAY_GCS_SERVER_PORT"] == "6390"
+
+
+#: Started in a process of its own: the private local Ray with one worker, then what its process tree listens on,
+#: as (interface, process kind) pairs; "any" is 0.0.0.0 or ::, "loopback" 127.0.0.0/8 or ::1.
+_LISTENERS = r"""
+import json, os, time
+import psutil, ray
+from harness.run import cluster
+
+def kind(p):
+    if p.pid == os.getpid():
+        return "driver"
+    name = p.name()
+    if name.startswith("python"):
+        return next((os.path.basename(a) for a in p.cmdline()[1:] if a.endswith(".py")), name)
+    agents = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+    return "ray::worker" if name.startswith("ray::") and name not in agents else name
+
+cluster.connect()
+ray.get(ray.remote(lambda: 1).remote())
+time.sleep(2)
+found = set()
+for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+    try:
+        for c in p.net_connections(kind="inet"):
+            if c.status == psutil.CONN_LISTEN:
+                ip = c.laddr.ip
+                where = "any" if ip in ("0.0.0.0", "::") else "loopback" if ip.startswith("127.") or ip == "::1" else ip
+                found.add((where, kind(p)))
+    except psutil.NoSuchProcess:
+        pass
+cluster.shutdown()
+print(json.dumps(sorted(found)))
+"""
+
+
+@pytest.mark.ray
+@PRIVATE_LOCAL_RAY
+def test_what_a_private_local_run_listens_on_is_what_the_docs_say() -> None:
+    """The table in docs/reliability.md ("What a local run exposes"), measured: Ray 2.60 binds its gRPC servers to
+    every interface whatever the node address; the dashboard and the agents' HTTP ports stay on loopback."""
+    done = subprocess.run([sys.executable, "-c", _LISTENERS], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = {tuple(pair) for pair in json.loads(done.stdout.strip().splitlines()[-1])}
+    assert found == {
+        ("any", "gcs_server"), ("any", "raylet"), ("any", "ray::DashboardAgent"), ("any", "ray::worker"),
+        ("any", "driver"),
+        ("loopback", "dashboard.py"), ("loopback", "ray::DashboardAgent"), ("loopback", "ray::RuntimeEnvAgent"),
+    }, sorted(found)
+    documented = (REPO / "docs" / "reliability.md").read_text()
+    for what in ("GCS", "raylet", "dashboard agent's gRPC", "every worker's", "the driver's", "dashboard's HTTP",
+                 "runtime-env agent"):
+        assert what in documented, what
