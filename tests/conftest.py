@@ -35,6 +35,13 @@ def pytest_configure(config: pytest.Config) -> None:
     and every subprocess a test starts: Ray usage stats and MLflow telemetry off (nothing leaves loopback), and
     Ray's token auth (see above), with the token Ray keeps for the user made on a machine that has none yet."""
     os.environ.update({**TELEMETRY_OFF, **RAY_ENV})
+    # Under pytest -n N, N processes share the cores: each (and what it starts) computes on its share of them
+    # instead of every one spreading its torch threads over all of them.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+        torch.set_num_threads(threads)
     subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token", "--generate"], check=True,
                    capture_output=True)
 
