@@ -1,18 +1,5 @@
-"""``python -m spikingformer.energy`` (``sfh energy``): SOPs (ACs), MACs, firing rates and energy of a registered
-model, by Spikingformer's energy rules or the convention its family declares.
-
-``--data`` is read the way training evaluates it: ``spikingformer.data.loaders`` builds the test split with the
-dataset's recipe (eval transform, normalisation, split; event frames at the model's T). Kinds:
-``imagenet:ROOT``, ``cifar10:ROOT``, ``cifar100:ROOT``, ``cifar10-dvs:ROOT``, ``dvs128-gesture:ROOT``,
-``digits`` (scikit-learn's, the fixed 360-image test split) and ``synthetic[:N]`` (N seeded samples of the
-model's input). The model must take what the data gives (input shape, T of event frames, classes).
-
-``--checkpoint`` takes our training checkpoints (a file, or a run's checkpoint folder for its last.pt; the
-model's settings come from the config it records, so ``--model`` may be left out) and upstream ones.
-``--baseline`` measures a second model, typically ``spikformer_*``, on the same batches and gives the
-saving against it under upstream's two countings of Spikformer's non-binary inputs: as MACs (spike test
-up to 1 spike, the paper's figure) and as ACs (integer spike counts up to 30).
-"""
+"""``python -m spikingformer.energy`` (``sfh energy``): measure what the command line asks (its options and
+what they mean: ``spikingformer.energy.arguments``)."""
 
 from __future__ import annotations
 
@@ -33,15 +20,13 @@ from spikingformer.checkpoints.loading import load_weights, model_config, read_c
 from spikingformer.config import ModelConfig, TrainConfig
 from spikingformer.data.loaders import build_eval_loader
 from spikingformer.energy import E_AC_PJ, E_MAC_PJ, GIGA, EnergyConvention, EnergyReport, measure_conventions
+from spikingformer.energy.arguments import DATA_KINDS, FOLDER_DATASETS, build_parser
 from spikingformer.energy.memory import measure_memory_inclusive
 from spikingformer.evaluate import first_images
 from spikingformer.models.registry import InputSpec, input_spec, unknown_model
 from spikingformer.recipes import RECIPES, load_recipe
 from spikingformer.training.distributed import default_device
 
-#: ``--data`` datasets read from a folder (``NAME:ROOT``); each has a recipe of the same name.
-FOLDER_DATASETS = ("imagenet", "cifar10", "cifar100", "cifar10-dvs", "dvs128-gesture")
-DATA_KINDS = (*(f"{name}:ROOT" for name in FOLDER_DATASETS), "digits", "synthetic[:N]")
 #: Samples a ``synthetic`` spec draws when it names no count.
 SYNTHETIC_SAMPLES = 32
 
@@ -219,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
     # Models, weights and data are checked before the first batch, and nothing prints before every pass ends.
     loader = build_eval_loader(config)
     batches = min(len(loader), args.max_batches or len(loader))
-    energy = {"e_mac_pj": args.e_mac, "e_ac_pj": args.e_ac}
+    energy = {"e_mac_pj": E_MAC_PJ if args.e_mac is None else args.e_mac,
+              "e_ac_pj": E_AC_PJ if args.e_ac is None else args.e_ac}
     convention = chosen_convention(main, args.convention, args.max_spike_count)
     (report,) = measure(main_cfg.name, main.to(device), loader, batches, [convention], **energy)
     # what the convention counts, and where the paper's own figure cannot be recomputed (it says so)
@@ -242,77 +228,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def model_name(text: str) -> str:
-    """An argparse type: a registered model, or a refusal with the closest names."""
-    if text in MODEL_CONFIGS:
-        return text
-    raise argparse.ArgumentTypeError(unknown_model(text))
-
-
-def build_parser(prog: str = "python -m spikingformer.energy") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--model",
-        type=model_name,
-        metavar="NAME",
-        help="registered model, e.g. spikingformer_8_512 (default: the one --checkpoint records)",
-    )
-    parser.add_argument(
-        "--checkpoint", metavar="PATH", help="our checkpoint file or run folder, or an upstream .pth/.pth.tar"
-    )
-    parser.add_argument("--data", default="synthetic", help=f"{' | '.join(DATA_KINDS)} (default: synthetic)")
-    parser.add_argument("--max-batches", type=_positive, metavar="N", help="stop after this many batches")
-    parser.add_argument("--batch-size", type=_positive, default=16, metavar="N", help="default %(default)s")
-    parser.add_argument(
-        "--num-workers", type=int, metavar="N", help="DataLoader workers (default: the dataset recipe's)"
-    )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument("--num-classes", type=_positive, help="override the class count (both models)")
-    parser.add_argument("--T", type=_positive, help="override the time steps (both models)")
-    parser.add_argument("--num-heads", type=_positive, help="override the head count (both models)")
-    parser.add_argument(
-        "--convention",
-        default="paper",
-        metavar="LABEL",
-        help="energy convention: paper (the model's own paper's counting, default), common (Spikingformer's "
-        "rules for every family, one ruler), or another the family declares (Spikformer: spike_counts)",
-    )
-    parser.add_argument(
-        "--max-spike-count",
-        type=_positive,
-        metavar="N",
-        help="override the convention's spike test: integer spike counts up to N count as ACs (1: upstream "
-        "Spikingformer; 30: upstream's alternative for Spikformer's spike sums)",
-    )
-    parser.add_argument("--baseline", type=model_name, metavar="NAME", help="second model, e.g. spikformer_8_768")
-    parser.add_argument("--baseline-checkpoint", metavar="PATH", help="the baseline's checkpoint, as --checkpoint")
-    parser.add_argument(
-        "--memory",
-        type=_positive,
-        metavar="N",
-        help="also the memory-inclusive estimate (compute plus weight, membrane and spike memory traffic, Lemaire "
-        "et al. 2022) against the same network as a quantized ANN, and the break-even firing rate, on N images",
-    )
-    parser.add_argument("--e-mac", type=float, default=E_MAC_PJ, help="pJ per MAC (default %(default)s)")
-    parser.add_argument("--e-ac", type=float, default=E_AC_PJ, help="pJ per AC (default %(default)s)")
-    parser.set_defaults(func=run)
-    return parser
-
-
 def main(argv: list[str] | None = None, prog: str = "python -m spikingformer.energy") -> int:
     """Parse ``argv`` and measure; a bad model, checkpoint or data folder ends in one line saying which."""
     args = build_parser(prog).parse_args(argv)
     try:
+        for name in (args.model, args.baseline):
+            if name is not None and name not in MODEL_CONFIGS:
+                raise ValueError(unknown_model(name))
         return run(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
