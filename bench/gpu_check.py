@@ -138,7 +138,7 @@ def bench(scale: Scale, work: Path) -> dict:
 
 
 #: Epochs of the kill-and-resume check's trial: room for the kill to land between two of them on a loaded machine.
-KILL_EPOCHS = 4
+KILL_EPOCHS = 3
 
 
 def _experiment(scale: Scale, epochs: int = 2) -> dict:

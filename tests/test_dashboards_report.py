@@ -33,6 +33,8 @@ from spikingformer import build_model
 from spikingformer.energy import energy_from_rates, profile_ops
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: One xdist worker for the module: its fixtures (a real demo run among them) are made once.
+pytestmark = pytest.mark.xdist_group("dashboards-report")
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = {
     "name": "dash-partial",

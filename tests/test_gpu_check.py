@@ -29,7 +29,8 @@ def test_cpu_form_passes_every_check(ray_head: RayNode, tmp_path: Path) -> None:
     assert all(c["ok"] for c in checks.values()), checks
     assert checks["lif_exactness"]["cases"] == 4 * 4 * 2 + 2 * 4
     assert checks["lif_exactness"]["max_fp32_grad_rel_error"] <= 1e-6
-    assert checks["kill_resume"]["epochs_after_resume"] == [1]
+    after = checks["kill_resume"]["epochs_after_resume"]  # on from a checkpoint, each later epoch once
+    assert after == list(range(after[0], 3)) and after[0] >= 1 and checks["kill_resume"]["resumed_from"]
     assert checks["plan"]["step_s"] > 0 and checks["plan"]["energy_basis"].startswith("n/a")
     assert "| kill_resume | pass |" in (tmp_path / "report.md").read_text()
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from helpers.driver import REPO, SFH, Driver
-from helpers.ray_nodes import PRIVATE_LOCAL_RAY, wait_for
+from helpers.ray_nodes import RayNode, wait_for
 
 from harness import tracking
 from spikingformer.checkpoints.training import load_checkpoint
 
-pytestmark = [pytest.mark.ray, PRIVATE_LOCAL_RAY]
+pytestmark = pytest.mark.ray
 
 
 #: One digits row, 16 updates per epoch (seconds each), 8 epochs so that SIGTERM after the first lands in
@@ -35,14 +35,17 @@ rows:
 """
 
 
-def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_there(tmp_path: Path) -> None:
-    """On the private local Ray each command starts (the flag lives in that cluster, as on a real one)."""
+def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_there(ray_head: RayNode,
+                                                                                   tmp_path: Path) -> None:
+    """On the session's head, a cluster that outlives the driver: the stop flag the first driver left there must
+    not stop the resumed one."""
     experiment = tmp_path / "stop.yaml"
     experiment.write_text(EXPERIMENT)
     storage, name = tmp_path / "ray", "stop"
     store = tracking.Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    common = ["--storage", str(storage)]
-    launch = Driver(["reproduce", experiment, *common, "--tracking-uri", store.uri], tmp_path / "driver.log")
+    common = ["--storage", str(storage), "--address", ray_head.address]
+    launch = Driver(["reproduce", experiment, *common, "--tracking-uri", store.uri], tmp_path / "driver.log",
+                    env=ray_head.driver_env())
 
     def run():
         runs = [r for r in store.trial_runs(name) if r.data.tags[tracking.RUN_KEY] == f"{name}/ok/seed0"]
@@ -73,8 +76,8 @@ def test_sigterm_to_the_driver_checkpoints_mid_epoch_and_resume_goes_on_from_the
     assert 0 < batches < 16, "the stop landed on an epoch boundary: nothing shows the in-epoch checkpoint"
     assert f"after {batches} batch(es) of epoch {epoch}" in stopped.data.tags[tracking.FAILURE]
 
-    resumed = subprocess.run([str(SFH), "resume", name, *common], cwd=REPO, capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run([str(SFH), "resume", name, *common], cwd=REPO, env=ray_head.driver_env(),
+                             capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     finished = run()
     assert finished.info.status == "FINISHED"

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 SFH = Path(sys.executable).parent / "sfh"
 #: The chain's Ray node (loopback addresses other tests do not use).
 RAY_IP = "127.0.0.9"
-EPOCHS = 16
+EPOCHS = 12
 NAME = f"demo-e{EPOCHS}"
 KEY = f"{NAME}/spikingformer/seed0"
 
