@@ -51,12 +51,16 @@ _NEEDS_ORDER = {"slurm": 0, "ray": 1, "train": 2, "browser": 2, "compile": 2}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slowest kinds first (Slurm, then Ray, then training, browsers, compilers; each kept in file order):
-    under ``pytest -n`` the long end-to-end tests start at once, beside the short ones, instead of last."""
+    """Modules with the slowest kinds of test first (Slurm, then Ray, then training, browsers, compilers), each
+    module kept whole and in file order (its module-scoped fixtures are made once): under ``pytest -n`` the long
+    end-to-end tests start at once, beside the short ones, instead of last."""
     def needs(item: pytest.Item) -> int:
         return min((_NEEDS_ORDER[m.name] for m in item.iter_markers() if m.name in _NEEDS_ORDER), default=3)
 
-    items.sort(key=needs)
+    rank: dict[str, int] = {}
+    for item in items:
+        rank[item.module.__name__] = min(rank.get(item.module.__name__, 3), needs(item))
+    items.sort(key=lambda item: rank[item.module.__name__])
 
 
 @pytest.fixture(scope="session")
