@@ -138,8 +138,10 @@ def test_a_chain_goes_through_its_time_limit_and_a_requeue_and_trains_every_epoc
     assert run.data.tags[tracking.RUN_KEY] == KEY and run.info.status == "FINISHED"
     history = store.client.get_metric_history(run.info.run_id, tracking.EPOCH_KEY)
     assert sorted(int(m.step) for m in history) == list(range(EPOCHS))  # every epoch logged once
-    # No epoch was trained twice: each run went on from the epoch after the last one reported before it.
-    assert _epochs_printed(chain, job) == list(range(1, EPOCHS + 1))
+    # No epoch was trained twice: the epochs the drivers printed only go up, each run going on after the last
+    # checkpoint (a driver stopping as an epoch ends may not print that epoch's line: MLflow has it, above).
+    printed = _epochs_printed(chain, job)
+    assert printed == sorted(set(printed)) and printed[-1] == EPOCHS, printed
 
     assert f"{KEY:<40} FINISHED    epochs {EPOCHS}/{EPOCHS}" in chain_status
     assert "next: done (all 1 (row, seed) run(s) FINISHED)" in chain_status
